@@ -1,0 +1,1 @@
+"""mtl_tf: multi-task learning as multi-objective optimisation for Keras 3 / TensorFlow."""
