@@ -1,1 +1,6 @@
 """mtl_tf: multi-task learning as multi-objective optimisation for Keras 3 / TensorFlow."""
+
+from mtl_tf import balancers, solvers
+from mtl_tf.model import MultiTaskModel, NonFiniteLossError, NonFiniteLossGuard
+
+__all__ = ["MultiTaskModel", "NonFiniteLossError", "NonFiniteLossGuard", "balancers", "solvers"]

@@ -1,0 +1,135 @@
+"""Pareto MTL: one Pareto-optimal model per preference vector.
+
+Lin, Zhen, Li, Zhang & Kwong, "Pareto Multi-Task Learning", NeurIPS 2019.
+Given unit preference vectors u_1..u_K and the chosen one u_k, the loss vector L
+is kept in the sub-region where u_k is the closest preference, through the
+constraints G_j = (u_j - u_k)^T L / ||L|| <= 0 for j != k.
+
+* Initial phase (finding a feasible start, paper section 4.1): while some
+  constraint is active (G_j > 0), descend along the min-norm element of the
+  active constraint gradients; stop as soon as none is active or after
+  `init_max_steps` steps.
+* Main phase (section 4.2): the min-norm element of the convex hull of the T
+  task gradients and the active constraint gradients; with w = beta_task +
+  sum_j beta_j (u_j - u_k), the update is sum_t w_t grad L_t with w rescaled so
+  that sum_t |w_t| = T (the official code's normalisation).
+
+Every constraint gradient is a combination of task gradients, so everything is
+computed from the T x T Gram matrix of task gradients; the active set is a mask
+handed to the min-norm solver, which keeps all shapes static inside the
+compiled step. As in the official code the task gradients are taken with
+respect to all parameters (shared and heads).
+
+Preferences: `preferences` as a K x T list, otherwise for T = 2 the official
+`num_preferences` points evenly spaced on the quarter circle (angle 0 to pi/2;
+default 5, so index 2 is the equal preference), and for T > 2 the T unit
+vectors plus the normalised all-ones vector (index T is the equal preference).
+`preference_index` defaults to the equal preference.
+"""
+
+import math
+
+import tensorflow as tf
+
+from mtl_tf import solvers
+from mtl_tf.balancers.base import Balancer, Update, global_parameter_gram, stack_first_axis, weighted_sum
+from mtl_tf.balancers.registry import register
+
+
+def default_preferences(num_tasks, num_preferences=5):
+    """The official quarter-circle preferences for 2 tasks; corners and centre otherwise."""
+    if num_tasks == 2:
+        angles = [0.5 * math.pi * i / (num_preferences - 1) for i in range(num_preferences)]
+        return [[math.cos(a), math.sin(a)] for a in angles]
+    corners = [[1.0 if i == j else 0.0 for j in range(num_tasks)] for i in range(num_tasks)]
+    return corners + [[1.0 / math.sqrt(num_tasks)] * num_tasks]
+
+
+@register("pareto_mtl")
+class ParetoMTL(Balancer):
+    def __init__(self, preferences=None, num_preferences=5, preference_index=None, init_max_steps=1000, **kwargs):
+        super().__init__(**kwargs)
+        self.preferences = preferences
+        self.num_preferences = int(num_preferences)
+        self.preference_index = preference_index
+        self.init_max_steps = int(init_max_steps)
+
+    def build_for_tasks(self, task_names):
+        num_tasks = len(task_names)
+        prefs = self.preferences or default_preferences(num_tasks, self.num_preferences)
+        if any(len(p) != num_tasks for p in prefs):
+            raise ValueError(f"pareto_mtl preferences must have {num_tasks} entries each (tasks {list(task_names)}); got {prefs}")
+        norms = [math.sqrt(sum(x * x for x in p)) for p in prefs]
+        if any(n == 0 for n in norms):
+            raise ValueError("pareto_mtl preferences must be non-zero vectors")
+        self._preferences = [[x / n for x in p] for p, n in zip(prefs, norms)]
+        if self.preference_index is None:
+            index = (len(prefs) - 1) // 2 if self.preferences is None and num_tasks == 2 else len(prefs) - 1
+        else:
+            index = int(self.preference_index)
+        if not 0 <= index < len(prefs):
+            raise ValueError(f"pareto_mtl preference_index={index} is out of range for {len(prefs)} preferences")
+        self._index = index
+        state = {"trainable": False, "aggregation": "only_first_replica"}
+        self.init_steps = self.add_weight(name="init_steps", shape=(), initializer="zeros", **state)
+        self.feasible = self.add_weight(name="feasible", shape=(), initializer="zeros", **state)
+        super().build_for_tasks(task_names)
+
+    def compute_update(self, problem):
+        T = self.num_tasks
+        prefs = tf.constant(self._preferences, tf.float32)
+        with tf.GradientTape(persistent=True) as tape:
+            _, _, losses = problem.forward()
+        shared_vars = problem.shared_variables
+        per_task, heads = [], {}
+        for i, t in enumerate(problem.task_names):
+            g_shared, heads[t] = tape.gradient(losses[i], (shared_vars, problem.head_variables[t]))
+            per_task.append([tf.zeros_like(v) if g is None else g for g, v in zip(g_shared, shared_vars)])
+            heads[t] = [tf.zeros_like(v) if g is None else g for g, v in zip(heads[t], problem.head_variables[t])]
+        del tape
+        shared_gram = global_parameter_gram(problem, stack_first_axis(per_task))
+        head_sq = tf.stack([
+            tf.add_n([tf.reduce_sum(tf.square(g)) for g in problem.all_reduce_sum(heads[t])] or [tf.zeros([])])
+            for t in problem.task_names
+        ])
+        gram = shared_gram + tf.linalg.diag(head_sq)
+
+        global_losses = problem.global_losses(losses)
+        directions = prefs - prefs[self._index]  # K x T, row k is zero
+        violation = tf.linalg.matvec(directions, global_losses / tf.maximum(tf.norm(global_losses), 1e-12))
+        active = violation > 0.0
+        feasible_now = tf.logical_not(tf.reduce_any(active))
+
+        constraint_gram = directions @ gram @ tf.transpose(directions)
+        init_beta = solvers.min_norm_weights(constraint_gram, mask=active)
+        init_weights = tf.linalg.matvec(directions, init_beta, transpose_a=True)
+
+        extended = tf.concat([tf.eye(T), directions], axis=0)
+        extended_gram = extended @ gram @ tf.transpose(extended)
+        mask = tf.concat([tf.ones([T], tf.bool), active], axis=0)
+        beta = solvers.min_norm_weights(extended_gram, mask=mask)
+        main_weights = beta[:T] + tf.linalg.matvec(directions, beta[T:], transpose_a=True)
+        main_weights = main_weights * T / tf.maximum(tf.reduce_sum(tf.abs(main_weights)), 1e-12)
+
+        in_init = tf.logical_and(
+            tf.logical_and(self.init_steps < self.init_max_steps, tf.equal(self.feasible, 0.0)),
+            tf.logical_not(feasible_now),
+        )
+        weights = tf.stop_gradient(tf.where(in_init, init_weights, main_weights))
+        self.init_steps.assign_add(tf.cast(in_init, self.init_steps.dtype))
+        self.feasible.assign(tf.maximum(self.feasible, tf.cast(feasible_now, self.feasible.dtype)))
+        return Update(
+            shared=weighted_sum(per_task, weights),
+            heads={t: [weights[i] * g for g in heads[t]] for i, t in enumerate(problem.task_names)},
+            task_weights=weights,
+            logs={"pareto_init_phase": tf.cast(in_init, tf.float32)},
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "preferences": self.preferences,
+            "num_preferences": self.num_preferences,
+            "preference_index": self.preference_index,
+            "init_max_steps": self.init_max_steps,
+        }

@@ -1,0 +1,314 @@
+"""MultiTaskModel: a shared encoder, named task heads and a balancing method.
+
+Training is plain Keras: `model.compile(optimizer=...)`, `model.fit(...)`,
+`model.evaluate(...)`, `model.predict(...)` (a dict of per-task outputs). Data
+yields `(x, {task: target})` or `(x, {task: target}, sample_weight)` where the
+sample weight is one tensor for every task or a dict keyed by task.
+
+`train_step` has one code path for every method: the balancer turns the batch
+into gradients (see `mtl_tf.balancers.base`), the step applies them, updates
+the trackers and returns the logs, which callbacks and the History see:
+
+  loss                 sum of the task losses (the same quantity for every method)
+  {task}_loss          the task loss
+  {task}_{metric}      each task metric
+  {task}_weight        the task weight the method used on this step (alpha for MGDA)
+  ...                  method-specific scalars (e.g. `{task}_inner_loss`)
+
+Losses and metrics are running means over the epoch, as in Keras; task weights
+are the values of the current step.
+
+A batch whose task losses or gradients are not all finite is not applied (the
+weights and the optimizer state stay as they were; `skipped_update` is logged
+as 1) and `fit` stops with a `NonFiniteLossError` naming the task, the epoch
+and the batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtl_tf import balancers
+
+# Integer labels against logits or probabilities is the multi-task norm
+# (classification heads, per-pixel segmentation), so "accuracy" means that.
+_METRIC_ALIASES = {"accuracy": keras.metrics.SparseCategoricalAccuracy, "acc": keras.metrics.SparseCategoricalAccuracy}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A task loss became NaN or infinite during training."""
+
+
+def _as_loss(identifier):
+    loss = keras.losses.get(identifier)
+    if loss is None:
+        raise ValueError(f"unknown loss {identifier!r}")
+    if not isinstance(loss, keras.losses.Loss):
+        loss = keras.losses.LossFunctionWrapper(loss, name=getattr(loss, "__name__", None))
+    return loss
+
+
+def _task_metric(identifier, task):
+    """A fresh metric object named `{task}_{name}` (metrics are never shared between tasks)."""
+    if isinstance(identifier, str) and identifier in _METRIC_ALIASES:
+        return _METRIC_ALIASES[identifier](name=f"{task}_{identifier}")
+    metric = keras.metrics.get(identifier)
+    if isinstance(metric, keras.metrics.Metric):
+        config = metric.get_config()
+        config["name"] = f"{task}_{config.get('name') or metric.name}"
+        return type(metric).from_config(config)
+    name = getattr(metric, "__name__", str(identifier))
+    return keras.metrics.MeanMetricWrapper(metric, name=f"{task}_{name}")
+
+
+@keras.saving.register_keras_serializable(package="mtl_tf")
+class MultiTaskModel(keras.Model):
+    """A shared encoder g(x; theta_sh) with named heads f^t(z; theta^t).
+
+    Args:
+      encoder: a Keras layer or model mapping inputs to the shared representation z.
+      heads: dict task name -> Keras layer or model mapping z to that task's output.
+        The dict order is the task order everywhere (weights, logs, solvers).
+      losses: dict task name -> Keras loss (object, name or function), with the
+        default `sum_over_batch_size` reduction.
+      metrics: optional dict task name -> list of Keras metrics (objects or names).
+      balancer: a method name from `mtl_tf.balancers.available()`, a
+        `{"name": ..., **options}` dict, or a `Balancer` instance.
+      balancer_options: options for a balancer given by name.
+    """
+
+    def __init__(self, encoder, heads, losses, metrics=None, balancer="uniform", balancer_options=None, **kwargs):
+        super().__init__(**kwargs)
+        if not heads:
+            raise ValueError("MultiTaskModel needs at least one head")
+        self.task_names = tuple(heads)
+        _check_keys("losses", losses, self.task_names)
+        metrics = dict(metrics or {})
+        unknown = sorted(set(metrics) - set(self.task_names))
+        if unknown:
+            raise ValueError(f"metrics are given for tasks {unknown} that have no head; heads: {list(self.task_names)}")
+        self.encoder = encoder
+        self.heads = dict(heads)
+        self.task_losses = {t: _as_loss(losses[t]) for t in self.task_names}
+        self._metric_identifiers = {t: list(metrics.get(t, [])) for t in self.task_names}
+        self.task_metrics = {t: [_task_metric(m, t) for m in self._metric_identifiers[t]] for t in self.task_names}
+        self.balancer = balancers.get(balancer, **(balancer_options or {}))
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.task_loss_trackers = {t: keras.metrics.Mean(name=f"{t}_loss") for t in self.task_names}
+
+    # -- Keras plumbing ---------------------------------------------------------------
+
+    def build(self, input_shape):
+        if not self.encoder.built:
+            self.encoder.build(input_shape)
+        representation = self.encoder.compute_output_spec(keras.KerasTensor(input_shape))
+        for head in self.heads.values():
+            if not head.built:
+                head.build(tf.nest.map_structure(lambda s: s.shape, representation))
+        if not self.balancer.built:
+            self.balancer.build_for_tasks(self.task_names)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        z = self.encoder(inputs, training=training)
+        return {t: self.heads[t](z, training=training) for t in self.task_names}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.task_loss_trackers.values(), *(m for ms in self.task_metrics.values() for m in ms)]
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._ensure_built(x)
+        if not self.optimizer.built:
+            # Before the conditional apply: no variable may be created inside a cond.
+            self.optimizer.build(self.trainable_variables)
+        problem = balancers.MultiTaskProblem(
+            encoder=self.encoder,
+            heads=self.heads,
+            loss_fns=self.task_losses,
+            x=x,
+            y=self._targets(y),
+            sample_weight=self._sample_weights(sample_weight),
+            optimizer=self.optimizer,
+        )
+        update = self.balancer.compute_update(problem)
+        gradients, variables = self._gradients_and_variables(update, problem)
+        global_losses = problem.global_losses(problem.losses)
+        # A NaN input can give finite losses and NaN gradients (relu(NaN) = 0
+        # on some kernels), so both are checked, and agreed on across replicas.
+        local_ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
+        replicas_ok = problem.all_reduce_sum(tf.cast(local_ok, tf.float32))
+        finite = tf.logical_and(
+            tf.reduce_all(tf.math.is_finite(global_losses)),
+            tf.equal(replicas_ok, float(problem.num_replicas)),
+        )
+        self._apply_if_finite(gradients, variables, finite)
+        logs = self._record(problem.y, problem.sample_weight, problem.predictions, global_losses)
+        logs["skipped_update"] = 1.0 - tf.cast(finite, tf.float32)
+        for i, t in enumerate(self.task_names):
+            logs[f"{t}_weight"] = update.task_weights[i]
+        logs.update(update.logs)
+        return logs
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y, sample_weight = self._targets(y), self._sample_weights(sample_weight)
+        self._ensure_built(x)
+        predictions = self(x, training=False)
+        losses = tf.stack([
+            tf.cast(self.task_losses[t](y[t], predictions[t], sample_weight=sample_weight[t]), tf.float32)
+            for t in self.task_names
+        ])
+        num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if num_replicas > 1:
+            losses = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, losses)
+        return self._record(y, sample_weight, predictions, losses)
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self(x, training=False)
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        callbacks = list(callbacks or [])
+        if not any(isinstance(c, NonFiniteLossGuard) for c in callbacks):
+            callbacks.append(NonFiniteLossGuard())
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _ensure_built(self, x):
+        # Without a distribution strategy Keras defers building to the first
+        # trace of the step; the balancer's state must exist before it runs.
+        if not self.built:
+            self.build(tuple(x.shape))
+
+    def _targets(self, y):
+        if not isinstance(y, dict):
+            raise ValueError(
+                f"targets must be a dict keyed by task name {list(self.task_names)}; got {type(y).__name__}"
+            )
+        _check_keys("targets", y, self.task_names)
+        return {t: y[t] for t in self.task_names}
+
+    def _sample_weights(self, sample_weight):
+        if isinstance(sample_weight, dict):
+            _check_keys("sample weights", sample_weight, self.task_names, allow_missing=True)
+            return {t: sample_weight.get(t) for t in self.task_names}
+        return {t: sample_weight for t in self.task_names}
+
+    def _gradients_and_variables(self, update, problem):
+        pairs = list(zip(update.shared, problem.shared_variables))
+        for t in self.task_names:
+            pairs += list(zip(update.heads[t], problem.head_variables[t]))
+        pairs += list(zip(update.own, self.balancer.trainable_variables))
+        gradients = [tf.zeros_like(v) if g is None else tf.cast(g, v.dtype) for g, v in pairs]
+        return gradients, [v for _, v in pairs]
+
+    def _apply_if_finite(self, gradients, variables, finite):
+        """Applies the update only when every task loss is finite.
+
+        On one replica the optimizer runs under a `tf.cond`, so a bad batch
+        leaves weights and optimizer state untouched. With several replicas a
+        cond around the optimizer would put its all-reduce inside a branch
+        function, where collectives lose their program order and replicas can
+        pair up the wrong tensors; there the gradients of a bad batch are zeroed
+        instead (weights stay put under SGD; optimizer moments still decay once).
+        `finite` comes from all-reduced losses, so every replica agrees.
+        """
+        if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+            tf.cond(finite, lambda: self._apply(gradients, variables), lambda: None)
+        else:
+            self._apply([tf.where(finite, g, tf.zeros_like(g)) for g in gradients], variables)
+
+    def _apply(self, gradients, variables):
+        self.optimizer.apply(gradients, variables)
+
+    def _record(self, y, sample_weight, predictions, global_losses):
+        self.loss_tracker.update_state(tf.reduce_sum(global_losses))
+        logs = {"loss": self.loss_tracker.result()}
+        for i, t in enumerate(self.task_names):
+            self.task_loss_trackers[t].update_state(global_losses[i])
+            logs[f"{t}_loss"] = self.task_loss_trackers[t].result()
+            for metric in self.task_metrics[t]:
+                metric.update_state(y[t], predictions[t], sample_weight=sample_weight[t])
+                logs[metric.name] = metric.result()
+        return logs
+
+    # -- serialisation -------------------------------------------------------------------
+
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        return {
+            **super().get_config(),
+            "encoder": serialize(self.encoder),
+            "heads": {t: serialize(h) for t, h in self.heads.items()},
+            "losses": {t: serialize(l) for t, l in self.task_losses.items()},
+            "metrics": {t: [serialize(m) for m in ms] for t, ms in self._metric_identifiers.items()},
+            "balancer": serialize(self.balancer),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        deserialize = keras.saving.deserialize_keras_object
+
+        def load(obj):
+            return deserialize(obj, custom_objects=custom_objects)
+
+        config["encoder"] = load(config["encoder"])
+        config["heads"] = {t: load(h) for t, h in config["heads"].items()}
+        config["losses"] = {t: load(l) for t, l in config["losses"].items()}
+        config["metrics"] = {t: [m if isinstance(m, str) else load(m) for m in ms] for t, ms in config["metrics"].items()}
+        config["balancer"] = load(config["balancer"])
+        return cls(**config)
+
+
+def _check_keys(what, mapping, task_names, allow_missing=False):
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{what} must be a dict keyed by task name {list(task_names)}; got {type(mapping).__name__}")
+    missing = [t for t in task_names if t not in mapping]
+    unknown = sorted(set(mapping) - set(task_names))
+    if unknown or (missing and not allow_missing):
+        raise ValueError(
+            f"{what} are keyed by {sorted(mapping)} but the model's heads are {list(task_names)}"
+            + (f"; missing: {missing}" if missing and not allow_missing else "")
+            + (f"; unknown: {unknown}" if unknown else "")
+        )
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops `fit` with a clear error when a task loss stops being finite.
+
+    `MultiTaskModel.fit` adds it unless one is given. The model has already
+    skipped the bad batch, so the weights are those before it.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        if float(np.asarray(logs.get("skipped_update", 0.0))) > 0 and all(
+            math.isfinite(float(np.asarray(logs.get(f"{t}_loss", 0.0)))) for t in self.model.task_names
+        ):
+            raise NonFiniteLossError(
+                f"the gradients of epoch {getattr(self, '_epoch', 0) + 1}, batch {batch + 1} are not finite "
+                "although every task loss is; expected finite gradients. That batch was not applied, so "
+                "the model keeps the weights from before it. Check the inputs of this batch for NaN or inf."
+            )
+        for task in getattr(self.model, "task_names", ()):
+            value = logs.get(f"{task}_loss")
+            if value is not None and not math.isfinite(float(np.asarray(value))):
+                raise NonFiniteLossError(
+                    f"the loss of task {task!r} is {float(np.asarray(value))} at epoch "
+                    f"{getattr(self, '_epoch', 0) + 1}, batch {batch + 1}; expected a finite value. "
+                    "That batch was not applied, so the model keeps the weights from before it. "
+                    "Check the inputs and targets of this task and the learning rate."
+                )

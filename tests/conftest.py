@@ -1,0 +1,25 @@
+"""Test-session set-up shared by every test module.
+
+The CPU is split into two logical devices before TensorFlow touches it, so the
+data-parallel tests can build a two-replica MirroredStrategy on a CPU-only
+machine; everything else keeps using the default (first) device.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
+
+@pytest.fixture
+def rng():
+    """A NumPy generator with a fixed seed, so every failure is reproducible."""
+    return np.random.default_rng(0)
