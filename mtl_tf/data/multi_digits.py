@@ -1,0 +1,730 @@
+"""Multi-digit benchmarks (MultiMNIST and relatives) as deterministic ``tf.data`` pipelines.
+
+Data sets (``name``):
+
+* ``multi_mnist``: two MNIST digits;
+* ``multi_fashion``: two Fashion-MNIST items;
+* ``multi_fashion_mnist``: an MNIST digit (top-left, task ``left``) and a
+  Fashion-MNIST item (bottom-right, task ``right``).
+
+Every example is ``(image float32 [H, W, 1], {"left": int32, "right": int32})``;
+the task names are :data:`TASKS`.
+
+Protocols (``protocol``):
+
+``"sener"`` -- Sener & Koltun (2018).  Each item of a split is used once as the
+  left item and gets one partner drawn by a random permutation of the same
+  split (labels may coincide, as in the original).  On a 36x36 canvas the left
+  item sits at rows/cols ``[0:28]``, the right one at ``[6:34]``, overlap is
+  the element-wise max; the canvas is resized to 28x28 with nearest neighbour
+  (source pixel ``floor((i + 0.5) * 36 / 28)``, i.e. PIL / ``scipy.misc.imresize``
+  ``interp="nearest"``), scaled to [0, 1] and normalised with mean 0.1307 and
+  std 0.3081.  Images are ``[28, 28, 1]``.
+
+``"pareto"`` -- Lin et al. (2019) Pareto MTL, with Lee & Son's 120k/10k/10k
+  split.  Two items, the left one placed at a random offset in ``0..4`` (rows
+  and columns drawn independently), the right one at ``4..8``, on a 36x36
+  canvas (overlap by max, no resize), pixels scaled to [0, 1].  For
+  ``multi_mnist`` and ``multi_fashion`` the two labels always differ; for
+  ``multi_fashion_mnist`` they are independent (the tasks are different, so an
+  equal class index is no ambiguity).  Images are ``[36, 36, 1]``.
+
+Splits (both protocols), with no source item shared between splits:
+
+* ``train``: composed from the first ``1 - val_fraction`` (default 90 %, i.e.
+  54,000) of the official training items;
+* ``val``: composed from the last ``val_fraction`` (6,000) training items --
+  the papers pick the best epoch on a validation set, and it must not be the
+  test set;
+* ``test``: composed from the 10,000 official test items.
+
+Under ``sener`` each split has as many composites as items (54k / 6k / 10k);
+under ``pareto`` the sizes are ``pareto_sizes`` (default 120k / 10k / 10k),
+each item being drawn about evenly often (concatenated permutations).  Lee &
+Son split one shuffled 140k pool, which lets a test composite reuse a
+training digit; composing each split from its own items avoids that leak
+while keeping their sizes.
+
+Sources, per underlying data set (``mnist`` / ``fashion_mnist``), in order:
+
+1. an explicit directory holding the four official IDX files
+   (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``,
+   ``t10k-images-idx3-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``):
+   ``mnist_dir`` / ``fashion_dir``, or ``data_dir``.  For ``multi_mnist`` and
+   ``multi_fashion`` ``data_dir`` holds the files itself or in a ``mnist/`` /
+   ``fashion_mnist/`` subdirectory; for ``multi_fashion_mnist`` it is the
+   parent of ``mnist/`` and ``fashion_mnist/``.  A directory that is given
+   but lacks files is an error (never silently replaced);
+2. Fashion-MNIST only: the Debian package ``dataset-fashion-mnist``
+   (:data:`DEBIAN_FASHION_MNIST_DIR`);
+3. TFDS ``mnist`` / ``fashion_mnist`` when already prepared under
+   ``tfds_data_dir`` (TFDS default: ``$TFDS_DATA_DIR`` or
+   ``~/tensorflow_datasets``).  Nothing is downloaded unless
+   ``tfds_download=True``; every TFDS error counts as "not available".
+
+Cache: the composed uint8 arrays of all three splits are built once per
+parameter set and stored as ``<cache>/multi_digits/<name>-<protocol>-seed<seed>-<key>.npz``
+with a JSON sidecar (same stem, ``.json``) holding the generation parameters
+and a SHA-256 per array.  ``<cache>`` is ``cache_dir``, else ``$MTL_TF_CACHE``,
+else ``~/.cache/mtl_tf``; ``<key>`` hashes the parameters (data set, protocol,
+seed, val_fraction, pareto sizes, format version and a fingerprint of each
+source: path, size and mtime of the IDX files, or TFDS name, version and
+directory).  Changed parameters give another file; a checksum mismatch or an
+unreadable file is rebuilt with a warning.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from mtl_tf.data import idx as idx_lib
+
+__all__ = [
+    "CACHE_ENV",
+    "DATASETS",
+    "DEBIAN_FASHION_MNIST_DIR",
+    "IMAGE_SHAPES",
+    "MultiDigitsDatasets",
+    "NUM_CLASSES",
+    "PARETO_SIZES",
+    "PROTOCOLS",
+    "SPLITS",
+    "SourceNotFoundError",
+    "TASKS",
+    "cache_path",
+    "compose_pairs",
+    "load_multi_digits",
+    "load_multi_digits_arrays",
+    "multi_digits_datasets",
+    "nearest_resize",
+    "resolve_sources",
+]
+
+logger = logging.getLogger(__name__)
+
+TASKS: tuple[str, str] = ("left", "right")
+DATASETS: tuple[str, ...] = ("multi_mnist", "multi_fashion", "multi_fashion_mnist")
+PROTOCOLS: tuple[str, ...] = ("sener", "pareto")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+NUM_CLASSES = 10
+IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
+    "sener": (28, 28, 1),
+    "pareto": (36, 36, 1),
+}
+SENER_MEAN = 0.1307
+SENER_STD = 0.3081
+SENER_OFFSETS = (0, 0, 6, 6)  # (row, col) of the left item, then of the right item.
+PARETO_LEFT_OFFSETS = (0, 4)  # inclusive range, rows and cols drawn independently
+PARETO_RIGHT_OFFSETS = (4, 8)
+PARETO_SIZES = (120_000, 10_000, 10_000)  # train, val, test
+DEFAULT_VAL_FRACTION = 0.1
+CANVAS_SIZE = 36
+ITEM_SIZE = 28
+
+DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+CACHE_ENV = "MTL_TF_CACHE"
+DEFAULT_CACHE_DIR = Path("~/.cache/mtl_tf")
+_FORMAT_VERSION = 1
+
+# Data set name -> (left source, right source).
+_SOURCES = {
+    "multi_mnist": ("mnist", "mnist"),
+    "multi_fashion": ("fashion_mnist", "fashion_mnist"),
+    "multi_fashion_mnist": ("mnist", "fashion_mnist"),
+}
+_PRETTY = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+_ARRAY_KEYS = ("images", "left", "right", "left_index", "right_index", "offsets")
+
+
+class SourceNotFoundError(FileNotFoundError):
+    """A source data set (MNIST or Fashion-MNIST) is nowhere to be found."""
+
+
+# --------------------------------------------------------------------------
+# Sources.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    kind: str  # "mnist" or "fashion_mnist"
+    origin: str  # human-readable, for logs
+    fingerprint: str  # enters the cache key
+    load: Callable[[], dict[str, np.ndarray]]  # lazily reads the four arrays
+
+
+def _dir_source(kind: str, directory: Path, files: dict[str, Path]) -> _Source:
+    stats = []
+    for role in sorted(files):
+        st = files[role].stat()
+        stats.append(f"{files[role].resolve()}:{st.st_size}:{st.st_mtime_ns}")
+
+    def load():
+        ds = idx_lib.load_idx_dataset(directory)
+        arrays = {
+            "train_images": ds.train_images,
+            "train_labels": ds.train_labels,
+            "test_images": ds.test_images,
+            "test_labels": ds.test_labels,
+        }
+        for split in ("train", "test"):
+            labels = arrays[f"{split}_labels"]
+            if labels.size and labels.max() >= NUM_CLASSES:
+                raise ValueError(
+                    f"{ds.files[split + '_labels']}: expected labels in 0..{NUM_CLASSES - 1}, "
+                    f"found {int(labels.max())}"
+                )
+        return arrays
+
+    return _Source(kind, f"IDX files in {directory}", "idx|" + "|".join(stats), load)
+
+
+def _tfds_source(kind: str, tfds_data_dir, download: bool) -> tuple[_Source | None, str]:
+    """The prepared TFDS data set, or ``(None, reason)``; never raises."""
+    try:
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder(kind, data_dir=tfds_data_dir)
+        if not builder.is_prepared():
+            if not download:
+                return None, f"TFDS '{kind}' is not prepared in {builder.data_dir}"
+            builder.download_and_prepare()
+        origin = f"TFDS '{kind}' {builder.version} in {builder.data_dir}"
+    except Exception as e:  # no network, broken install, ...: just unavailable
+        return None, f"TFDS '{kind}' unavailable ({type(e).__name__}: {e})"
+
+    def load():
+        arrays = {}
+        for split, tfds_split in (("train", "train"), ("test", "test")):
+            data = tfds.as_numpy(builder.as_dataset(split=tfds_split, batch_size=-1))
+            images = np.asarray(data["image"], dtype=np.uint8)
+            if images.ndim == 4:
+                images = images[..., 0]
+            arrays[f"{split}_images"] = images
+            arrays[f"{split}_labels"] = np.asarray(data["label"], dtype=np.uint8)
+        return arrays
+
+    return _Source(kind, origin, f"tfds|{origin}", load), ""
+
+
+def _missing_message(kind: str, dataset: str, reasons: list[str], dir_arg: str) -> str:
+    files = ", ".join(f"{n}[.gz]" for n in idx_lib.IDX_FILE_NAMES.values())
+    lines = [
+        f"{_PRETTY[kind]} (needed by '{dataset}') was not found. Provide it in one of these ways:",
+        f"  * a directory holding the four IDX files {files}, passed as {dir_arg} "
+        "(the --data_dir flag of the launch scripts);",
+        f"  * the TFDS data set '{kind}', prepared beforehand on a machine with network "
+        f"(python -c \"import tensorflow_datasets as tfds; tfds.builder('{kind}').download_and_prepare()\", "
+        "then copy ~/tensorflow_datasets or set TFDS_DATA_DIR / tfds_data_dir), "
+        "or tfds_download=True to let this call download it;",
+    ]
+    if kind == "fashion_mnist":
+        lines.append(
+            "  * the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist), "
+            f"which installs the files in {DEBIAN_FASHION_MNIST_DIR}."
+        )
+    if reasons:
+        lines.append("Tried: " + "; ".join(reasons) + ".")
+    return "\n".join(lines)
+
+
+def _resolve_one(
+    kind: str,
+    dataset: str,
+    explicit: list[tuple[Path, str]],
+    dir_arg: str,
+    tfds_data_dir,
+    tfds_download: bool,
+) -> _Source:
+    """First match among the explicit directories, Debian (Fashion-MNIST) and TFDS."""
+    if explicit:
+        errors = []
+        for directory, _ in explicit:
+            try:
+                return _dir_source(kind, directory, idx_lib.find_idx_dataset(directory))
+            except FileNotFoundError as e:
+                errors.append(str(e))
+        given = " or ".join(f"{arg}={d}" for d, arg in explicit)
+        raise SourceNotFoundError(
+            f"{_PRETTY[kind]} IDX files not found at {given}: "
+            + "; ".join(errors)
+            + "\n"
+            + _missing_message(kind, dataset, [], dir_arg)
+        )
+    reasons = [f"no {dir_arg} given"]
+    if kind == "fashion_mnist":
+        debian = Path(DEBIAN_FASHION_MNIST_DIR)
+        try:
+            return _dir_source(kind, debian, idx_lib.find_idx_dataset(debian))
+        except FileNotFoundError:
+            reasons.append(f"Debian package files not in {debian}")
+    source, reason = _tfds_source(kind, tfds_data_dir, tfds_download)
+    if source is not None:
+        return source
+    reasons.append(reason)
+    raise SourceNotFoundError(_missing_message(kind, dataset, reasons, dir_arg))
+
+
+def resolve_sources(
+    name: str,
+    *,
+    data_dir=None,
+    mnist_dir=None,
+    fashion_dir=None,
+    tfds_data_dir=None,
+    tfds_download: bool = False,
+) -> tuple[_Source, _Source]:
+    """Finds the (left, right) sources of data set ``name``; see the module doc.
+
+    Raises:
+      SourceNotFoundError: naming every way to provide the missing source.
+    """
+    _check_choice("name", name, DATASETS)
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else None
+    per_kind = {"mnist": mnist_dir, "fashion_mnist": fashion_dir}
+    dir_args = {"mnist": "mnist_dir", "fashion_mnist": "fashion_dir"}
+    mixed = _SOURCES[name][0] != _SOURCES[name][1]
+    resolved = {}
+    for kind in dict.fromkeys(_SOURCES[name]):
+        own = per_kind[kind]
+        if own is not None:
+            explicit = [(Path(own).expanduser(), dir_args[kind])]
+        elif data_dir is not None and mixed:
+            explicit = [(data_dir / kind, "data_dir")]
+        elif data_dir is not None:
+            explicit = [(data_dir, "data_dir"), (data_dir / kind, "data_dir")]
+        else:
+            explicit = []
+        if mixed:
+            dir_arg = f"{dir_args[kind]}= (or data_dir= with a {kind}/ subdirectory)"
+        else:
+            dir_arg = f"data_dir= (or {dir_args[kind]}=)"
+        resolved[kind] = _resolve_one(kind, name, explicit, dir_arg, tfds_data_dir, tfds_download)
+    left, right = _SOURCES[name]
+    return resolved[left], resolved[right]
+
+
+# --------------------------------------------------------------------------
+# Composition (vectorised NumPy).
+
+
+def compose_pairs(
+    left: np.ndarray,
+    right: np.ndarray,
+    offsets: np.ndarray,
+    canvas_size: int = CANVAS_SIZE,
+) -> np.ndarray:
+    """Places pairs of images on blank canvases, overlapping by element-wise max.
+
+    Args:
+      left, right: ``uint8 [n, h, w]`` items.
+      offsets: ``int [n, 4]`` or ``[4]``: (row, col) of the top-left corner of
+        the left item, then of the right item.
+      canvas_size: side of the square canvas.
+
+    Returns:
+      ``uint8 [n, canvas_size, canvas_size]``.
+    """
+    left, right = np.asarray(left), np.asarray(right)
+    n, h, w = left.shape
+    if right.shape != left.shape:
+        raise ValueError(f"left and right items differ in shape: {left.shape} vs {right.shape}")
+    offsets = np.broadcast_to(np.asarray(offsets, dtype=np.int64), (n, 4))
+    if n and (offsets.min() < 0 or max(offsets[:, [0, 2]].max() + h, offsets[:, [1, 3]].max() + w) > canvas_size):
+        raise ValueError(f"offsets place items outside the {canvas_size}x{canvas_size} canvas")
+    canvas = np.zeros((n, canvas_size, canvas_size), dtype=np.uint8)
+    for items, rows, cols in ((left, offsets[:, 0], offsets[:, 1]), (right, offsets[:, 2], offsets[:, 3])):
+        keys = rows * (canvas_size + 1) + cols
+        for key in np.unique(keys):
+            sel = np.flatnonzero(keys == key)
+            r, c = divmod(int(key), canvas_size + 1)
+            window = canvas[sel, r : r + h, c : c + w]
+            canvas[sel, r : r + h, c : c + w] = np.maximum(window, items[sel])
+    return canvas
+
+
+def nearest_index(src: int, dst: int) -> np.ndarray:
+    """Source pixel of each target pixel under nearest-neighbour resizing.
+
+    Pixel centres are aligned (``floor((i + 0.5) * src / dst)``), as in PIL,
+    ``scipy.misc.imresize(interp="nearest")`` and ``tf.image.resize``.
+    """
+    return np.minimum(np.floor((np.arange(dst) + 0.5) * src / dst).astype(np.int64), src - 1)
+
+
+def nearest_resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of ``[n, H, W]`` images to ``[n, size, size]``."""
+    images = np.asarray(images)
+    rows = nearest_index(images.shape[1], size)
+    cols = nearest_index(images.shape[2], size)
+    return images[:, rows[:, None], cols[None, :]]
+
+
+def _spread_indices(rng: np.random.Generator, n_items: int, n: int) -> np.ndarray:
+    """``n`` draws from ``range(n_items)``: concatenated permutations, truncated."""
+    reps = -(-n // n_items)
+    return np.concatenate([rng.permutation(n_items) for _ in range(reps)])[:n]
+
+
+def _split_range(n_items: int, val_fraction: float, split: str) -> tuple[int, int]:
+    """Item range of a split inside its source pool (train pool for train/val)."""
+    if split == "test":
+        return 0, n_items
+    n_val = int(round(n_items * val_fraction))
+    return (0, n_items - n_val) if split == "train" else (n_items - n_val, n_items)
+
+
+def _compose_split(
+    split: str,
+    protocol: str,
+    seed: int,
+    val_fraction: float,
+    size: int,
+    left_src: dict[str, np.ndarray],
+    right_src: dict[str, np.ndarray],
+    same_source: bool,
+) -> dict[str, np.ndarray]:
+    pool = "test" if split == "test" else "train"
+    l_images, l_labels = left_src[f"{pool}_images"], left_src[f"{pool}_labels"]
+    r_images, r_labels = right_src[f"{pool}_images"], right_src[f"{pool}_labels"]
+    l_lo, l_hi = _split_range(len(l_labels), val_fraction, split)
+    r_lo, r_hi = _split_range(len(r_labels), val_fraction, split)
+    if l_hi <= l_lo or r_hi <= r_lo:
+        raise ValueError(
+            f"split '{split}' gets no source items (val_fraction={val_fraction}, "
+            f"{len(l_labels)} / {len(r_labels)} items in the {pool} pool)"
+        )
+    rng = np.random.default_rng([seed, SPLITS.index(split), PROTOCOLS.index(protocol)])
+    if protocol == "sener":
+        l_idx = np.arange(l_lo, l_hi)
+        r_idx = r_lo + np.resize(rng.permutation(r_hi - r_lo), l_idx.size)
+        offsets = np.broadcast_to(np.array(SENER_OFFSETS, np.int8), (l_idx.size, 4)).copy()
+    else:
+        l_idx = l_lo + _spread_indices(rng, l_hi - l_lo, size)
+        r_idx = r_lo + _spread_indices(rng, r_hi - r_lo, size)
+        if same_source:
+            if np.unique(r_labels[r_lo:r_hi]).size < 2:
+                raise ValueError(f"split '{split}': need two distinct labels to pair items")
+            for _ in range(10_000):
+                clash = np.flatnonzero(l_labels[l_idx] == r_labels[r_idx])
+                if clash.size == 0:
+                    break
+                r_idx[clash] = rng.integers(r_lo, r_hi, clash.size)
+        lo1, hi1 = PARETO_LEFT_OFFSETS
+        lo2, hi2 = PARETO_RIGHT_OFFSETS
+        offsets = np.concatenate(
+            [rng.integers(lo1, hi1 + 1, (size, 2)), rng.integers(lo2, hi2 + 1, (size, 2))], axis=1
+        ).astype(np.int8)
+    images = np.empty(
+        (l_idx.size,) + ((ITEM_SIZE, ITEM_SIZE) if protocol == "sener" else (CANVAS_SIZE, CANVAS_SIZE)),
+        dtype=np.uint8,
+    )
+    chunk = 16_384
+    for start in range(0, l_idx.size, chunk):
+        stop = start + chunk
+        canvas = compose_pairs(
+            l_images[l_idx[start:stop]], r_images[r_idx[start:stop]], offsets[start:stop]
+        )
+        images[start:stop] = nearest_resize(canvas, ITEM_SIZE) if protocol == "sener" else canvas
+    return {
+        "images": images,
+        "left": l_labels[l_idx].astype(np.int32),
+        "right": r_labels[r_idx].astype(np.int32),
+        "left_index": l_idx.astype(np.int64),
+        "right_index": r_idx.astype(np.int64),
+        "offsets": offsets,
+    }
+
+
+# --------------------------------------------------------------------------
+# Cache.
+
+
+def _cache_root(cache_dir) -> Path:
+    root = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
+    return Path(root).expanduser() / "multi_digits"
+
+
+def _params(name, protocol, seed, val_fraction, pareto_sizes, sources) -> dict:
+    return {
+        "format": _FORMAT_VERSION,
+        "name": name,
+        "protocol": protocol,
+        "seed": int(seed),
+        "val_fraction": float(val_fraction),
+        "sizes": [int(s) for s in pareto_sizes] if protocol == "pareto" else None,
+        "left_source": sources[0].fingerprint,
+        "right_source": sources[1].fingerprint,
+    }
+
+
+def _cache_stem(params: dict) -> str:
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{params['name']}-{params['protocol']}-seed{params['seed']}-{digest}"
+
+
+def _checksum(array: np.ndarray) -> str:
+    h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    h.update(np.ascontiguousarray(array).data)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_cache(npz_path: Path, json_path: Path, params: dict, split: str):
+    """The cached arrays of ``split``, or ``(None, reason)``; reason None = absent."""
+    if not npz_path.exists() and not json_path.exists():
+        return None, None
+    try:
+        meta = json.loads(json_path.read_text())
+        if meta.get("params") != params:
+            return None, f"its sidecar {json_path.name} records other parameters"
+        out = {}
+        with np.load(npz_path, allow_pickle=False) as npz:
+            for key in _ARRAY_KEYS:
+                full = f"{split}_{key}"
+                array = npz[full]
+                if _checksum(array) != meta["checksums"][full]:
+                    return None, f"checksum mismatch for array '{full}'"
+                out[key] = array
+        return out, None
+    except Exception as e:  # missing half, truncated zip, bad JSON, ...
+        return None, f"unreadable ({type(e).__name__}: {e})"
+
+
+def cache_path(
+    name: str,
+    protocol: str = "sener",
+    *,
+    data_dir=None,
+    mnist_dir=None,
+    fashion_dir=None,
+    seed: int = 0,
+    cache_dir=None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    pareto_sizes=PARETO_SIZES,
+    tfds_data_dir=None,
+    tfds_download: bool = False,
+) -> Path:
+    """The ``.npz`` cache file for these parameters (the sidecar is ``.json``)."""
+    sources = resolve_sources(
+        name, data_dir=data_dir, mnist_dir=mnist_dir, fashion_dir=fashion_dir,
+        tfds_data_dir=tfds_data_dir, tfds_download=tfds_download,
+    )
+    params = _params(name, protocol, seed, val_fraction, pareto_sizes, sources)
+    return _cache_root(cache_dir) / f"{_cache_stem(params)}.npz"
+
+
+def _build_and_store(params, sources, npz_path: Path, json_path: Path) -> dict[str, np.ndarray]:
+    start = time.perf_counter()
+    left_data = sources[0].load()
+    right_data = left_data if sources[1] is sources[0] else sources[1].load()
+    same = params["left_source"] == params["right_source"]
+    sizes = params["sizes"] or [0, 0, 0]
+    arrays = {}
+    for split, size in zip(SPLITS, sizes):
+        part = _compose_split(
+            split, params["protocol"], params["seed"], params["val_fraction"],
+            size, left_data, right_data, same,
+        )
+        arrays.update({f"{split}_{k}": v for k, v in part.items()})
+    npz_path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(npz_path, lambda f: np.savez(f, **arrays))
+    meta = {
+        "params": params,
+        "checksums": {k: _checksum(v) for k, v in arrays.items()},
+        "shapes": {k: list(v.shape) for k, v in arrays.items()},
+        "sources": [s.origin for s in sources],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _atomic_write(json_path, lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
+    logger.info(
+        "Built %s (%s) in %.1f s from %s.", npz_path, params["protocol"],
+        time.perf_counter() - start, " and ".join(dict.fromkeys(s.origin for s in sources)),
+    )
+    return arrays
+
+
+# --------------------------------------------------------------------------
+# Public loaders.
+
+
+def _check_choice(what: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
+
+
+def load_multi_digits_arrays(
+    name: str,
+    protocol: str = "sener",
+    split: str = "train",
+    *,
+    data_dir=None,
+    mnist_dir=None,
+    fashion_dir=None,
+    seed: int = 0,
+    cache_dir=None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    pareto_sizes=PARETO_SIZES,
+    max_examples: int | None = None,
+    tfds_data_dir=None,
+    tfds_download: bool = False,
+) -> dict[str, np.ndarray]:
+    """The composed split as NumPy arrays (built or read from the cache).
+
+    Returns:
+      ``{"images": uint8 [n, H, W] (unnormalised), "left": int32 [n],
+      "right": int32 [n], "left_index": int64 [n], "right_index": int64 [n],
+      "offsets": int8 [n, 4]}``; the indices point into the source's training
+      images for ``train`` / ``val`` and its test images for ``test``; the
+      offsets are (row, col) of the left then the right item on the 36x36
+      canvas.  ``max_examples`` keeps the first examples only.
+    """
+    _check_choice("name", name, DATASETS)
+    _check_choice("protocol", protocol, PROTOCOLS)
+    _check_choice("split", split, SPLITS)
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if protocol == "pareto" and (len(pareto_sizes) != 3 or min(pareto_sizes) < 1):
+        raise ValueError(f"pareto_sizes must be three positive sizes, got {pareto_sizes}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    sources = resolve_sources(
+        name, data_dir=data_dir, mnist_dir=mnist_dir, fashion_dir=fashion_dir,
+        tfds_data_dir=tfds_data_dir, tfds_download=tfds_download,
+    )
+    params = _params(name, protocol, seed, val_fraction, pareto_sizes, sources)
+    npz_path = _cache_root(cache_dir) / f"{_cache_stem(params)}.npz"
+    json_path = npz_path.with_suffix(".json")
+    arrays, problem = _read_cache(npz_path, json_path, params, split)
+    if arrays is None:
+        if problem is not None:
+            warnings.warn(f"Cache {npz_path} is corrupt or stale ({problem}); rebuilding it.")
+        full = _build_and_store(params, sources, npz_path, json_path)
+        arrays = {k: full[f"{split}_{k}"] for k in _ARRAY_KEYS}
+    if max_examples is not None:
+        arrays = {k: v[: int(max_examples)] for k, v in arrays.items()}
+    return arrays
+
+
+def _preprocess(protocol: str):
+    def fn(images, labels):
+        x = tf.cast(images, tf.float32) / 255.0
+        if protocol == "sener":
+            x = (x - SENER_MEAN) / SENER_STD
+        return x[..., tf.newaxis], labels
+
+    return fn
+
+
+def load_multi_digits(
+    name: str,
+    protocol: str = "sener",
+    split: str = "train",
+    **kwargs,
+) -> tf.data.Dataset:
+    """The split as an unbatched, unshuffled ``tf.data.Dataset``.
+
+    Elements are ``(image float32 [H, W, 1], {"left": int32, "right": int32})``
+    with ``[H, W] = IMAGE_SHAPES[protocol][:2]``.  Keyword arguments are those
+    of :func:`load_multi_digits_arrays` (``data_dir``, ``mnist_dir``,
+    ``fashion_dir``, ``seed``, ``cache_dir``, ``val_fraction``,
+    ``pareto_sizes``, ``max_examples``, ``tfds_data_dir``, ``tfds_download``).
+    """
+    arrays = load_multi_digits_arrays(name, protocol, split, **kwargs)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (arrays["images"], {task: arrays[task] for task in TASKS})
+    )
+    return ds.map(_preprocess(protocol), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+MultiDigitsDatasets = collections.namedtuple(
+    "MultiDigitsDatasets", ["train", "val", "test", "sizes", "image_shape"]
+)
+MultiDigitsDatasets.__doc__ = (
+    "Batched train / val / test datasets, their example counts (dict) and the image shape."
+)
+
+
+def _batched(arrays, protocol, batch_size, *, shuffle_seed, drop_remainder):
+    images = tf.constant(arrays["images"])
+    labels = {task: tf.constant(arrays[task]) for task in TASKS}
+    n = int(arrays["images"].shape[0])
+    ds = tf.data.Dataset.range(n)
+    if shuffle_seed is not None:
+        ds = ds.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    prep = _preprocess(protocol)
+
+    def gather(idx):
+        return prep(tf.gather(images, idx), {t: tf.gather(v, idx) for t, v in labels.items()})
+
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def multi_digits_datasets(
+    name: str,
+    protocol: str = "sener",
+    batch_size: int = 256,
+    *,
+    eval_batch_size: int | None = None,
+    seed: int = 0,
+    shuffle_seed: int | None = None,
+    max_train_examples: int | None = None,
+    max_eval_examples: int | None = None,
+    drop_remainder: bool = False,
+    **kwargs,
+) -> MultiDigitsDatasets:
+    """Batched train / val / test datasets, ready for ``model.fit``.
+
+    The training set is reshuffled every epoch, in an order fixed by
+    ``shuffle_seed`` (default ``seed``); val and test keep their order.  All
+    three end with ``prefetch(tf.data.AUTOTUNE)``.  ``seed`` also fixes the
+    composition; other keyword arguments go to
+    :func:`load_multi_digits_arrays`.  ``max_train_examples`` caps the training
+    set, ``max_eval_examples`` each of val and test.
+
+    Returns:
+      ``MultiDigitsDatasets(train, val, test, sizes, image_shape)``.
+    """
+    if "max_examples" in kwargs:
+        raise TypeError("use max_train_examples / max_eval_examples")
+    eval_batch_size = eval_batch_size or batch_size
+    shuffle_seed = seed if shuffle_seed is None else shuffle_seed
+    out, sizes = {}, {}
+    for split in SPLITS:
+        cap = max_train_examples if split == "train" else max_eval_examples
+        arrays = load_multi_digits_arrays(
+            name, protocol, split, seed=seed, max_examples=cap, **kwargs
+        )
+        sizes[split] = int(arrays["images"].shape[0])
+        out[split] = _batched(
+            arrays,
+            protocol,
+            batch_size if split == "train" else eval_batch_size,
+            shuffle_seed=shuffle_seed if split == "train" else None,
+            drop_remainder=drop_remainder if split == "train" else False,
+        )
+    return MultiDigitsDatasets(out["train"], out["val"], out["test"], sizes, IMAGE_SHAPES[protocol])
