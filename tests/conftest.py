@@ -23,3 +23,15 @@ tf.config.set_logical_device_configuration(
 def rng():
     """A NumPy generator with a fixed seed, so every failure is reproducible."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One two-replica MirroredStrategy for the whole session.
+
+    A second MirroredStrategy in the same process breaks TensorFlow's
+    collectives (replicas pair up the wrong tensors), so every in-process
+    data-parallel test shares this one.
+    """
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")[:2]]
+    return tf.distribute.MirroredStrategy(devices)

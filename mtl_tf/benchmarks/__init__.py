@@ -1,0 +1,10 @@
+"""Benchmarks: what a config names, wired into data sets, nets, losses and metrics.
+
+Each module registers one or more benchmark builders; `mtl_tf.experiment`
+looks them up by `config.benchmark`, so adding a benchmark never touches the
+trainer.
+"""
+
+from mtl_tf.benchmarks.registry import Benchmark, available, build, register
+
+__all__ = ["Benchmark", "available", "build", "register"]
