@@ -15,13 +15,13 @@ the trackers and returns the logs, which callbacks and the History see:
   {task}_weight        the task weight the method used on this step (alpha for MGDA)
   ...                  method-specific scalars (e.g. `{task}_inner_loss`)
 
-Losses and metrics are running means over the epoch, as in Keras; task weights
-are the values of the current step.
+Losses and metrics are running means over the epoch, as in Keras (batch losses
+weighted by batch size); task weights are the values of the current step.
 
 A batch whose task losses or gradients are not all finite is not applied (the
-weights and the optimizer state stay as they were; `skipped_update` is logged
-as 1) and `fit` stops with a `NonFiniteLossError` naming the task, the epoch
-and the batch.
+weights, the optimizer state and the balancer state stay as they were;
+`skipped_update` is logged as 1) and `fit` stops with a `NonFiniteLossError`
+naming the task, the epoch and the batch.
 """
 
 from __future__ import annotations
@@ -43,12 +43,38 @@ class NonFiniteLossError(FloatingPointError):
     """A task loss became NaN or infinite during training."""
 
 
+@keras.saving.register_keras_serializable(package="mtl_tf")
+class FunctionLoss(keras.losses.Loss):
+    """A per-example loss function (`"mse"`, `keras.losses.mean_squared_error`) as a `Loss`.
+
+    Hand-written because Keras 3 does not export its own wrapper class
+    (`keras.losses.LossFunctionWrapper` does not exist). The function is
+    serialised by name, so `.keras` files keep it.
+    """
+
+    def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name or getattr(fn, "__name__", None), reduction=reduction, dtype=dtype)
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "fn": keras.saving.serialize_keras_object(self.fn)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["fn"] = keras.saving.deserialize_keras_object(config["fn"])
+        return cls(**config)
+
+
 def _as_loss(identifier):
     loss = keras.losses.get(identifier)
     if loss is None:
         raise ValueError(f"unknown loss {identifier!r}")
     if not isinstance(loss, keras.losses.Loss):
-        loss = keras.losses.LossFunctionWrapper(loss, name=getattr(loss, "__name__", None))
+        loss = FunctionLoss(loss)
     return loss
 
 
@@ -138,6 +164,11 @@ class MultiTaskModel(keras.Model):
             sample_weight=self._sample_weights(sample_weight),
             optimizer=self.optimizer,
         )
+        # Method state that the balancer assigns inside the step (GradNorm's
+        # weights, Pareto MTL's phase) is read first, so that a skipped batch
+        # can put it back: a bad batch must leave the whole model as it was.
+        state = [v for v in self.balancer.non_trainable_variables if v.aggregation == "only_first_replica"]
+        state_before = [tf.identity(v.value) for v in state]
         update = self.balancer.compute_update(problem)
         gradients, variables = self._gradients_and_variables(update, problem)
         global_losses = problem.global_losses(problem.losses)
@@ -150,6 +181,8 @@ class MultiTaskModel(keras.Model):
             tf.equal(replicas_ok, float(problem.num_replicas)),
         )
         self._apply_if_finite(gradients, variables, finite)
+        for variable, before in zip(state, state_before):
+            variable.assign(tf.where(finite, tf.identity(variable.value), before))
         logs = self._record(problem.y, problem.sample_weight, problem.predictions, global_losses)
         logs["skipped_update"] = 1.0 - tf.cast(finite, tf.float32)
         for i, t in enumerate(self.task_names):
@@ -222,7 +255,9 @@ class MultiTaskModel(keras.Model):
         instead (weights stay put under SGD; optimizer moments still decay once).
         `finite` comes from all-reduced losses, so every replica agrees.
         """
-        if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        # Any strategy's optimizer all-reduces (a merge_call), which cannot sit in a
+        # cond branch, even with a single replica (MirroredStrategy on one device).
+        if not tf.distribute.has_strategy():
             tf.cond(finite, lambda: self._apply(gradients, variables), lambda: None)
         else:
             self._apply([tf.where(finite, g, tf.zeros_like(g)) for g in gradients], variables)
@@ -231,10 +266,14 @@ class MultiTaskModel(keras.Model):
         self.optimizer.apply(gradients, variables)
 
     def _record(self, y, sample_weight, predictions, global_losses):
-        self.loss_tracker.update_state(tf.reduce_sum(global_losses))
+        # Batch means weighted by the (local) batch size, as Keras' own loss
+        # tracker does, so that a partial last batch counts for its size and
+        # the epoch value is the data set's mean loss.
+        batch_size = tf.cast(tf.shape(tf.nest.flatten(predictions)[0])[0], tf.float32)
+        self.loss_tracker.update_state(tf.reduce_sum(global_losses), sample_weight=batch_size)
         logs = {"loss": self.loss_tracker.result()}
         for i, t in enumerate(self.task_names):
-            self.task_loss_trackers[t].update_state(global_losses[i])
+            self.task_loss_trackers[t].update_state(global_losses[i], sample_weight=batch_size)
             logs[f"{t}_loss"] = self.task_loss_trackers[t].result()
             for metric in self.task_metrics[t]:
                 metric.update_state(y[t], predictions[t], sample_weight=sample_weight[t])

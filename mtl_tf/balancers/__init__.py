@@ -2,6 +2,6 @@
 
 from mtl_tf.balancers import gradnorm, mgda, pareto_mtl, single_step, static, uncertainty, uniform  # noqa: F401  (registration)
 from mtl_tf.balancers.base import Balancer, MultiTaskProblem, Update
-from mtl_tf.balancers.registry import available, get, register
+from mtl_tf.balancers.registry import available, get, option_names, register
 
-__all__ = ["Balancer", "MultiTaskProblem", "Update", "available", "get", "register"]
+__all__ = ["Balancer", "MultiTaskProblem", "Update", "available", "get", "option_names", "register"]

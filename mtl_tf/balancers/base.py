@@ -94,11 +94,14 @@ class MultiTaskProblem:
         non-trainable state (batch-norm statistics, dropout seeds) made by this
         extra pass are discarded: only the real forward pass moves them.
         """
+        # `layer(x, training=...)` drops the flag for a `call` without one;
+        # `stateless_call` hands it to `call` as is.
+        has_training = "training" in getattr(self.encoder, "call_signature_parameters", ("training",))
         z, _ = self.encoder.stateless_call(
             list(shared_values),
             [v.value for v in self.encoder.non_trainable_variables],
             self.x,
-            training=True,
+            **({"training": True} if has_training else {}),
         )
         return z
 

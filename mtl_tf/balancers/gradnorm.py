@@ -21,6 +21,8 @@ positive and are then rescaled to sum to T. Everything uses global-batch
 quantities, so replicas keep identical weights.
 """
 
+import math
+
 import tensorflow as tf
 
 from mtl_tf.balancers.base import Balancer, Update, all_variables, split_gradients, validate_choice
@@ -35,6 +37,10 @@ class GradNorm(Balancer):
         super().__init__(**kwargs)
         self.asymmetry = float(asymmetry)
         self.weight_learning_rate = float(weight_learning_rate)
+        if not (math.isfinite(self.asymmetry) and self.asymmetry >= 0):
+            raise ValueError(f"gradnorm asymmetry must be a finite number >= 0 (the paper uses 0 to 3); got {asymmetry!r}")
+        if not (math.isfinite(self.weight_learning_rate) and self.weight_learning_rate > 0):
+            raise ValueError(f"gradnorm weight_learning_rate must be a positive finite number; got {weight_learning_rate!r}")
         self.gradient_at = validate_choice("gradient_at", gradient_at, GRADIENT_AT)
 
     def build_for_tasks(self, task_names):
@@ -61,9 +67,9 @@ class GradNorm(Balancer):
 
         if self.gradient_at == "representation":
             sq_norms = tf.stack([
-                tf.add_n([tf.reduce_sum(tf.square(g)) for g in tf.nest.flatten(tape.gradient(losses[i], z))])
+                tf.add_n([tf.reduce_sum(tf.square(g)) for g in tf.nest.flatten(tape.gradient(losses[i], z)) if g is not None])
                 for i in range(self.num_tasks)
-            ])
+            ])  # None: a part of Z no loss depends on (e.g. SegNet's pooling switches)
             sq_norms = problem.all_reduce_sum(sq_norms)
         else:
             kernel = self._last_shared_layer(problem)

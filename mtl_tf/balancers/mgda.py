@@ -61,7 +61,7 @@ class _MinNormBalancer(Balancer):
         super().__init__(**kwargs)
         self.normalization = validate_choice("normalization", normalization, solvers.NORMALIZATIONS)
         self.head_update = validate_choice("head_update", head_update, HEAD_UPDATES)
-        self.solver = solver
+        self.solver = None if solver is None else validate_choice("solver", solver, solvers.METHODS)
         self.max_iterations = max_iterations
         self.tolerance = tolerance
 

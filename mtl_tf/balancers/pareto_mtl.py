@@ -18,7 +18,10 @@ Every constraint gradient is a combination of task gradients, so everything is
 computed from the T x T Gram matrix of task gradients; the active set is a mask
 handed to the min-norm solver, which keeps all shapes static inside the
 compiled step. As in the official code the task gradients are taken with
-respect to all parameters (shared and heads).
+respect to all parameters (shared and heads). The two min-norm problems are
+solved in float64: their points are combinations of the T task gradients, so
+their Gram matrices are rank-deficient by construction, and there the float32
+solver can stop visibly short of the optimum (seen at 0.5% above it).
 
 Preferences: `preferences` as a K x T list, otherwise for T = 2 the official
 `num_preferences` points evenly spaced on the quarter circle (angle 0 to pi/2;
@@ -53,6 +56,10 @@ class ParetoMTL(Balancer):
         self.num_preferences = int(num_preferences)
         self.preference_index = preference_index
         self.init_max_steps = int(init_max_steps)
+        if self.num_preferences < 2:
+            raise ValueError(f"pareto_mtl num_preferences must be at least 2; got {num_preferences!r}")
+        if self.init_max_steps < 0:
+            raise ValueError(f"pareto_mtl init_max_steps must be >= 0; got {init_max_steps!r}")
 
     def build_for_tasks(self, task_names):
         num_tasks = len(task_names)
@@ -100,14 +107,19 @@ class ParetoMTL(Balancer):
         active = violation > 0.0
         feasible_now = tf.logical_not(tf.reduce_any(active))
 
-        constraint_gram = directions @ gram @ tf.transpose(directions)
-        init_beta = solvers.min_norm_weights(constraint_gram, mask=active)
+        # Both min-norm problems are solved in float64 (they are tiny): their
+        # points are combinations of the T task gradients, so the (T + K)-point
+        # Gram matrix is rank-deficient by construction, and in float32 the
+        # solver can stop visibly short of the optimum on it.
+        gram64, directions64 = tf.cast(gram, tf.float64), tf.cast(directions, tf.float64)
+        constraint_gram = directions64 @ gram64 @ tf.transpose(directions64)
+        init_beta = tf.cast(solvers.min_norm_weights(constraint_gram, mask=active), tf.float32)
         init_weights = tf.linalg.matvec(directions, init_beta, transpose_a=True)
 
-        extended = tf.concat([tf.eye(T), directions], axis=0)
-        extended_gram = extended @ gram @ tf.transpose(extended)
+        extended = tf.concat([tf.eye(T, dtype=tf.float64), directions64], axis=0)
+        extended_gram = extended @ gram64 @ tf.transpose(extended)
         mask = tf.concat([tf.ones([T], tf.bool), active], axis=0)
-        beta = solvers.min_norm_weights(extended_gram, mask=mask)
+        beta = tf.cast(solvers.min_norm_weights(extended_gram, mask=mask), tf.float32)
         main_weights = beta[:T] + tf.linalg.matvec(directions, beta[T:], transpose_a=True)
         main_weights = main_weights * T / tf.maximum(tf.reduce_sum(tf.abs(main_weights)), 1e-12)
 

@@ -4,6 +4,10 @@ A method module registers its class with `@register("name")`; configs and
 `MultiTaskModel(balancer=...)` refer to methods by those names.
 """
 
+import inspect
+
+import keras
+
 from mtl_tf.balancers.base import Balancer
 
 _REGISTRY: dict[str, type[Balancer]] = {}
@@ -15,7 +19,8 @@ def register(name):
             raise ValueError(f"balancer name {name!r} is already registered to {_REGISTRY[name]}")
         _REGISTRY[name] = cls
         cls.method_name = name
-        return cls
+        # `.keras` files name the balancer's class; loading needs it registered with Keras.
+        return keras.saving.register_keras_serializable(package="mtl_tf")(cls)
 
     return decorate
 
@@ -23,6 +28,25 @@ def register(name):
 def available():
     """Sorted names of every registered method."""
     return sorted(_REGISTRY)
+
+
+# Keras layer arguments every balancer also takes (a `.keras` file passes them back).
+_LAYER_ARGUMENTS = ("name", "dtype", "trainable")
+
+
+def option_names(name):
+    """The options method `name` takes: its constructors' named parameters along the MRO."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown balancing method {name!r}; expected one of {available()}.")
+    names = []
+    for cls in _REGISTRY[name].__mro__:
+        if cls is Balancer or not issubclass(cls, Balancer):
+            break
+        if "__init__" in vars(cls):
+            for param in inspect.signature(cls.__init__).parameters.values():
+                if param.name != "self" and param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                    names.append(param.name)
+    return tuple(dict.fromkeys(names))
 
 
 def get(identifier, **options) -> Balancer:
@@ -39,6 +63,13 @@ def get(identifier, **options) -> Balancer:
             f"unknown balancing method {identifier!r}; expected one of {available()}."
         )
     cls = _REGISTRY[identifier]
+    accepted = option_names(identifier)
+    unknown = sorted(set(options) - set(accepted) - set(_LAYER_ARGUMENTS))
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {unknown} for balancing method {identifier!r}; "
+            f"its options are {list(accepted) or 'none'}."
+        )
     try:
         return cls(**options)
     except TypeError as error:

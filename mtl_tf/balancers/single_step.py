@@ -32,6 +32,8 @@ Extra logs: `{task}_inner_loss`, the loss of task i at theta_s^i (the red curve 
 the paper's Fig. 3).
 """
 
+import math
+
 import tensorflow as tf
 
 from mtl_tf.balancers.base import (
@@ -46,14 +48,17 @@ from mtl_tf.balancers.registry import register
 HEAD_GRADIENTS_AT = ("updated", "original")
 
 
-@register("single_step")
-class SingleStep(Balancer):
-    inner_step = True
+class _SharedThenHeads(Balancer):
+    """The schedule both methods share: a shared-layer step, then the heads (eq. 4)."""
 
-    def __init__(self, inner_learning_rate=None, head_gradients_at="updated", **kwargs):
+    inner_step = False
+
+    def __init__(self, head_gradients_at="updated", **kwargs):
         super().__init__(**kwargs)
-        self.inner_learning_rate = inner_learning_rate
         self.head_gradients_at = validate_choice("head_gradients_at", head_gradients_at, HEAD_GRADIENTS_AT)
+
+    def inner_rate(self, problem):
+        return problem.learning_rate
 
     def compute_update(self, problem):
         shared_vars = problem.shared_variables
@@ -65,9 +70,7 @@ class SingleStep(Balancer):
             per_task = gradients_per_task(tape, losses, shared_vars, self.num_tasks)
             per_task = [[tf.zeros_like(v) if g is None else g for g, v in zip(gs, shared_vars)] for gs in per_task]
             global_per_task = problem.all_reduce_sum(stack_first_axis(per_task))
-            inner_rate = (
-                problem.learning_rate if self.inner_learning_rate is None else float(self.inner_learning_rate)
-            )
+            inner_rate = self.inner_rate(problem)
             outer, inner_losses = None, []
             for i, task in enumerate(problem.task_names):
                 moved = [w - tf.cast(inner_rate, w.dtype) * g[i] for w, g in zip(shared_values, global_per_task)]
@@ -103,24 +106,39 @@ class SingleStep(Balancer):
         return Update(shared=outer, heads=heads, task_weights=tf.ones([self.num_tasks]), logs=logs)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "inner_learning_rate": self.inner_learning_rate,
-            "head_gradients_at": self.head_gradients_at,
-        }
+        return {**super().get_config(), "head_gradients_at": self.head_gradients_at}
+
+
+@register("single_step")
+class SingleStep(_SharedThenHeads):
+    """Lee & Son's method: inner steps per task, outer step on the moved points, then the heads."""
+
+    inner_step = True
+
+    def __init__(self, inner_learning_rate=None, head_gradients_at="updated", **kwargs):
+        super().__init__(head_gradients_at=head_gradients_at, **kwargs)
+        if inner_learning_rate is not None:
+            rate = float(inner_learning_rate)
+            if not (math.isfinite(rate) and rate > 0):
+                raise ValueError(
+                    f"single_step inner_learning_rate must be a positive finite number (or None for the "
+                    f"optimizer's learning rate); got {inner_learning_rate!r}"
+                )
+            inner_learning_rate = rate
+        self.inner_learning_rate = inner_learning_rate
+
+    def inner_rate(self, problem):
+        if self.inner_learning_rate is None:
+            return problem.learning_rate
+        return tf.constant(self.inner_learning_rate, tf.float32)
+
+    def get_config(self):
+        return {**super().get_config(), "inner_learning_rate": self.inner_learning_rate}
 
 
 @register("split_only")
-class SplitOnly(SingleStep):
-    """Lee & Son's ablation: shared layers on the plain sum of losses, heads updated after."""
+class SplitOnly(_SharedThenHeads):
+    """Lee & Son's ablation: shared layers on the plain sum of losses, heads updated after.
 
-    inner_step = False
-
-    def __init__(self, head_gradients_at="updated", **kwargs):
-        kwargs.pop("inner_learning_rate", None)
-        super().__init__(head_gradients_at=head_gradients_at, **kwargs)
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("inner_learning_rate", None)
-        return config
+    It has no inner step, so it takes no `inner_learning_rate`.
+    """

@@ -7,6 +7,8 @@ model per weight vector c on a grid of the simplex (see `launch/train.py`
 as given (not renormalised), so both conventions can be expressed.
 """
 
+import math
+
 import tensorflow as tf
 
 from mtl_tf.balancers.base import LossWeightingBalancer, as_task_vector
@@ -19,13 +21,18 @@ class Static(LossWeightingBalancer):
         super().__init__(**kwargs)
         if weights is None:
             raise ValueError("method 'static' needs weights: one non-negative number per task")
-        self.static_weights = dict(weights) if isinstance(weights, dict) else [float(w) for w in weights]
+        if isinstance(weights, (str, bytes)) or not hasattr(weights, "__iter__"):
+            raise ValueError(
+                f"static weights are {weights!r}; expected a list with one weight per task, in head order, "
+                "or a dict keyed by task name"
+            )
+        if isinstance(weights, dict):
+            self.static_weights = {task: _as_weight(w, f"weight of task {task!r}") for task, w in weights.items()}
+        else:
+            self.static_weights = [_as_weight(w, f"weight {i} (0-based)") for i, w in enumerate(weights)]
 
     def build_for_tasks(self, task_names):
-        weights = [float(w) for w in as_task_vector("static weights", self.static_weights, task_names)]
-        if any(not w >= 0 for w in weights):
-            raise ValueError(f"static weights must be finite and non-negative; got {weights}")
-        self._weight_vector = weights
+        self._weight_vector = as_task_vector("static weights", self.static_weights, task_names)
         super().build_for_tasks(task_names)
 
     def objective(self, problem, losses):
@@ -34,3 +41,13 @@ class Static(LossWeightingBalancer):
 
     def get_config(self):
         return {**super().get_config(), "weights": self.static_weights}
+
+
+def _as_weight(value, what):
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"static {what} is {value!r}; expected a finite, non-negative number") from None
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"static {what} is {weight}; expected a finite, non-negative number")
+    return weight

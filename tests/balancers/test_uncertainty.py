@@ -1,0 +1,75 @@
+"""`uncertainty` (Kendall, Gal & Cipolla, CVPR 2018) against a NumPy step.
+
+Reference, with s_t = log sigma_t^2 (initialised at 0) trained by the same SGD
+as the network:
+  regression (eq. 7):      1/(2 sigma_t^2) L_t + log sigma_t
+  classification (eq. 10): 1/sigma_t^2 L_t + log sigma_t
+so with k_t = 1/2 or 1 the objective is sum_t k_t e^{-s_t} L_t + s_t / 2,
+dJ/dtheta = sum_t k_t e^{-s_t} grad L_t and dJ/ds_t = -k_t e^{-s_t} L_t + 1/2.
+The logged task weights are k_t e^{-s_t} (before the step).
+"""
+
+import numpy as np
+import pytest
+
+from tests.balancers import properties, tiny
+
+LR = tiny.LEARNING_RATE
+SCALE = {"regression": 0.5, "classification": 1.0}
+
+
+def reference_steps(setup, kinds, steps):
+    """Returns (params, s, [weights per step]) after `steps` SGD steps."""
+    params, s, history = setup.params, np.zeros(setup.num_tasks), []
+    k = np.array([SCALE[kind] for kind in kinds])
+    for _ in range(steps):
+        sigma_squared = np.exp(s)
+        weights = k / sigma_squared
+        task_losses = tiny.losses(params, setup)
+        grad_s = -k * task_losses / sigma_squared + 0.5  # d/ds of k e^{-s} L + log sigma
+        params = tiny.weighted_step(params, setup, weights)
+        s = s - LR * grad_s
+        history.append(weights)
+    return params, s, history
+
+
+def _log_variances(model):
+    return np.asarray(model.balancer.log_variances.numpy(), np.float64)
+
+
+@pytest.mark.parametrize(
+    "task_types,kinds",
+    [
+        ("regression", ["regression"] * 2),
+        ("classification", ["classification"] * 2),
+        ({"b": "regression", "a": "classification"}, ["classification", "regression"]),
+    ],
+    ids=["regression", "classification", "mixed"],
+)
+def test_three_steps_match_hand_computed_updates(task_types, kinds):
+    setup = tiny.make_setup(num_tasks=2, seed=41, target_scales=[3.0, 0.5])
+    model, logs = tiny.run(setup, "uncertainty", {"task_types": task_types}, epochs=3)
+    params, s, weights = reference_steps(setup, kinds, 3)
+    tiny.assert_params_close(model, params)
+    np.testing.assert_allclose(_log_variances(model), s, atol=1e-5)
+    for step in range(3):
+        np.testing.assert_allclose(tiny.logged_weights(logs[step], setup.tasks), weights[step], rtol=1e-5)
+    # The unbalanced targets must move the two log-variances apart.
+    assert abs(s[0] - s[1]) > 0.1
+
+
+def test_three_tasks_one_step():
+    setup = tiny.make_setup(num_tasks=3, seed=42)
+    model, logs = tiny.run(setup, "uncertainty", {"task_types": "regression"})
+    params, s, weights = reference_steps(setup, ["regression"] * 3, 1)
+    tiny.assert_params_close(model, params)
+    np.testing.assert_allclose(_log_variances(model), s, atol=1e-6)
+    np.testing.assert_allclose(tiny.logged_weights(logs[0], setup.tasks), [0.5, 0.5, 0.5], rtol=1e-7)
+
+
+def test_properties():
+    setup = tiny.make_setup(num_tasks=3, seed=43, target_scales=[2.0, 1.0, 0.3])
+    options = {"task_types": {"a": "regression", "b": "classification", "c": "regression"}}
+    logs = properties.check_permutation_equivariant(setup, "uncertainty", options, permutation=[2, 0, 1], epochs=3)
+    weights = properties.check_weights(logs, setup.tasks)
+    assert np.all(weights > 0)
