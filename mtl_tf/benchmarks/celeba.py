@@ -1,0 +1,110 @@
+"""Benchmark "celeba": the 40 CelebA attributes as 40 binary tasks on ResNet-18.
+
+Sener & Koltun (NeurIPS 2018, section 4.2): a ResNet-18 trunk (64x64 inputs,
+2048-d representation, `mtl_tf.nets.resnet`) shared by one linear head
+``Dense(2)`` per attribute; each task's loss is the cross-entropy of its two
+logits (the official code's log-softmax + NLL), its metric the accuracy. Tasks
+are named after the attributes, in the official file's order
+(`mtl_tf.data.celeba.ATTRIBUTES`). The best epoch is the one with the highest
+mean validation accuracy over the tasks; the paper reports the test error
+(100 - accuracy, in percent) per attribute and its mean (Table 1, Figure 2).
+
+Config fields read (see `configs/celeba.py`):
+  seed, batch_size;
+  data.data_dir, data.tfds_data_dir, data.tfds_download, data.cache_dir,
+  data.image_size, data.normalization, data.eval_batch_size,
+  data.max_train_examples, data.max_eval_examples, data.drop_remainder,
+  data.attributes (None: all 40; a list or a comma-separated string of
+  attribute names trains only those heads, e.g. one attribute for the
+  single-task baseline);
+  model.width (64: ResNet-18), model.pool_size (4).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from mtl_tf.benchmarks.registry import Benchmark, register
+from mtl_tf.data import celeba as celeba_data
+from mtl_tf.nets import resnet
+
+NAME = "celeba"
+
+
+def _get(section, name, default=None):
+    if section is None:
+        return default
+    value = section.get(name, default) if hasattr(section, "get") else getattr(section, name, default)
+    return default if value is None else value
+
+
+def selected_attributes(value) -> tuple[str, ...]:
+    """The attributes a config selects: None/empty -> all 40, else a list or "A,B"."""
+    if value is None or value == "" or value == ():
+        return celeba_data.ATTRIBUTES
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in celeba_data.ATTRIBUTES]
+    if unknown or not names:
+        raise ValueError(
+            f"data.attributes names {unknown or names} which are not CelebA attributes; "
+            f"expected a subset of {list(celeba_data.ATTRIBUTES)}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"data.attributes lists an attribute twice: {names}")
+    # Official order, so task order never depends on how the user typed them.
+    return tuple(a for a in celeba_data.ATTRIBUTES if a in names)
+
+
+@register(NAME)
+def build(config) -> Benchmark:
+    data_config = config.get("data") if hasattr(config, "get") else config.data
+    model_config = config.get("model") if hasattr(config, "get") else config.model
+    seed = int(config.seed)
+    attributes = selected_attributes(_get(data_config, "attributes"))
+    image_size = int(_get(data_config, "image_size", celeba_data.DEFAULT_IMAGE_SIZE))
+    data = celeba_data.celeba_datasets(
+        _get(data_config, "data_dir"),
+        batch_size=int(config.batch_size),
+        eval_batch_size=_get(data_config, "eval_batch_size"),
+        image_size=image_size,
+        normalization=_get(data_config, "normalization", "sener"),
+        seed=seed,
+        cache_dir=_get(data_config, "cache_dir"),
+        tfds_data_dir=_get(data_config, "tfds_data_dir"),
+        tfds_download=bool(_get(data_config, "tfds_download", False)),
+        max_train_examples=_get(data_config, "max_train_examples"),
+        max_eval_examples=_get(data_config, "max_eval_examples"),
+        drop_remainder=bool(_get(data_config, "drop_remainder", False)),
+    )
+    splits = {"train": data.train, "val": data.val, "test": data.test}
+    if attributes != celeba_data.ATTRIBUTES:
+        def keep(x, y):
+            return x, {a: y[a] for a in attributes}
+
+        splits = {k: v.map(keep) for k, v in splits.items()}
+
+    encoder = resnet.resnet18_encoder(
+        width=int(_get(model_config, "width", 64)),
+        pool_size=int(_get(model_config, "pool_size", 4)),
+        seed=seed,
+    )
+    heads = {
+        a: resnet.attribute_head(2, seed=seed + 1000 + celeba_data.ATTRIBUTES.index(a), name=f"head_{a}")
+        for a in attributes
+    }
+    return Benchmark(
+        name=NAME,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        encoder=encoder,
+        heads=heads,
+        losses={a: keras.losses.SparseCategoricalCrossentropy(from_logits=True, name=f"{a}_ce") for a in attributes},
+        metrics={a: ["accuracy"] for a in attributes},
+        monitor=[f"{a}_accuracy" for a in attributes],
+        monitor_mode="max",
+        sizes=dict(data.sizes),
+        input_shape=data.image_shape,
+        evaluate=None,
+    )

@@ -1,0 +1,542 @@
+"""Min-norm solvers (`mtl_tf/solvers.py`) against an exact QP reference.
+
+The reference (`tests/solver_reference.py`) solves the same problem from the
+gradients themselves, in float64, with scipy's exact active-set NNLS and
+certifies it with the KKT conditions; for small T it is itself checked against
+a brute force over all supports. Accuracy is judged on the objective
+||G^T alpha||^2 evaluated from the float64 gradients, as the issue states it:
+within `rel` of the optimum, or within `abs` times the mean squared gradient
+norm (mean diagonal of M) when the optimum is ~0.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtl_tf import solvers
+from tests import solver_reference as ref
+
+# (relative, times mean diag) tolerances on the objective, from the issue.
+TOLERANCES = {np.float64: (1e-6, 1e-9), np.float32: (1e-4, 1e-6)}
+DTYPES = [np.float64, np.float32]
+DTYPE_IDS = ["float64", "float32"]
+
+# One graph per (T, dtype, method): eager while-loops are slow at T = 100.
+_solve_graph = tf.function(solvers.min_norm_weights_with_info)
+
+
+def solve(gram, dtype, **options):
+    alpha, iterations = _solve_graph(tf.constant(np.asarray(gram, dtype)), **options)
+    assert alpha.dtype == tf.as_dtype(dtype)
+    return alpha.numpy().astype(np.float64), int(iterations)
+
+
+def excess_over_optimum(G, alpha, alpha_ref):
+    """(objective - optimum, optimum, mean squared gradient norm)."""
+    value, optimum = ref.objective(G, alpha), ref.objective(G, alpha_ref)
+    mean_sq_norm = float(np.mean(np.sum(np.asarray(G, np.float64) ** 2, axis=1)))
+    return value - optimum, optimum, mean_sq_norm
+
+
+def assert_near_optimal(G, alpha, alpha_ref, dtype, context):
+    rel, abs_ = TOLERANCES[dtype]
+    excess, optimum, mean_sq_norm = excess_over_optimum(G, alpha, alpha_ref)
+    allowed = max(rel * optimum, abs_ * mean_sq_norm)
+    assert excess <= allowed, (
+        f"{context}: objective {optimum + excess:.6e} exceeds the exact optimum {optimum:.6e} by "
+        f"{excess:.3e}; allowed max({rel:g} * optimum, {abs_:g} * mean ||g||^2 = {mean_sq_norm:.3e}) "
+        f"= {allowed:.3e}. alpha={np.round(alpha, 6)}, exact={np.round(alpha_ref, 6)}"
+    )
+    return excess / allowed if allowed > 0 else 0.0
+
+
+def assert_on_simplex(alpha, context, atol=1e-6):
+    alpha = np.asarray(alpha, np.float64)
+    assert np.all(np.isfinite(alpha)), f"{context}: non-finite alpha {alpha}"
+    assert np.all(alpha >= 0), f"{context}: negative alpha {alpha}"
+    assert abs(alpha.sum() - 1.0) <= atol, f"{context}: alpha sums to {alpha.sum()!r}, expected 1"
+
+
+def gradients(rng, T, D, kind):
+    """T task gradients of dimension D; `kind` picks the geometry."""
+    G = rng.standard_normal((T, D))
+    if kind == "aligned":  # a shared component: the optimum is well above 0
+        G += 3.0 * rng.standard_normal(D)
+    elif kind == "conflicting":  # 0 is a strict convex combination: the optimum is exactly 0
+        w = rng.uniform(0.5, 1.5, T - 1)
+        G[-1] = -(w @ G[:-1]) / w.sum()
+    elif kind == "spread":  # gradient norms spread over 2.6 orders of magnitude
+        G *= np.exp(rng.uniform(-3.0, 3.0, (T, 1)))
+    elif kind == "clustered":  # groups of near-duplicate gradients
+        G = G[rng.integers(0, max(1, T // 3), T)] + 1e-3 * rng.standard_normal((T, D))
+    return G
+
+
+KINDS = ["gaussian", "aligned", "conflicting", "spread", "clustered"]
+
+
+# ----------------------------------------------------------------------------
+# The reference itself.
+
+
+@pytest.mark.parametrize("T,D", [(2, 1), (3, 1), (3, 5), (4, 2), (5, 3), (6, 2), (6, 9)])
+def test_reference_matches_brute_force(rng, T, D):
+    for kind in KINDS:
+        G = gradients(rng, T, D, kind)
+        alpha = ref.reference_min_norm(G)
+        best, best_value = ref.enumerate_min_norm(G)
+        scale = float(np.max(np.sum(G * G, axis=1)))
+        assert abs(ref.objective(G, alpha) - best_value) <= 1e-12 * scale, (kind, alpha, best)
+        ref.check_kkt(G, best, tolerance=1e-9)
+
+
+def test_reference_kkt_check_rejects_a_suboptimal_point(rng):
+    G = gradients(rng, 5, 8, "gaussian")
+    with pytest.raises(AssertionError, match="KKT"):
+        ref.check_kkt(G, np.full(5, 0.2))
+
+
+# ----------------------------------------------------------------------------
+# Default method: exact.
+
+
+@pytest.mark.parametrize("T", [2, 3, 5, 10, 40, 100])
+def test_default_reaches_the_exact_optimum(rng, T):
+    dims = sorted({max(1, T // 2), T + 3})  # fewer and more dimensions than tasks
+    saw_zero_optimum = False
+    cap = 10 * T + 50
+    for D in dims:
+        for kind in KINDS:
+            if kind == "conflicting" and T < 2:
+                continue
+            G = gradients(rng, T, D, kind)
+            M = G @ G.T
+            alpha_ref = ref.reference_min_norm(G)
+            _, optimum, mean_sq_norm = excess_over_optimum(G, alpha_ref, alpha_ref)
+            saw_zero_optimum |= optimum <= 1e-20 * mean_sq_norm
+            for dtype in DTYPES:
+                context = f"T={T} D={D} {kind} {np.dtype(dtype).name}"
+                alpha, iterations = solve(M, dtype)
+                assert_on_simplex(alpha, context)
+                assert_near_optimal(G, alpha, alpha_ref, dtype, context)
+                assert 0 <= iterations <= cap, f"{context}: {iterations} iterations, cap {cap}"
+                if T == 2:
+                    assert iterations == 0, f"{context}: T = 2 must use the closed form"
+    assert saw_zero_optimum, "the test set must include problems whose optimum is exactly 0"
+
+
+def test_default_is_scale_invariant(rng):
+    G = gradients(rng, 8, 5, "gaussian")
+    alpha_ref = ref.reference_min_norm(G)
+    for scale in [1e-12, 1e-6, 1e6, 1e12]:
+        for dtype in DTYPES:
+            alpha, _ = solve((scale * G) @ (scale * G).T, dtype)
+            assert_near_optimal(scale * G, alpha, alpha_ref, dtype, f"scale {scale:g} {np.dtype(dtype).name}")
+
+
+# ----------------------------------------------------------------------------
+# Degenerate input: finite, on the simplex, and (default method) still optimal.
+
+
+def _degenerate_cases():
+    rng = np.random.default_rng(7)
+    g = rng.standard_normal(6)
+    cases = {
+        "single_task": g[None, :],
+        "single_zero_task": np.zeros((1, 6)),
+        "zero_gradient_among_others": np.vstack([rng.standard_normal((3, 6)), np.zeros(6)]),
+        "all_zero": np.zeros((4, 6)),
+        "two_zero": np.zeros((2, 6)),
+        "identical_two": np.vstack([g, g]),
+        "identical_five": np.vstack([g] * 5),
+        "colinear_same_direction": np.outer([1.0, 2.0, 0.5, 3.0], g),
+        "colinear_mixed_signs": np.outer([1.0, -2.0, 0.5, 3.0], g),
+        "opposite_two": np.vstack([g, -g]),
+        "opposite_unequal": np.vstack([g, -1e-6 * g]),
+        "duplicated_opposites": np.vstack([g, g, -g, -g, rng.standard_normal(6)]),
+        "rank_one_plus_noise": np.outer(rng.standard_normal(7), g) + 1e-9 * rng.standard_normal((7, 6)),
+        "rank_deficient": rng.standard_normal((10, 2)) @ rng.standard_normal((2, 6)),
+        "more_tasks_than_dims": rng.standard_normal((12, 3)),
+        "mixed_scales_1e-12_1e12": np.array([1e-12, 1e-6, 1.0, 1e6, 1e12])[:, None] * rng.standard_normal((5, 4)),
+    }
+    for scale in [1e-12, 1e-6, 1e6, 1e12]:
+        cases[f"scale_{scale:g}"] = scale * rng.standard_normal((6, 4))
+    return cases
+
+
+DEGENERATE = _degenerate_cases()
+
+
+@pytest.mark.parametrize("method", solvers.METHODS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", sorted(DEGENERATE))
+def test_degenerate_input_gives_finite_weights_on_the_simplex(name, dtype, method):
+    G = DEGENERATE[name]
+    M = G @ G.T
+    alpha, _ = solve(M, dtype, method=method)
+    assert alpha.shape == (len(G),)
+    assert_on_simplex(alpha, f"{name} {np.dtype(dtype).name} {method}", atol=1e-5)
+    if method == solvers.DEFAULT_METHOD:
+        assert_near_optimal(G, alpha.astype(np.float64), ref.reference_min_norm(G), dtype, name)
+
+
+def test_degenerate_input_known_answers():
+    g = np.array([1.0, -2.0, 0.5])
+
+    def alpha_of(G, dtype=np.float64):
+        return solvers.min_norm_weights(tf.constant((G @ G.T).astype(dtype))).numpy()
+
+    for dtype in DTYPES:
+        tol = 1e-12 if dtype == np.float64 else 1e-6
+        # A zero gradient is the min-norm point: it takes all the weight.
+        np.testing.assert_allclose(alpha_of(np.vstack([g, np.zeros(3), 2 * g]), dtype), [0, 1, 0], atol=tol)
+        # Two zero gradients / identical gradients with equal norms: any alpha is optimal -> uniform.
+        np.testing.assert_allclose(alpha_of(np.zeros((2, 3)), dtype), [0.5, 0.5], atol=tol)
+        np.testing.assert_allclose(alpha_of(np.vstack([g, g]), dtype), [0.5, 0.5], atol=tol)
+        # Opposite gradients cancel: alpha_1 g + alpha_2 (-c g) = 0.
+        np.testing.assert_allclose(alpha_of(np.vstack([g, -g]), dtype), [0.5, 0.5], atol=tol)
+        np.testing.assert_allclose(alpha_of(np.vstack([g, -3 * g]), dtype), [0.75, 0.25], atol=tol)
+        # Colinear, same direction: the shortest takes all.
+        np.testing.assert_allclose(alpha_of(np.outer([3.0, 2.0, 0.5, 1.0], g), dtype), [0, 0, 1, 0], atol=tol)
+        # T = 1.
+        np.testing.assert_allclose(alpha_of(g[None, :], dtype), [1.0])
+
+
+def test_non_finite_gram_gives_uniform_weights(rng):
+    G = gradients(rng, 5, 3, "gaussian")
+    for bad in [np.nan, np.inf]:
+        for i, j in [(0, 0), (1, 3)]:
+            M = G @ G.T
+            M[i, j] = M[j, i] = bad
+            for method in solvers.METHODS:
+                alpha = solvers.min_norm_weights(tf.constant(M), method=method).numpy()
+                np.testing.assert_array_equal(alpha, np.full(5, 0.2), err_msg=f"{bad} at {(i, j)}, {method}")
+
+
+# ----------------------------------------------------------------------------
+# Plain Frank-Wolfe: the paper's Algorithm 2, verbatim.
+
+
+def paper_algorithm_2(M, max_iterations=250, tolerance=1e-5):
+    """Sener & Koltun, Algorithm 2, with Algorithm 1 as the line search.
+
+    Returns (alpha after every iteration, number of iterations).
+    """
+    T = len(M)
+    alpha = np.full(T, 1.0 / T)
+    history = [alpha]
+    for iteration in range(1, max_iterations + 1):
+        t = int(np.argmin(M @ alpha))
+        # Algorithm 1 on theta = sum_r alpha_r g_r and theta_bar = g_t:
+        # gamma minimises ||gamma theta + (1 - gamma) theta_bar||^2.
+        tt, tb, bb = alpha @ M @ alpha, (M @ alpha)[t], M[t, t]
+        if tb >= tt:
+            gamma = 1.0
+        elif tb >= bb:
+            gamma = 0.0
+        else:
+            gamma = (bb - tb) / (tt + bb - 2.0 * tb)
+        step = 1.0 - gamma  # Algorithm 2's gamma-hat, the weight of e_t
+        alpha = (1.0 - step) * alpha + step * np.eye(T)[t]
+        history.append(alpha)
+        if step < tolerance:
+            break
+    return history, iteration
+
+
+@pytest.mark.parametrize("T,D", [(3, 5), (6, 4), (8, 20)])
+def test_frank_wolfe_follows_algorithm_2_step_by_step(rng, T, D):
+    G = gradients(rng, T, D, "gaussian")
+    M = G @ G.T
+    history, iterations = paper_algorithm_2(M)
+    for k in sorted({1, 2, 3, 5, 10, 25, iterations}):
+        if k > iterations:
+            continue
+        alpha, used = solve(M, np.float64, method="frank_wolfe", max_iterations=tf.constant(k))
+        np.testing.assert_allclose(alpha, history[k], rtol=0, atol=1e-10, err_msg=f"after {k} iterations")
+        assert used == k
+    alpha, used = solve(M, np.float64, method="frank_wolfe")
+    np.testing.assert_allclose(alpha, history[-1], rtol=0, atol=1e-10)
+    assert used == iterations, f"Frank-Wolfe used {used} iterations, Algorithm 2 {iterations}"
+    # frank_wolfe() is the same solver.
+    np.testing.assert_array_equal(solvers.frank_wolfe(tf.constant(M)).numpy(), alpha)
+
+
+def test_frank_wolfe_options_follow_algorithm_2(rng):
+    G = gradients(rng, 6, 3, "conflicting")
+    M = G @ G.T
+    for cap, tol in [(250, 1e-5), (40, 1e-5), (250, 1e-2)]:
+        history, iterations = paper_algorithm_2(M, cap, tol)
+        alpha, used = solve(M, np.float64, method="frank_wolfe", max_iterations=tf.constant(cap), tolerance=tol)
+        assert used == iterations
+        np.testing.assert_allclose(alpha, history[-1], atol=1e-10)
+
+
+@pytest.mark.parametrize("T,D", [(10, 20), (40, 100)])
+def test_frank_wolfe_stays_far_from_a_zero_optimum_the_default_reaches(rng, T, D):
+    G = gradients(rng, T, D, "conflicting")
+    M = G @ G.T
+    alpha_ref = ref.reference_min_norm(G)
+    fw_alpha, fw_iterations = solve(M, np.float64, method="frank_wolfe")
+    fw_excess, optimum, mean_sq_norm = excess_over_optimum(G, fw_alpha, alpha_ref)
+    assert optimum <= 1e-20 * mean_sq_norm
+    assert fw_iterations == 250, "Algorithm 2 should run into its iteration cap here"
+    # 1000 times the tolerance the default meets.
+    assert fw_excess > 1e-6 * mean_sq_norm, f"Frank-Wolfe excess {fw_excess / mean_sq_norm:.2e} * mean ||g||^2"
+    alpha, _ = solve(M, np.float64)
+    assert_near_optimal(G, alpha, alpha_ref, np.float64, "default on the same problem")
+
+
+# ----------------------------------------------------------------------------
+# Two tasks: the closed form (eq. 4).
+
+
+def paper_eq_4(g1, g2):
+    """alpha for g1: [((g2 - g1) . g2) / ||g1 - g2||^2] clipped to [0, 1]."""
+    return float(np.clip((g2 - g1) @ g2 / np.sum((g1 - g2) ** 2), 0.0, 1.0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_two_task_closed_form(rng, dtype):
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    pairs = [gradients(rng, 2, D, kind) for D in [1, 2, 5, 50] for kind in ["gaussian", "aligned", "spread"]]
+    g = rng.standard_normal(4)
+    pairs += [np.vstack([g, 2 * g]), np.vstack([3 * g, g]), np.vstack([g, -0.2 * g])]  # clipped at 1, 0; interior
+    clipped = 0
+    for G in pairs:
+        M = tf.constant((G @ G.T).astype(dtype))
+        alpha = solvers.two_task_weights(M).numpy()
+        expected = paper_eq_4(G[0], G[1])
+        np.testing.assert_allclose(alpha, [expected, 1 - expected], atol=tol, err_msg=f"G={G}")
+        np.testing.assert_array_equal(solvers.min_norm_weights(M).numpy(), alpha)
+        alpha_ref = ref.reference_min_norm(G)
+        assert_near_optimal(G, alpha.astype(np.float64), alpha_ref, dtype, f"G={G}")
+        clipped += expected in (0.0, 1.0)
+        if expected in (0.0, 1.0):
+            # The paper clips to [0, 1]; the official code's [0.001, 0.999] would fail here.
+            assert set(alpha.tolist()) == {0.0, 1.0}, alpha
+    assert clipped >= 2
+
+
+def test_two_task_closed_form_near_identical_gradients_in_float32(rng):
+    # ||g1 - g2||^2 is below float32 round-off of the Gram entries; the
+    # shorter gradient must still win (not 0.5 / 0.5).
+    g = rng.standard_normal(10)
+    for factor in [1 + 1e-3, 1 + 1e-4]:
+        for order in [(g, factor * g), (factor * g, g)]:
+            G = np.vstack(order)
+            alpha = solvers.two_task_weights(tf.constant((G @ G.T).astype(np.float32))).numpy()
+            assert_near_optimal(G, alpha.astype(np.float64), ref.reference_min_norm(G), np.float32, f"factor {factor}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_two_task_closed_form_without_curvature(dtype):
+    # a - 2b + c <= 0 (identical gradients, or a Gram matrix that round-off
+    # made indefinite): the objective is linear in alpha_1, from c to a.
+    cases = {((1.0, 1.5), (1.5, 2.0)): [1.0, 0.0], ((2.0, 1.6), (1.6, 1.0)): [0.0, 1.0],
+             ((1.0, 1.0), (1.0, 1.0)): [0.5, 0.5], ((3.0, 3.5), (3.5, 3.0)): [0.5, 0.5]}
+    for gram, expected in cases.items():
+        alpha = solvers.two_task_weights(tf.constant(gram, dtype)).numpy()
+        np.testing.assert_array_equal(alpha, expected, err_msg=f"gram {gram}")
+
+
+def test_two_task_weights_rejects_other_sizes():
+    with pytest.raises(ValueError, match="2 x 2"):
+        solvers.two_task_weights(tf.eye(3))
+
+
+# ----------------------------------------------------------------------------
+# Gradient normalisation (REFERENCE.md section 1).
+
+
+def normalised_gradients(G, losses, kind):
+    """g_t / s_t in numpy: s = 1, ||g||, |L|, |L| ||g||; a zero scale leaves g_t alone."""
+    norms = np.linalg.norm(G, axis=1)
+    losses = np.abs(np.asarray(losses, np.float64))
+    s = {"none": np.ones(len(G)), "l2": norms, "loss": losses, "loss+": losses * norms}[kind]
+    s = np.where(s > 0, s, 1.0)
+    return G / s[:, None]
+
+
+@pytest.mark.parametrize("kind", solvers.NORMALIZATIONS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_normalisations_match_numpy(rng, kind, dtype):
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    G = gradients(rng, 5, 7, "spread")
+    losses = rng.uniform(0.1, 3.0, 5)
+    losses[2] = -losses[2]  # the absolute value is used
+    cases = [(G, losses)]
+    G_zero = G.copy()
+    G_zero[1] = 0.0
+    losses_zero = losses.copy()
+    losses_zero[3] = 0.0
+    cases += [(G_zero, losses), (G, losses_zero), (G_zero, losses_zero)]
+    for G_, L_ in cases:
+        M = tf.constant((G_ @ G_.T).astype(dtype))
+        out = solvers.normalize_gram(M, tf.constant(L_.astype(dtype)), kind).numpy()
+        assert out.dtype == dtype and np.all(np.isfinite(out))
+        Gn = normalised_gradients(G_, L_, kind)
+        expected = Gn @ Gn.T
+        np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+        # The weights are the min-norm point of the normalised gradients.
+        alpha = solvers.min_norm_weights(tf.constant(out)).numpy().astype(np.float64)
+        assert_near_optimal(Gn, alpha, ref.reference_min_norm(Gn), dtype, f"{kind} normalised")
+
+
+def test_l2_normalisation_makes_unit_norms(rng):
+    G = gradients(rng, 4, 6, "spread")
+    out = solvers.normalize_gram(tf.constant(G @ G.T), None, "l2").numpy()
+    np.testing.assert_allclose(np.diag(out), 1.0, rtol=1e-12)
+
+
+def test_normalisation_errors(rng):
+    M = tf.eye(3)
+    with pytest.raises(ValueError, match="Unknown gradient normalization 'l1'.*none, l2, loss, loss\\+"):
+        solvers.normalize_gram(M, [1.0, 1.0, 1.0], "l1")
+    with pytest.raises(ValueError, match="needs the task losses"):
+        solvers.normalize_gram(M, None, "loss")
+    with pytest.raises(ValueError, match="one loss per task \\(3\\), got 2"):
+        solvers.normalize_gram(M, [1.0, 2.0], "loss+")
+
+
+# ----------------------------------------------------------------------------
+# Mask (Pareto MTL): only allowed points get weight.
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_mask_solves_the_restricted_problem(rng, dtype):
+    T = 9
+    for D in [4, 15]:
+        G = gradients(rng, T, D, "gaussian")
+        M = (G @ G.T).astype(dtype)
+        masks = [np.ones(T, bool), np.eye(T, dtype=bool)[3], rng.random(T) < 0.5, rng.random(T) < 0.8]
+        masks.append(np.array([i % 3 == 0 for i in range(T)]))
+        for mask in masks:
+            if not mask.any():
+                continue
+            context = f"D={D} mask={mask.astype(int)}"
+            alpha, _ = solve(M, dtype, mask=tf.constant(mask))
+            np.testing.assert_array_equal(alpha[~mask], 0.0, err_msg=context)
+            assert_on_simplex(alpha, context)
+            restricted = ref.reference_masked(G, mask)
+            assert_near_optimal(G[mask], alpha[mask], restricted[mask], dtype, context)
+            fw, _ = solve(M, dtype, method="frank_wolfe", mask=tf.constant(mask))
+            np.testing.assert_array_equal(fw[~mask], 0.0, err_msg=context)
+            assert_on_simplex(fw, context + " frank_wolfe", atol=1e-5)
+
+
+def test_mask_edge_cases(rng):
+    G = gradients(rng, 4, 3, "gaussian")
+    M = G @ G.T
+    # Excluded rows may hold garbage: it must not leak into alpha.
+    M_bad = M.copy()
+    M_bad[1, :] = M_bad[:, 1] = np.nan
+    mask = np.array([True, False, True, True])
+    alpha = solvers.min_norm_weights(tf.constant(M_bad), mask=mask).numpy()
+    assert_near_optimal(G[mask], alpha[mask], ref.reference_min_norm(G[mask]), np.float64, "NaN in excluded row")
+    assert alpha[1] == 0.0
+    # T = 2 with one point excluded, and all points excluded.
+    np.testing.assert_array_equal(solvers.min_norm_weights(tf.constant(M[:2, :2]), mask=[False, True]).numpy(), [0, 1])
+    for method in solvers.METHODS:
+        np.testing.assert_array_equal(
+            solvers.min_norm_weights(tf.constant(M), method=method, mask=np.zeros(4, bool)).numpy(), np.zeros(4)
+        )
+    with pytest.raises(ValueError, match="one entry per task \\(4\\), got 3"):
+        solvers.min_norm_weights(tf.constant(M), mask=[True, True, False])
+
+
+# ----------------------------------------------------------------------------
+# Compiled: tf.function and XLA give the eager result.
+
+
+def _everything(gram, losses, mask):
+    # One Wolfe instance per compile: XLA compiles each for seconds on CPU.
+    normalised = solvers.normalize_gram(gram, losses, "loss+")
+    return (
+        solvers.min_norm_weights_with_info(normalised, mask=mask),
+        solvers.min_norm_weights_with_info(gram, method="frank_wolfe"),
+        solvers.min_norm_weights(gram[:2, :2]),
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_compiled_matches_eager(rng, dtype):
+    atol = 1e-9 if dtype == np.float64 else 1e-4
+    T = 7
+    G = gradients(rng, T, 12, "gaussian")  # positive definite M: unique optimum
+    args = (
+        tf.constant((G @ G.T).astype(dtype)),
+        tf.constant(rng.uniform(0.5, 2.0, T).astype(dtype)),
+        tf.constant(np.array([True, False, True, True, False, True, True])),
+    )
+    eager = tf.nest.map_structure(lambda x: x.numpy(), _everything(*args))
+    for compiled in [tf.function(_everything), tf.function(_everything, jit_compile=True)]:
+        out = tf.nest.map_structure(lambda x: x.numpy(), compiled(*args))
+        for e, o in zip(tf.nest.flatten(eager), tf.nest.flatten(out)):
+            assert o.dtype == e.dtype
+            np.testing.assert_allclose(o, e, rtol=0, atol=atol)
+    # And the weights are right, not merely reproducible.
+    mask, losses = args[2].numpy(), args[1].numpy().astype(np.float64)
+    Gn = normalised_gradients(G, losses, "loss+")[mask]
+    alpha = eager[0][0].astype(np.float64)
+    assert_near_optimal(Gn, alpha[mask], ref.reference_min_norm(Gn), dtype, "compiled case")
+    np.testing.assert_array_equal(alpha[~mask], 0.0)
+
+
+def test_unknown_number_of_tasks_in_a_graph(rng):
+    solve_any = tf.function(solvers.min_norm_weights, input_signature=[tf.TensorSpec([None, None], tf.float64)])
+    for T in [2, 3, 6]:
+        G = gradients(rng, T, 4, "gaussian")
+        alpha = solve_any(tf.constant(G @ G.T)).numpy()
+        assert_near_optimal(G, alpha, ref.reference_min_norm(G), np.float64, f"dynamic T={T}")
+
+
+# ----------------------------------------------------------------------------
+# Permutation equivariance, iteration counts, bad input.
+
+
+@pytest.mark.parametrize("method", solvers.METHODS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_permuting_tasks_permutes_alpha(rng, dtype, method):
+    atol = 1e-9 if dtype == np.float64 else 1e-4
+    T = 8
+    for D in [10, 30]:  # D > T: M is positive definite, the optimum unique
+        G = gradients(rng, T, D, "gaussian")
+        alpha, _ = solve(G @ G.T, dtype, method=method)
+        for _ in range(3):
+            perm = rng.permutation(T)
+            permuted, _ = solve(G[perm] @ G[perm].T, dtype, method=method)
+            np.testing.assert_allclose(permuted, alpha[perm], atol=atol, err_msg=f"perm {perm}")
+
+
+def test_iterations_are_bounded_by_the_cap(rng):
+    G = gradients(rng, 30, 60, "gaussian")
+    M = tf.constant(G @ G.T)
+    _, needed = solvers.min_norm_weights_with_info(M)
+    support = int(np.sum(ref.reference_min_norm(G) > 0))
+    # Every point of the optimal support has to enter: at least one step each.
+    assert support <= int(needed) <= 10 * 30 + 50, (support, int(needed))
+    for cap in [1, 5, int(needed) - 1]:
+        alpha, used = solvers.min_norm_weights_with_info(M, max_iterations=cap)
+        assert int(used) == cap
+        assert_on_simplex(alpha.numpy(), f"cap {cap}")
+    alpha, used = solvers.min_norm_weights_with_info(M, method="frank_wolfe", max_iterations=7)
+    assert int(used) == 7
+    # A looser tolerance stops earlier and is still within it.
+    loose, used_loose = solvers.min_norm_weights_with_info(M, tolerance=1e-2)
+    assert int(used_loose) < int(needed)
+    gap = ref.kkt_gap(G @ G.T, loose.numpy()) / np.max(np.sum(G * G, axis=1))
+    assert gap <= 1e-2
+
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="Unknown min-norm method 'pgd'; valid methods: wolfe, frank_wolfe"):
+        solvers.min_norm_weights(tf.eye(3), method="pgd")
+    with pytest.raises(ValueError, match="square T x T matrix, got shape \\(2, 3\\)"):
+        solvers.min_norm_weights(tf.ones([2, 3]))
+    with pytest.raises(ValueError, match="rank 2"):
+        solvers.min_norm_weights(tf.ones([3]))
+    with pytest.raises(ValueError, match="max_iterations must be a positive integer"):
+        solvers.min_norm_weights(tf.eye(3), max_iterations=0)
+    with pytest.raises(ValueError, match="tolerance must be a non-negative number"):
+        solvers.min_norm_weights(tf.eye(3), tolerance=-1.0)
