@@ -208,13 +208,36 @@ class MultiTaskModel(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self(x, training=False)
 
-    def fit(self, *args, callbacks=None, **kwargs):
+    def fit(self, x=None, *args, callbacks=None, **kwargs):
         callbacks = list(callbacks or [])
         if not any(isinstance(c, NonFiniteLossGuard) for c in callbacks):
             callbacks.append(NonFiniteLossGuard())
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+        self._build_from_inputs(x)
+        return super().fit(x, *args, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self._build_from_inputs(x)
+        return super().evaluate(x, *args, **kwargs)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _build_from_inputs(self, x):
+        """Builds the model and its optimizer from the data's input shape, before tracing.
+
+        Otherwise the first trace of the step creates the optimizer's
+        variables, and `tf.function` then traces the whole step a second time,
+        which doubles the start-up cost on large nets. Inputs whose shape is
+        not known up front (generators, PyDatasets) are built in the step.
+        """
+        shape = _input_shape(x)
+        if shape is None:
+            return
+        optimizer = getattr(self, "optimizer", None)
+        with self.distribute_strategy.scope():
+            if not self.built:
+                self.build(shape)
+            if optimizer is not None and not optimizer.built:
+                optimizer.build(self.trainable_variables)
 
     def _ensure_built(self, x):
         # Without a distribution strategy Keras defers building to the first
@@ -307,6 +330,17 @@ class MultiTaskModel(keras.Model):
         config["metrics"] = {t: [m if isinstance(m, str) else load(m) for m in ms] for t, ms in config["metrics"].items()}
         config["balancer"] = load(config["balancer"])
         return cls(**config)
+
+
+def _input_shape(x):
+    """The batched shape of the model input in `x`, when it is one tensor known up front."""
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        spec = spec[0] if isinstance(spec, tuple) else spec
+        return tuple(spec.shape) if isinstance(spec, tf.TensorSpec) else None
+    if isinstance(x, (np.ndarray, tf.Tensor)) and len(x.shape) >= 1:
+        return (None, *x.shape[1:])
+    return None
 
 
 def _check_keys(what, mapping, task_names, allow_missing=False):

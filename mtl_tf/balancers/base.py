@@ -79,8 +79,49 @@ class MultiTaskProblem:
 
     def heads_and_losses(self, z):
         """Head outputs and the list of T task losses for representation z."""
-        predictions = {t: self.heads[t](z, training=True) for t in self.task_names}
+        return self._heads_and_losses({t: z for t in self.task_names})
+
+    def _heads_and_losses(self, inputs):
+        """Like `heads_and_losses`, with head t reading `inputs[t]`."""
+        predictions = {t: self.heads[t](inputs[t], training=True) for t in self.task_names}
         return predictions, [self.task_loss(t, predictions[t]) for t in self.task_names]
+
+    def encode(self):
+        """The shared representation z = g(x; theta_sh) with the real variables, under the caller's tape."""
+        return self.encoder(self.x, training=True)
+
+    def representation_gradients(self, z):
+        """Runs the heads on z; returns (losses, [T] dL_t/dz, {task: dL_t/dtheta^t}).
+
+        One backward pass through the heads serves every task: each head
+        reads its own identity copy z_t of z, so the gradient of sum_t L_t
+        with respect to z_t is exactly dL_t/dz, and with respect to head t's
+        variables it is dL_t/dtheta^t. Only the heads are recorded (the caller
+        records the encoder on its own tape), so the backward pass never walks
+        the encoder's operations. Heads that share variables fall back to one
+        backward pass per task, which keeps each head gradient its own task's.
+        Sets `predictions` and `losses` like `forward`.
+        """
+        copies = {t: tf.nest.map_structure(tf.identity, z) for t in self.task_names}
+        head_variables = [self.head_variables[t] for t in self.task_names]
+        flat_ids = [id(v) for vs in head_variables for v in vs]
+        overlapping = len(flat_ids) != len(set(flat_ids))
+        with tf.GradientTape(persistent=overlapping) as tape:
+            tape.watch(tf.nest.flatten(copies))
+            predictions, losses = self._heads_and_losses(copies)
+            total = tf.add_n(losses)
+        self.predictions, self.losses = predictions, tf.stack(losses)
+        if overlapping:
+            per_task = [tape.gradient(losses[i], (copies[t], head_variables[i])) for i, t in enumerate(self.task_names)]
+            del tape
+        else:
+            z_grads, head_grads = tape.gradient(total, ([copies[t] for t in self.task_names], head_variables))
+            per_task = list(zip(z_grads, head_grads))
+        representation_grads = [
+            tf.nest.map_structure(lambda g, ref: tf.zeros_like(ref) if g is None else g, dz, z) for dz, _ in per_task
+        ]
+        heads = {t: list(per_task[i][1]) for i, t in enumerate(self.task_names)}
+        return losses, representation_grads, heads
 
     def task_loss(self, task, prediction):
         loss = self.loss_fns[task](self.y[task], prediction, sample_weight=self.sample_weight[task])

@@ -5,12 +5,24 @@ NeurIPS 2018.
 
 * `mgda` (section 3.1-3.2, Algorithm 2): per-task gradients with respect to all
   shared parameters theta_sh, alpha = the min-norm point of their convex hull,
-  shared update sum_t alpha_t grad_sh L_t. T backward passes through the encoder
-  (or one vectorised Jacobian with `jacobian=True`).
+  shared update sum_t alpha_t grad_sh L_t. T backward passes through the encoder,
+  each with the output gradient dL_t/dZ (the chain rule: grad_sh L_t =
+  (dZ/dtheta_sh)^T dL_t/dZ), or one pass vectorised over the tasks
+  (`tf.vectorized_map`) with `jacobian=True`: the same arithmetic as a batch of
+  T backward passes, faster where the T passes alone do not fill the device,
+  at T times the memory of one backward pass.
 * `mgda_ub` (section 3.3): the same with gradients with respect to the shared
   representation Z = g(x; theta_sh). One forward pass, T backward passes through
   the heads only, one backward pass through the encoder with the combined
   output gradient sum_t alpha_t dL_t/dZ.
+
+Both record the encoder and the heads on separate tapes, and every head reads
+its own identity copy of Z, so one backward pass through all heads gives every
+dL_t/dZ and every head gradient (`MultiTaskProblem.representation_gradients`);
+no gradient call walks the encoder's operations more often than the method
+needs. The arithmetic of a step is the same as with one persistent tape over
+the whole forward pass; what shrinks is the time to trace the step, which with
+one tape grows as T times the encoder (each of the T gradient calls walks it).
 
 Options:
   normalization: `none`, `l2`, `loss`, `loss+` (the official code's
@@ -37,7 +49,6 @@ from mtl_tf.balancers.base import (
     Balancer,
     Update,
     global_parameter_gram,
-    gradients_per_task,
     gram_matrix,
     stack_first_axis,
     validate_choice,
@@ -102,18 +113,23 @@ class MGDA(_MinNormBalancer):
 
     def compute_update(self, problem):
         shared_vars = problem.shared_variables
-        with tf.GradientTape(persistent=True) as tape:
-            _, _, losses = problem.forward()
-            stacked_losses = tf.stack(losses)
-        heads = {t: tape.gradient(losses[i], problem.head_variables[t]) for i, t in enumerate(problem.task_names)}
+        # g_t = grad_sh L_t = J^T dL_t/dZ (J = dZ/dtheta_sh): the heads are
+        # differentiated once for every task, then the encoder once per task.
+        with tf.GradientTape(persistent=not self.jacobian) as tape:
+            z = problem.encode()
+        losses, representation_grads, heads = problem.representation_gradients(z)
+
+        def encoder_gradients(dz):
+            grads = tape.gradient(z, shared_vars, output_gradients=dz)
+            return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, shared_vars)]
+
         if self.jacobian:
-            # One vectorised pass: every entry is [T, *variable.shape].
-            stacked = tape.jacobian(stacked_losses, shared_vars, experimental_use_pfor=True)
-            stacked = [tf.zeros([self.num_tasks, *v.shape], v.dtype) if j is None else j for j, v in zip(stacked, shared_vars)]
+            # One vectorised pass (pfor over tasks): every entry is [T, *variable.shape].
+            stacked_dz = tf.nest.map_structure(lambda *g: tf.stack(g), *representation_grads)
+            stacked = tf.vectorized_map(encoder_gradients, stacked_dz)
             per_task = [[s[t] for s in stacked] for t in range(self.num_tasks)]
         else:
-            per_task = gradients_per_task(tape, losses, shared_vars, self.num_tasks)
-            per_task = [[tf.zeros_like(v) if g is None else g for g, v in zip(grads, shared_vars)] for grads in per_task]
+            per_task = [encoder_gradients(dz) for dz in representation_grads]
             stacked = stack_first_axis(per_task)
         del tape
         gram = global_parameter_gram(problem, stacked)
@@ -133,19 +149,17 @@ class MGDAUB(_MinNormBalancer):
     """MGDA-UB: the min-norm problem on gradients with respect to the representation."""
 
     def compute_update(self, problem):
-        with tf.GradientTape(persistent=True) as tape:
-            z, _, losses = problem.forward()
-        representation_grads, heads = [], {}
-        for i, t in enumerate(problem.task_names):
-            dz, heads[t] = tape.gradient(losses[i], (z, problem.head_variables[t]))
-            representation_grads.append(tf.nest.map_structure(
-                lambda g, ref: tf.zeros_like(ref) if g is None else g, dz, z))
+        # The encoder is recorded on its own tape and the heads on another, so
+        # the T per-task gradients dL_t/dZ come from one backward pass through
+        # the heads, and the encoder is differentiated exactly once.
+        with tf.GradientTape() as encoder_tape:
+            z = problem.encode()
+        losses, representation_grads, heads = problem.representation_gradients(z)
         # Z is split across replicas by example, so the global Gram matrix is the
         # sum of the replicas' Gram matrices.
         gram = problem.all_reduce_sum(gram_matrix(representation_grads))
         alpha = self.task_weights(gram, problem.global_losses(losses))
         flat = [tf.nest.flatten(g) for g in representation_grads]
         combined = tf.nest.pack_sequence_as(z, weighted_sum(flat, alpha))
-        shared = tape.gradient(z, problem.shared_variables, output_gradients=combined)
-        del tape
+        shared = encoder_tape.gradient(z, problem.shared_variables, output_gradients=combined)
         return Update(shared=shared, heads=self.head_gradients(heads, alpha), task_weights=alpha)

@@ -1,0 +1,83 @@
+"""Cityscapes with SegNet: 7-class segmentation and depth at 128x256 (Lee & Son, Table 2).
+
+MTAN's preprocessed Cityscapes (Liu et al., CVPR 2019) under --data_dir:
+{train,val}/{image,label,depth}/{i}.npy (MTAN's release names the label folder label_7; both are
+found). SegNet encoder shared by the tasks, one SegNet decoder per task, as Lee & Son describe.
+
+Hyper-parameters: Lee & Son follow MTAN's set-up without stating it; MTAN trains with Adam,
+learning rate 1e-4 halved after 100 epochs, 200 epochs, batch 8 for Cityscapes (MTAN paper; its
+code's NYUv2 script uses batch 2). MTAN's val folder is the test split (MTAN and Lee & Son report
+it); data.val_size holds the last training images out for model selection.
+
+Variants (`--config=configs/cityscapes_segnet.py:VARIANT`):
+  (none)  the paper's setting;
+  smoke   a pipeline check on the real data (16 images, one epoch): not a result.
+
+Run (any method of `mtl_tf.balancers.available()`, `single_task` or `grid`):
+
+  python launch/train.py --config=configs/cityscapes_segnet.py --config.method=single_step \
+      --data_dir=/data/mtan_cityscapes --workdir=runs/cityscapes_segnet_single_step
+  python launch/train.py --config=configs/cityscapes_segnet.py --config.method=single_task \
+      --config.single_task.task=depth --data_dir=/data/mtan_cityscapes --workdir=runs/cityscapes_segnet_single_depth
+"""
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+from mtl_tf import experiment
+
+VARIANTS = ("smoke",)
+
+
+def _variants(arg):
+    names = [v.strip() for v in (arg or "").split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
+    return set(names)
+
+
+def segnet_config(benchmark, image_size, batch_size, task_types, variants):
+    """The MTAN / Lee & Son SegNet setting shared by the Cityscapes and NYUv2 configs."""
+    config = experiment.base_config()
+    config.benchmark = benchmark
+    config.seed = 0
+    config.epochs = 200
+    config.batch_size = batch_size
+    config.method = "uniform"
+    config.method_options = ml_collections.ConfigDict({"uncertainty": {"task_types": tuple(task_types)}})
+    config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 1e-4})
+    config.schedule = ml_collections.ConfigDict({"name": "multistep", "milestones": (100,), "factor": 0.5})
+    config.data = ml_collections.ConfigDict(
+        {
+            "data_dir": placeholder(str),
+            "image_size": tuple(image_size),
+            "label_folder": placeholder(str),
+            "val_size": 0,
+            "eval_batch_size": batch_size,
+            "max_train_examples": placeholder(int),
+            "max_eval_examples": placeholder(int),
+            "drop_remainder": False,
+        }
+    )
+    config.model = ml_collections.ConfigDict(
+        {"filters": (64, 128, 256, 512, 512), "convs_per_block": (2, 2, 3, 3, 3)}
+    )
+    config.evaluation = ml_collections.ConfigDict({"baseline_results": placeholder(object)})
+    config.train.tensorboard_update_freq = 50
+    if "smoke" in variants:
+        config.epochs = 1
+        config.batch_size = 2
+        config.data.eval_batch_size = 2
+        config.data.max_train_examples = 16
+        config.data.max_eval_examples = 8
+        config.schedule.name = "constant"
+        config.grid.divisions = 2
+        config.train.tensorboard_update_freq = 1
+    return config
+
+
+def get_config(arg=None):
+    return segnet_config(
+        "cityscapes_segnet", (128, 256), 8, ("classification", "regression"), _variants(arg)
+    )

@@ -1,0 +1,24 @@
+"""MultiMNIST: two MNIST digits per image, tasks `left` (task-L) and `right` (task-R).
+
+Variants (`--config=configs/multi_mnist.py:VARIANT`, comma-separated):
+  sener (default)  Sener & Koltun's MultiMNIST (Table 3): 28x28 composites on MultiLeNet,
+                   SGD lr 0.05, momentum 0.9, lr x0.85 every 10 epochs; batch 256; 100 epochs.
+  pareto           Lin et al.'s Pareto-MTL composites (36x36, 120k/10k/10k) on the
+                   Pareto-MTL LeNet, SGD lr 1e-3, momentum 0.9, halved after epochs
+                   15, 30, ..., 90; batch 256; 100 epochs (Lee & Son, Table 1).
+  smoke            a few thousand composites, one epoch (a pipeline check, not a result).
+
+Run:
+
+  python launch/train.py --config=configs/multi_mnist.py --config.method=mgda_ub \
+      --data_dir=/path/to/mnist --workdir=runs/multi_mnist_mgda_ub
+
+MNIST is read from --data_dir (the four IDX files: train-images-idx3-ubyte[.gz], ...), else
+from a prepared TFDS `mnist` (see README, "Data sets").
+"""
+
+from mtl_tf.benchmarks import digits
+
+
+def get_config(arg=None):
+    return digits.make_config("multi_mnist", arg, default_protocol="sener")

@@ -1,0 +1,41 @@
+"""Exports the best weights of a finished run as a SavedModel with one named output per task.
+
+  python launch/export.py --workdir=runs/multi_fashion_mgda_ub --out=exported/multi_fashion_mgda_ub
+
+The serving signature `serving_default` takes `image` (float32, [batch, *input shape], the
+values the training pipeline feeds: e.g. pixels / 255) and returns one output per task,
+named by the task: class probabilities (softmax of the logits) for classification heads,
+the raw map for regression heads. The task names, the output kinds and the training config
+are stored under <out>/assets/. Load it with TensorFlow alone: launch/predict.py.
+The benchmark's data set is needed to rebuild the model (--data_dir if it moved).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from absl import app, flags  # noqa: E402
+
+from mtl_tf import export  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch/train.py.", required=True)
+_OUT = flags.DEFINE_string("out", None, "SavedModel directory to write (new or empty).", required=True)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Data set location, if not the one the run used.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    model, config, input_shape = export.load_trained_model(_WORKDIR.value, data_dir=_DATA_DIR.value)
+    metadata = export.export_saved_model(model, _OUT.value, input_shape=input_shape, config=config)
+    print(f"SavedModel: {_OUT.value}")
+    print(f"input: {metadata['input']['name']} float32 {metadata['input']['shape']}")
+    for task, kind in metadata["outputs"].items():
+        print(f"output {task}: {'probabilities' if kind != 'identity' else 'raw'} ({kind})")
+
+
+if __name__ == "__main__":
+    app.run(main)

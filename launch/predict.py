@@ -1,0 +1,131 @@
+"""Per-task predictions of an exported SavedModel for image files, with TensorFlow alone.
+
+  python launch/predict.py --model=exported/multi_fashion_mgda_ub a.png b.jpg batch.npy
+  python launch/predict.py --model=... --output_json=predictions.json x.npy
+
+Needs only TensorFlow (it does not import mtl_tf): the SavedModel written by
+launch/export.py carries its task names and output kinds under assets/.
+
+Inputs: PNG and JPEG files are decoded with the model's number of channels and scaled
+to float32 in [0, 1] (pixels / 255, as the training pipelines do); they must already
+have the model's height and width. NPY files hold float32 arrays, one example
+([H, W, C]) or a batch ([N, H, W, C]), already scaled. Anything else is an error that
+names the file, the expected shape or dtype and what it got.
+
+Printed, per file and example: for probability outputs the arg-max class and its
+probability; for raw (regression) outputs the shape, mean, min and max.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+_MODEL = flags.DEFINE_string("model", None, "SavedModel directory written by launch/export.py.", required=True)
+_OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write every prediction (full arrays) as JSON here.")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class InputError(ValueError):
+    """An input file does not match the model's input."""
+
+
+def load_model(path):
+    path = Path(path)
+    if not (path / "saved_model.pb").exists():
+        raise FileNotFoundError(f"{path} is not a SavedModel directory (no saved_model.pb); write one with launch/export.py")
+    metadata_path = path / "assets" / "outputs.json"
+    if not metadata_path.exists():
+        raise FileNotFoundError(f"{metadata_path} is missing: {path} was not written by launch/export.py")
+    metadata = json.loads(metadata_path.read_text())
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures[metadata.get("signature", "serving_default")]
+    return loaded, signature, metadata
+
+
+def read_examples(file, shape, dtype):
+    """The examples of one file as a [N, *shape] array of `dtype`; `shape` has no batch axis."""
+    file = Path(file)
+    if not file.exists():
+        raise FileNotFoundError(f"input file {file} not found")
+    suffix = file.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(file, allow_pickle=False)
+        except ValueError as error:
+            raise InputError(f"{file}: not a readable .npy array ({error})") from error
+        if array.dtype != np.dtype(dtype):
+            raise InputError(
+                f"{file}: dtype {array.dtype}, expected {np.dtype(dtype).name} (values as the model was "
+                "trained on, e.g. pixels / 255); convert it with array.astype(np.float32)"
+            )
+    elif suffix in IMAGE_SUFFIXES:
+        channels = shape[-1] if len(shape) == 3 else 0
+        if channels not in (1, 3, 4):
+            raise InputError(f"{file}: the model's input shape {list(shape)} is not an image [H, W, 1|3|4]; pass .npy files")
+        try:
+            image = tf.io.decode_image(tf.io.read_file(str(file)), channels=channels, expand_animations=False)
+        except tf.errors.InvalidArgumentError as error:
+            raise InputError(f"{file}: cannot decode it as an image ({error.message})") from error
+        array = (tf.cast(image, tf.float32) / 255.0).numpy().astype(dtype)
+    else:
+        raise InputError(f"{file}: unsupported file type {suffix!r}; expected .png, .jpg, .jpeg or .npy")
+    if array.shape == tuple(shape):
+        array = array[None]
+    if array.ndim != len(shape) + 1 or tuple(array.shape[1:]) != tuple(shape):
+        raise InputError(
+            f"{file}: shape {list(array.shape)}, expected one example {list(shape)} or a batch "
+            f"[N, {', '.join(str(d) for d in shape)}]"
+        )
+    return array
+
+
+def predict(signature, metadata, array):
+    """{task: np.ndarray} for a batch that matches the model's input."""
+    outputs = signature(**{metadata["input"]["name"]: tf.constant(array)})
+    return {t: outputs[t].numpy() for t in metadata["tasks"]}
+
+
+def describe(task, kind, value):
+    if kind == "identity":
+        return f"{task}: shape={list(value.shape)} mean={value.mean():.4f} min={value.min():.4f} max={value.max():.4f}"
+    if value.ndim == 1:
+        cls = int(np.argmax(value))
+        return f"{task}: class={cls} probability={value[cls]:.4f}"
+    classes = np.argmax(value, axis=-1)
+    return f"{task}: per-position classes, shape={list(classes.shape)}, most frequent={int(np.bincount(classes.ravel()).argmax())}"
+
+
+def main(argv):
+    files = argv[1:]
+    if not files:
+        raise app.UsageError("give one or more .png/.jpg/.npy files after the flags")
+    _, signature, metadata = load_model(_MODEL.value)
+    spec = signature.structured_input_signature[1][metadata["input"]["name"]]
+    shape, dtype = tuple(spec.shape[1:]), spec.dtype.as_numpy_dtype
+    everything = {}
+    for file in files:
+        try:
+            array = read_examples(file, shape, dtype)
+        except InputError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+        outputs = predict(signature, metadata, array)
+        everything[file] = {t: v.tolist() for t, v in outputs.items()}
+        for i in range(array.shape[0]):
+            print(f"{file}[{i}]")
+            for task in metadata["tasks"]:
+                print("  " + describe(task, metadata["outputs"][task], outputs[task][i]))
+    if _OUTPUT_JSON.value:
+        Path(_OUTPUT_JSON.value).write_text(json.dumps(everything))
+
+
+if __name__ == "__main__":
+    app.run(main)

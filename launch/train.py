@@ -1,0 +1,74 @@
+"""Trains one run of a config, keeps the best-on-validation weights and writes results.json.
+
+  python launch/train.py --config=configs/multi_fashion.py --config.method=mgda_ub \
+      --workdir=runs/multi_fashion_mgda_ub
+
+Flags:
+  --config            a config file with get_config(arg), optionally `:variant`; any field is
+                      overridable: --config.method=single_step, --config.seed=1,
+                      --config.balancer.normalization=loss+, --config.balancer.weights="(0.3,0.7)";
+  --workdir           where config.json, best.weights.h5, tensorboard/, backup/ and results.json go;
+                      a killed run restarts from its last finished epoch, a finished one (results.json
+                      present) is not retrained unless --overwrite;
+  --strategy          default | mirrored | multi_worker (see mtl_tf.distribute);
+  --devices           for mirrored: comma-separated device names (default: all GPUs, else every
+                      logical CPU device);
+  --num_cpu_devices   split the CPU into N logical devices first (e.g. --strategy=mirrored
+                      --num_cpu_devices=2 trains two replicas on a CPU-only host);
+  --data_dir          where the benchmark's data set is (sets config.data.data_dir);
+  --verbose           Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
+
+The trainer itself is `mtl_tf.experiment.train_and_evaluate`.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from mtl_tf import distribute, experiment  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=False)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.", required=True)
+_STRATEGY = flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES), "Distribution strategy.")
+_DEVICES = flags.DEFINE_string("devices", None, "Devices of the mirrored strategy, comma-separated.")
+_NUM_CPU_DEVICES = flags.DEFINE_integer(
+    "num_cpu_devices", None, "Split the CPU into this many logical devices (mirrored on a CPU-only host)."
+)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Data set location (config.data.data_dir).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Retrain even if results.json exists.")
+_VERBOSE = flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/multi_fashion.py")
+    if _DATA_DIR.value:
+        experiment.add_data_dir(config, _DATA_DIR.value)
+    experiment.check_method(config)
+    workdir = Path(_WORKDIR.value)
+    if (workdir / experiment.RESULTS).exists() and not _OVERWRITE.value:
+        logging.info("%s exists; the run is finished (pass --overwrite to train again).", workdir / experiment.RESULTS)
+        results = experiment.load_results(workdir)
+    else:
+        if _NUM_CPU_DEVICES.value:
+            distribute.split_cpu(_NUM_CPU_DEVICES.value)
+        strategy = distribute.make_strategy(_STRATEGY.value, _DEVICES.value)
+        results = experiment.train_and_evaluate(
+            config, workdir, strategy=strategy, overwrite=_OVERWRITE.value, verbose=_VERBOSE.value
+        )
+    print(f"method={results['method']} seed={results['seed']} best_epoch={results.get('best_epoch')}")
+    print(experiment.format_metrics(results["tasks"]))
+    print(f"results: {workdir / experiment.RESULTS}")
+
+
+if __name__ == "__main__":
+    app.run(main)

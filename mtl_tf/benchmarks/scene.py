@@ -1,0 +1,443 @@
+"""Scene-understanding benchmarks: Sener's Cityscapes (3 tasks) and the MTAN SegNet set-ups of Lee & Son.
+
+Registered names:
+
+``cityscapes`` -- Sener & Koltun (NeurIPS 2018, section 4.3, Table 4): the
+  official Cityscapes layout (`mtl_tf.data.cityscapes`), 256x512 inputs,
+  targets at 1/8; a ResNet-50 dilated to output stride 8 shared by three
+  pyramid-pooling decoders (`mtl_tf.nets.pspnet`). Tasks and losses:
+  ``segmentation`` (19 classes, cross-entropy over non-void pixels),
+  ``instance`` ((dy, dx) to the instance centroid, L1 over instance pixels),
+  ``disparity`` (L1 over pixels with a measurement). Metrics: ``miou``,
+  ``pixel_accuracy``; ``offset_l1``, ``offset_mse``; ``abs_error`` (pixels).
+``cityscapes_segnet`` -- Lee & Son Table 2 on MTAN's preprocessed Cityscapes
+  (`mtl_tf.data.mtan`, 128x256): ``segmentation`` (7 classes) and ``depth``;
+  SegNet encoder shared, one SegNet decoder per task (`mtl_tf.nets.segnet`).
+  Metrics: ``miou``, ``pixel_accuracy``; ``abs_error``, ``rel_error``.
+``nyuv2_segnet`` -- Lee & Son Table 3 on MTAN's NYUv2 (288x384): 13-class
+  ``segmentation``, ``depth`` and ``normal`` (1 - cosine loss, unit-normalised
+  decoder output). Normal metrics: ``angle_mean``, ``angle_median`` (degrees),
+  ``within_11.25``, ``within_22.5``, ``within_30`` (fractions).
+
+Metric values are fractions (mIoU 0.52 is the papers' 52 %). Invalid targets:
+Cityscapes marks them NaN (losses and metrics built with
+``invalid_value=None``); MTAN's depth and normals use 0 (the losses'
+defaults); void labels are ``IGNORE_LABEL`` (250) everywhere.
+
+Model selection: the monitor is the mean validation loss of the tasks
+(``{task}_loss``, mode "min"); the papers have no validation split (both
+report the last epoch on the official val images, which serve as the test
+split here), so without ``data.val_cities`` / ``data.val_size`` the trainer
+keeps the last epoch.
+
+Delta_m. With ``evaluation.baseline_results`` (one or more single-task
+``results.json`` files or run directories, e.g. one per task from
+``--config.method=single_task``; several runs of one task are averaged) the
+benchmark's ``evaluate`` hook adds ``{"multi_task": {"delta_m": ...,
+"delta_m_<task>": ...}}`` to the test metrics: ``mtl_tf.metrics.delta_m``
+over :data:`DELTA_M_METRICS` (the metrics of the paper's table), and per task
+over that task's metrics. The baseline files are read when the benchmark is
+built, so a missing file fails before training.
+
+Config fields read (see ``configs/cityscapes.py``, ``configs/cityscapes_segnet.py``,
+``configs/nyuv2.py``): ``seed``, ``batch_size``;
+``data.data_dir`` (required), ``data.eval_batch_size``,
+``data.max_train_examples``, ``data.max_eval_examples``,
+``data.drop_remainder``, ``data.image_size``; Cityscapes:
+``data.target_size``, ``data.normalization``, ``data.augment``,
+``data.max_rotation_degrees``, ``data.flip_probability``,
+``data.val_cities``, ``data.check_files``; MTAN: ``data.label_folder``,
+``data.val_size``; ``model.encoder_weights``, ``model.output_stride``,
+``model.batch_norm_momentum``, ``model.encoder_blocks``, ``model.encoder_width``
+(None: ResNet-50; smaller for tests), ``model.pool_scales``, ``model.decoder_channels``,
+``model.dropout_rate`` (PSP); ``model.filters``, ``model.convs_per_block``
+(SegNet); ``evaluation.baseline_results``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mtl_tf import losses as dense_losses
+from mtl_tf import metrics as dense_metrics
+from mtl_tf.benchmarks.registry import Benchmark, register
+from mtl_tf.data import cityscapes as cityscapes_data
+from mtl_tf.data import mtan as mtan_data
+from mtl_tf.nets import pspnet, segnet
+
+SUMMARY_KEY = "multi_task"
+
+# The metrics of each paper table, which Delta_m averages over.
+DELTA_M_METRICS = {
+    "cityscapes": {"segmentation": ("miou",), "instance": ("offset_l1",), "disparity": ("abs_error",)},
+    "cityscapes_segnet": {"segmentation": ("miou", "pixel_accuracy"), "depth": ("abs_error", "rel_error")},
+    "nyuv2_segnet": {
+        "segmentation": ("miou", "pixel_accuracy"),
+        "depth": ("abs_error", "rel_error"),
+        "normal": ("angle_mean", "angle_median", "within_11.25", "within_22.5", "within_30"),
+    },
+}
+NORMAL_THRESHOLDS = (11.25, 22.5, 30.0)
+# Metric name -> higher is better (the metric classes' `higher_is_better`, by the names used here).
+METRIC_DIRECTIONS = {
+    "miou": True,
+    "pixel_accuracy": True,
+    "offset_l1": False,
+    "offset_mse": False,
+    "abs_error": False,
+    "rel_error": False,
+    "angle_mean": False,
+    "angle_median": False,
+    **{f"within_{t:g}": True for t in NORMAL_THRESHOLDS},
+}
+
+
+def _get(section, name, default=None):
+    if section is None:
+        return default
+    try:
+        value = section[name] if name in section else None
+    except TypeError:
+        value = getattr(section, name, None)
+    return default if value is None else value
+
+
+def _section(config, name):
+    return _get(config, name)
+
+
+def _data_dir(config, what):
+    data_dir = _get(_section(config, "data"), "data_dir")
+    if not data_dir:
+        raise ValueError(
+            f"benchmark {config.benchmark!r} needs {what}: set --config.data.data_dir=/path "
+            "(or --data_dir=/path with the launch scripts)"
+        )
+    return data_dir
+
+
+def _size(value, default):
+    if value is None:
+        return tuple(default)
+    if isinstance(value, int):
+        raise ValueError(f"expected a (height, width) pair, got {value!r}")
+    return tuple(int(v) for v in value)
+
+
+def _optional_int(value):
+    return None if value is None else int(value)
+
+
+# -- Delta_m ---------------------------------------------------------------------------------
+
+
+def _results_path(entry) -> Path:
+    path = Path(str(entry)).expanduser()
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"evaluation.baseline_results names {entry!r}, but {path} does not exist; expected a "
+            "single-task run's results.json (or its run directory)"
+        )
+    return path
+
+
+def _baseline_entries(value):
+    if value is None or value == "" or value == ():
+        return []
+    if isinstance(value, (str, Path)):
+        return [v.strip() for v in str(value).split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def load_baseline(entries) -> dict:
+    """{task: {metric: value}} from single-task ``results.json`` files (runs of one task averaged).
+
+    Raises:
+      FileNotFoundError / ValueError naming the file that is missing or has no ``tasks``.
+    """
+    collected: dict[str, dict[str, list[float]]] = {}
+    for entry in _baseline_entries(entries):
+        path = _results_path(entry)
+        try:
+            results = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        tasks = results.get("tasks") if isinstance(results, dict) else None
+        if not isinstance(tasks, dict) or not tasks:
+            raise ValueError(f"{path}: no 'tasks' dict {{task: {{metric: value}}}}; is it a results.json of launch/train.py?")
+        for task, metrics in tasks.items():
+            if task == SUMMARY_KEY or not isinstance(metrics, dict):
+                continue
+            for metric, value in metrics.items():
+                collected.setdefault(task, {}).setdefault(metric, []).append(float(value))
+    return {t: {m: float(np.mean(v)) for m, v in ms.items()} for t, ms in collected.items()}
+
+
+def delta_m_summary(tasks: dict, baseline: dict, selected: dict, directions=None) -> dict:
+    """``{"delta_m": overall, "delta_m_<task>": per task}`` over the ``selected`` metrics of ``tasks``.
+
+    ``directions``: metric name -> higher is better (default :data:`METRIC_DIRECTIONS`).
+
+    Raises:
+      ValueError naming a task or metric the baseline lacks.
+    """
+    directions = METRIC_DIRECTIONS if directions is None else directions
+    results, base, higher = {}, {}, {}
+    per_task = {}
+    for task, names in selected.items():
+        if task not in tasks:
+            continue
+        if task not in baseline:
+            raise ValueError(
+                f"Delta_m: the baseline has no task {task!r} (it has {sorted(baseline)}); pass a "
+                "single-task results.json for every task in evaluation.baseline_results"
+            )
+        task_results, task_base, task_higher = {}, {}, {}
+        for name in names:
+            if name not in baseline[task]:
+                raise ValueError(
+                    f"Delta_m: the baseline of task {task!r} has no metric {name!r} "
+                    f"(it has {sorted(baseline[task])})"
+                )
+            key = f"{task}/{name}"
+            task_results[key] = tasks[task][name]
+            task_base[key] = baseline[task][name]
+            task_higher[key] = directions[name]
+        per_task[task] = dense_metrics.delta_m(task_results, task_base, task_higher)
+        results.update(task_results)
+        base.update(task_base)
+        higher.update(task_higher)
+    if not results:
+        raise ValueError(f"Delta_m: no task of {sorted(tasks)} has metrics to compare")
+    summary = {"delta_m": dense_metrics.delta_m(results, base, higher)}
+    summary.update({f"delta_m_{t}": v for t, v in per_task.items()})
+    return summary
+
+
+def _group_logs(logs: dict, task_names) -> dict:
+    grouped = {t: {} for t in task_names}
+    for key, value in logs.items():
+        matches = [t for t in task_names if key.startswith(f"{t}_")]
+        if matches:
+            task = max(matches, key=len)
+            grouped[task][key[len(task) + 1:]] = float(np.asarray(value))
+    return grouped
+
+
+def make_evaluate(name: str, baseline_entries):
+    """The ``Benchmark.evaluate`` hook: test metrics plus Delta_m, or None without a baseline."""
+    baseline = load_baseline(baseline_entries)
+    if not baseline:
+        return None
+    selected = DELTA_M_METRICS[name]
+
+    def evaluate(model, dataset):
+        logs = model.evaluate(dataset, return_dict=True, verbose=0)
+        tasks = _group_logs(logs, model.task_names)
+        tasks[SUMMARY_KEY] = delta_m_summary(tasks, baseline, selected)
+        return tasks
+
+    return evaluate
+
+
+# -- Cityscapes (Sener) --------------------------------------------------------------------
+
+
+def _cityscapes_parts(num_classes, ignore):
+    """Losses and metrics of Sener's three tasks (NaN marks invalid regression targets)."""
+    losses = {
+        "segmentation": dense_losses.MaskedSparseCategoricalCrossentropy(ignore_class=ignore, name="segmentation_ce"),
+        "instance": dense_losses.MaskedL1(invalid_value=None, name="instance_l1"),
+        "disparity": dense_losses.MaskedL1(invalid_value=None, name="disparity_l1"),
+    }
+    metrics = {
+        "segmentation": [
+            dense_metrics.MeanIoU(num_classes, ignore_class=ignore, name="miou"),
+            dense_metrics.PixelAccuracy(num_classes, ignore_class=ignore, name="pixel_accuracy"),
+        ],
+        "instance": [
+            dense_metrics.OffsetError("l1", invalid_value=None, name="offset_l1"),
+            dense_metrics.OffsetError("mse", invalid_value=None, name="offset_mse"),
+        ],
+        "disparity": [dense_metrics.DepthAbsoluteError(invalid_value=None, name="abs_error")],
+    }
+    return losses, metrics
+
+
+@register("cityscapes")
+def build_cityscapes(config) -> Benchmark:
+    data_config, model_config = _section(config, "data"), _section(config, "model")
+    seed = int(config.seed)
+    image_size = _size(_get(data_config, "image_size"), cityscapes_data.DEFAULT_IMAGE_SIZE)
+    output_stride = int(_get(model_config, "output_stride", cityscapes_data.OUTPUT_STRIDE))
+    target_size = _get(data_config, "target_size")
+    target_size = (
+        cityscapes_data.default_target_size(image_size, output_stride) if target_size is None else _size(target_size, None)
+    )
+    expected = cityscapes_data.default_target_size(image_size, output_stride)
+    if tuple(target_size) != tuple(expected):
+        raise ValueError(
+            f"data.target_size={target_size} but the dilated ResNet-50 at output stride {output_stride} predicts "
+            f"{expected} for {image_size} inputs; leave data.target_size unset"
+        )
+    data = cityscapes_data.cityscapes_datasets(
+        _data_dir(config, "the Cityscapes root (leftImg8bit/, gtFine/, disparity/)"),
+        batch_size=int(config.batch_size),
+        eval_batch_size=_optional_int(_get(data_config, "eval_batch_size")),
+        image_size=image_size,
+        target_size=target_size,
+        normalization=_get(data_config, "normalization", "sener"),
+        augment=bool(_get(data_config, "augment", True)),
+        max_rotation_degrees=float(_get(data_config, "max_rotation_degrees", 10.0)),
+        flip_probability=float(_get(data_config, "flip_probability", 0.5)),
+        seed=seed,
+        val_cities=tuple(_get(data_config, "val_cities", ()) or ()),
+        max_train_examples=_optional_int(_get(data_config, "max_train_examples")),
+        max_eval_examples=_optional_int(_get(data_config, "max_eval_examples")),
+        drop_remainder=bool(_get(data_config, "drop_remainder", False)),
+        check_files=bool(_get(data_config, "check_files", True)),
+    )
+    encoder_options = {"output_stride": output_stride, "weights_path": _get(model_config, "encoder_weights")}
+    # Unset fields keep the net's defaults (ResNet-50 itself, keras.applications' batch norm).
+    for field, option, cast in (
+        ("encoder_blocks", "blocks", lambda v: tuple(int(b) for b in v)),
+        ("encoder_width", "width", int),
+        ("batch_norm_momentum", "batch_norm_momentum", float),
+    ):
+        value = _get(model_config, field)
+        if value is not None:
+            encoder_options[option] = cast(value)
+    encoder = pspnet.dilated_resnet50_encoder(**encoder_options)
+    decoder_options = dict(
+        pool_scales=tuple(int(p) for p in _get(model_config, "pool_scales", pspnet.PSP_POOL_SCALES)),
+        channels=int(_get(model_config, "decoder_channels", 512)),
+        dropout_rate=float(_get(model_config, "dropout_rate", 0.1)),
+    )
+    outputs = {"segmentation": cityscapes_data.NUM_CLASSES, "instance": 2, "disparity": 1}
+    heads = {
+        task: pspnet.pyramid_pooling_decoder(n, seed=seed + 1000 + i, name=f"{task}_decoder", **decoder_options)
+        for i, (task, n) in enumerate(outputs.items())
+    }
+    losses, metrics = _cityscapes_parts(cityscapes_data.NUM_CLASSES, cityscapes_data.IGNORE_LABEL)
+    return Benchmark(
+        name="cityscapes",
+        train=data.train,
+        val=data.val,
+        test=data.test,
+        encoder=encoder,
+        heads=heads,
+        losses=losses,
+        metrics=metrics,
+        monitor=[f"{t}_loss" for t in heads],
+        monitor_mode="min",
+        sizes=dict(data.sizes),
+        input_shape=data.image_shape,
+        evaluate=make_evaluate("cityscapes", _get(_section(config, "evaluation"), "baseline_results")),
+    )
+
+
+# -- MTAN set-ups with SegNet (Lee & Son) ------------------------------------------------------
+
+
+def _segnet_parts(spec, ignore):
+    losses = {
+        "segmentation": dense_losses.MaskedSparseCategoricalCrossentropy(ignore_class=ignore, name="segmentation_ce"),
+        "depth": dense_losses.MaskedL1(invalid_value=dense_losses.INVALID_DEPTH, name="depth_l1"),
+    }
+    metrics = {
+        "segmentation": [
+            dense_metrics.MeanIoU(spec.num_classes, ignore_class=ignore, name="miou"),
+            dense_metrics.PixelAccuracy(spec.num_classes, ignore_class=ignore, name="pixel_accuracy"),
+        ],
+        "depth": [
+            dense_metrics.DepthAbsoluteError(invalid_value=dense_losses.INVALID_DEPTH, name="abs_error"),
+            dense_metrics.DepthRelativeError(invalid_value=dense_losses.INVALID_DEPTH, name="rel_error"),
+        ],
+    }
+    if "normal" in spec.tasks:
+        losses["normal"] = dense_losses.NormalCosineLoss(invalid_value=dense_losses.INVALID_NORMAL, name="normal_cosine")
+        metrics["normal"] = [
+            dense_metrics.NormalAngleMean(invalid_value=dense_losses.INVALID_NORMAL, name="angle_mean"),
+            dense_metrics.NormalAngleMedian(invalid_value=dense_losses.INVALID_NORMAL, name="angle_median"),
+            *(
+                dense_metrics.NormalAngleWithin(t, invalid_value=dense_losses.INVALID_NORMAL, name=f"within_{t:g}")
+                for t in NORMAL_THRESHOLDS
+            ),
+        ]
+    return losses, metrics
+
+
+def _build_segnet(config, name: str, dataset: str) -> Benchmark:
+    data_config, model_config = _section(config, "data"), _section(config, "model")
+    spec = mtan_data.SPECS[dataset]
+    seed = int(config.seed)
+    image_size = _size(_get(data_config, "image_size"), spec.image_size)
+    data = mtan_data.mtan_datasets(
+        _data_dir(config, f"MTAN's preprocessed {dataset} ({{train,val}}/{{image,label,depth{',normal' if 'normal' in spec.tasks else ''}}}/i.npy)"),
+        dataset,
+        int(config.batch_size),
+        eval_batch_size=_optional_int(_get(data_config, "eval_batch_size")),
+        label_folder=_get(data_config, "label_folder"),
+        image_size=image_size,
+        seed=seed,
+        val_size=int(_get(data_config, "val_size", 0)),
+        max_train_examples=_optional_int(_get(data_config, "max_train_examples")),
+        max_eval_examples=_optional_int(_get(data_config, "max_eval_examples")),
+        drop_remainder=bool(_get(data_config, "drop_remainder", False)),
+    )
+    structure = dict(
+        filters=tuple(int(f) for f in _get(model_config, "filters", segnet.SEGNET_FILTERS)),
+        convs_per_block=tuple(int(c) for c in _get(model_config, "convs_per_block", segnet.SEGNET_CONVS_PER_BLOCK)),
+    )
+    encoder = segnet.segnet_encoder(seed=seed, **structure)
+    outputs = {"segmentation": (spec.num_classes, "linear"), "depth": (1, "linear"), "normal": (3, "l2_normalize")}
+    heads = {
+        task: segnet.segnet_decoder(
+            outputs[task][0], outputs[task][1], seed=seed + 1000 * (i + 1), name=f"{task}_decoder", **structure
+        )
+        for i, task in enumerate(spec.tasks)
+    }
+    losses, metrics = _segnet_parts(spec, dense_losses.IGNORE_LABEL)
+    return Benchmark(
+        name=name,
+        train=data.train,
+        val=data.val,
+        test=data.test,
+        encoder=encoder,
+        heads=heads,
+        losses=losses,
+        metrics=metrics,
+        monitor=[f"{t}_loss" for t in heads],
+        monitor_mode="min",
+        sizes=dict(data.sizes),
+        input_shape=data.image_shape,
+        evaluate=make_evaluate(name, _get(_section(config, "evaluation"), "baseline_results")),
+    )
+
+
+@register("cityscapes_segnet")
+def build_cityscapes_segnet(config) -> Benchmark:
+    return _build_segnet(config, "cityscapes_segnet", "cityscapes")
+
+
+@register("nyuv2_segnet")
+def build_nyuv2_segnet(config) -> Benchmark:
+    return _build_segnet(config, "nyuv2_segnet", "nyuv2")
+
+
+__all__ = [
+    "DELTA_M_METRICS",
+    "METRIC_DIRECTIONS",
+    "SUMMARY_KEY",
+    "build_cityscapes",
+    "build_cityscapes_segnet",
+    "build_nyuv2_segnet",
+    "delta_m_summary",
+    "load_baseline",
+    "make_evaluate",
+]

@@ -1,0 +1,841 @@
+"""The one place that wires a config into a trained, evaluated model.
+
+config -> benchmark (`mtl_tf.benchmarks.build`: data splits, encoder, heads,
+losses, metrics, monitor) -> `MultiTaskModel` with the balancer the config
+names -> optimizer and learning-rate schedule -> callbacks -> `fit` ->
+best-on-validation weights -> test metrics -> `results.json`.
+
+Nothing here knows a benchmark: benchmarks plug in through the
+`mtl_tf.benchmarks.registry.Benchmark` contract, methods through the balancer
+registry. Two baselines of the papers are trainer-level methods, not balancers:
+
+  single_task  one network per task (Sener & Koltun's single-task baseline: "solve
+               tasks independently ... with dedicated models"): the model keeps
+               only the head of `config.single_task.task`, the data only that
+               task's target; one run per task.
+  grid         static scaling over a grid of the simplex (Sener & Koltun's grid
+               search): one `static` run per grid point under
+               `<workdir>/points/<point>/`, then the point with the best validation
+               monitor is reported. `simplex_grid` makes the points.
+
+Config fields read (see `base_config`, which every config starts from):
+
+  benchmark, seed, epochs, batch_size    what and how long;
+  method                                 a balancer name, `single_task` or `grid`;
+  balancer.<option>                      options of the method (None = the method's
+                                         default); every option of every
+                                         registered balancer exists as a field,
+                                         so `--config.balancer.<option>=...` works;
+  method_options.<method>.<option>       per-method defaults a config sets (e.g.
+                                         Kendall's classification likelihood);
+                                         `balancer.<option>` overrides them;
+  optimizer.name, optimizer.<kwarg>      a Keras optimizer and its arguments;
+  schedule.name                          `constant`, `multistep` (learning rate
+                                         times `factor` at each epoch of
+                                         `milestones`) or `cosine`;
+  single_task.task, grid.*               the two trainer-level baselines;
+  train.*                                steps_per_execution, jit_compile,
+                                         tensorboard_update_freq, patience (0: off);
+  data.*, model.*                        read by the benchmark builder only.
+
+Workdir layout (`train_and_evaluate`):
+
+  config.json        the config of the run;
+  best.weights.h5    the weights of the best validation epoch (the last epoch
+                     when the benchmark has no validation split);
+  train_state.json   per-epoch history, best epoch, elapsed time (kept across resumes);
+  backup/            `mtl_tf.checkpointing.AtomicBackupAndRestore`: a killed run
+                     restarts at the last finished epoch; removed once results.json exists;
+  tensorboard/       `keras.callbacks.TensorBoard` logs;
+  results.json       written last and atomically: the run is finished when it exists.
+
+results.json: `method`, `seed`, `benchmark`, `tasks` ({task: {metric: value}} on
+the test split, e.g. `accuracy` as a fraction in [0, 1], and `loss`),
+`validation` (the same at the best epoch), `best_epoch` (1-based), `monitor`,
+`epochs_trained`, `wall_time_s`, `history` (one dict per epoch), `config`,
+`versions`, `strategy`, `sizes`.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import inspect
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import time
+import uuid
+from fractions import Fraction
+from pathlib import Path
+
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from ml_collections.config_dict import FieldReference, placeholder
+
+from mtl_tf import balancers, benchmarks, checkpointing, distribute, monitoring
+from mtl_tf.model import MultiTaskModel
+
+logger = logging.getLogger(__name__)
+
+TRAINER_METHODS = ("single_task", "grid")
+RESULTS = "results.json"
+CONFIG = "config.json"
+BEST_WEIGHTS = "best.weights.h5"
+TRAIN_STATE = "train_state.json"
+BACKUP = "backup"
+TENSORBOARD = "tensorboard"
+POINTS = "points"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- configs ---------------------------------------------------------------------------------
+
+
+def balancer_option_names() -> dict[str, tuple[str, ...]]:
+    """{method: its constructor options}, for every registered balancer.
+
+    Read from the `__init__` signatures along each class's MRO (subclasses pass
+    `**kwargs` up), stopping at the `Balancer` base class.
+    """
+    registry = balancers.registry._REGISTRY  # name -> class; the registry has no public accessor
+    names = {}
+    for method in balancers.available():
+        options = []
+        for cls in registry[method].__mro__:
+            if cls is balancers.Balancer or not issubclass(cls, balancers.Balancer):
+                break
+            if "__init__" not in vars(cls):
+                continue
+            for param in inspect.signature(cls.__init__).parameters.values():
+                if param.name != "self" and param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                    options.append(param.name)
+        names[method] = tuple(dict.fromkeys(options))
+    return names
+
+
+def balancer_options_config() -> ml_collections.ConfigDict:
+    """A ConfigDict with every balancer option as an empty field (None = the method's default).
+
+    The fields are typed `object`, so a command line like
+    `--config.balancer.weights="(0.2, 0.8)"` or `--config.balancer.normalization=loss+`
+    parses as a Python literal, falling back to a string.
+    """
+    fields = sorted({o for options in balancer_option_names().values() for o in options})
+    return ml_collections.ConfigDict({name: placeholder(object) for name in fields})
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The trainer's fields with their defaults; a benchmark config fills in the rest."""
+    config = ml_collections.ConfigDict()
+    config.benchmark = ""
+    config.seed = 0
+    config.epochs = 100
+    config.batch_size = 256
+    config.method = "uniform"
+    config.balancer = balancer_options_config()
+    config.method_options = ml_collections.ConfigDict()
+    config.optimizer = ml_collections.ConfigDict({"name": "sgd", "learning_rate": 1e-3, "momentum": 0.0})
+    config.schedule = ml_collections.ConfigDict({"name": "constant", "milestones": (), "factor": 0.5})
+    config.single_task = ml_collections.ConfigDict({"task": ""})
+    config.grid = ml_collections.ConfigDict({"divisions": 10, "include_vertices": False, "total": 1.0})
+    config.train = ml_collections.ConfigDict(
+        {
+            "steps_per_execution": 1,
+            "jit_compile": FieldReference("auto", field_type=object),
+            "tensorboard_update_freq": 100,
+            "patience": 0,
+        }
+    )
+    config.data = ml_collections.ConfigDict({"data_dir": placeholder(str)})
+    config.model = ml_collections.ConfigDict()
+    return config
+
+
+def resolve_config_path(path: str) -> Path:
+    """A config file path as given, else relative to the repository root."""
+    candidate = Path(path).expanduser()
+    if candidate.exists():
+        return candidate.resolve()
+    if not candidate.is_absolute() and (REPO_ROOT / candidate).exists():
+        return REPO_ROOT / candidate
+    raise FileNotFoundError(f"config file {path!r} not found (looked in {Path.cwd()} and {REPO_ROOT})")
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """`path/to/config.py[:variant]` -> `get_config(variant)`, as `--config=` reads it."""
+    path, _, arg = str(spec).partition(":")
+    file = resolve_config_path(path)
+    module_name = f"_mtl_tf_config_{file.stem}_{uuid.uuid4().hex[:8]}"
+    module_spec = importlib.util.spec_from_file_location(module_name, file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {file} has no get_config(arg=None) function")
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def parse_value(text: str):
+    """A command-line value: a Python literal when it parses as one, else the string."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+    """Sets dotted fields (`{"balancer.weights": (1, 1), "seed": 2}`) in place.
+
+    A field must exist already (as with `--config.<field>=`), so a typo is an
+    error, not a silently ignored setting.
+    """
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for i, part in enumerate(parents):
+            if part not in node:
+                raise KeyError(f"config has no field {'.'.join(parents[: i + 1])!r} (overriding {dotted!r})")
+            node = node[part]
+        if leaf not in node:
+            raise KeyError(
+                f"config has no field {dotted!r}; fields here: {sorted(node.keys())}"
+            )
+        current = node[leaf]
+        if isinstance(current, str) and not isinstance(value, str):
+            value = str(value)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        node[leaf] = value
+    return config
+
+
+def config_to_dict(config) -> dict:
+    """A JSON-ready dict of a ConfigDict (tuples become lists)."""
+    return json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else dict(config), default=_json_default))
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return repr(obj)
+
+
+def _get(config, dotted: str, default=None):
+    """`config.a.b` or `default` when a field is missing or None."""
+    node = config
+    for part in dotted.split("."):
+        if node is None:
+            return default
+        try:
+            node = node[part] if part in node else None
+        except TypeError:
+            node = getattr(node, part, None)
+    return default if node is None else node
+
+
+# -- methods ---------------------------------------------------------------------------------
+
+
+def check_method(config) -> str:
+    """The config's method name, or a ValueError listing every method there is."""
+    method = config.method
+    if method in TRAINER_METHODS:
+        return method
+    if method not in balancers.available():
+        raise ValueError(
+            f"unknown method {method!r}; expected a balancing method {balancers.available()} "
+            f"or a trainer-level baseline {list(TRAINER_METHODS)}"
+        )
+    return method
+
+
+def balancer_spec(config) -> tuple[str, dict]:
+    """(balancer name, options) for the config's method.
+
+    Options are `method_options.<method>` updated with every `balancer.<option>`
+    that is set (not None). An option the method does not take is an error.
+    """
+    method = check_method(config)
+    if method == "grid":
+        raise ValueError("method 'grid' is a set of 'static' runs; train it with train_and_evaluate")
+    name = "uniform" if method == "single_task" else method
+    defaults = _get(config, f"method_options.{name}")
+    options = dict(defaults.to_dict() if hasattr(defaults, "to_dict") else (defaults or {}))
+    user = _get(config, "balancer")
+    if user is not None:
+        options.update({k: v for k, v in user.items() if v is not None})
+    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
+    accepted = balancer_option_names()[name]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"option(s) {unknown} do not apply to method {method!r}"
+            + (f" (trained as {name!r})" if name != method else "")
+            + f"; its options are {list(accepted) or 'none'}. Unset them or pick another method."
+        )
+    return name, options
+
+
+def simplex_grid(num_tasks: int, divisions: int = 10, include_vertices: bool = False, total: float = 1.0):
+    """Weight vectors c with c_t in {0, 1/d, ..., 1} * total and sum_t c_t = total.
+
+    `include_vertices=False` drops the points with a zero weight (a task with
+    weight 0 is never trained). Ordered lexicographically, first task's weight
+    descending.
+    """
+    if num_tasks < 1 or divisions < 1:
+        raise ValueError(f"simplex_grid needs num_tasks >= 1 and divisions >= 1; got {num_tasks}, {divisions}")
+    points = []
+    for parts in itertools.product(range(divisions, -1, -1), repeat=num_tasks - 1):
+        last = divisions - sum(parts)
+        if last < 0:
+            continue
+        counts = (*parts, last)
+        if not include_vertices and min(counts) == 0:
+            continue
+        points.append(tuple(float(Fraction(c, divisions) * Fraction(str(total))) for c in counts))
+    if not points:
+        raise ValueError(
+            f"the grid with {divisions} divisions for {num_tasks} tasks has no point without a zero weight; "
+            "use more divisions or include_vertices=True"
+        )
+    return points
+
+
+def grid_point_key(weights) -> str:
+    return "w" + "_".join(f"{w:.3f}".rstrip("0").rstrip(".") for w in weights)
+
+
+# -- building ------------------------------------------------------------------------------
+
+
+def _select_task(benchmark: benchmarks.Benchmark, task: str) -> benchmarks.Benchmark:
+    """The benchmark restricted to one task: one head, one target (single-task baseline)."""
+    if task not in benchmark.heads:
+        raise ValueError(
+            f"single_task.task={task!r} is not a task of benchmark {benchmark.name!r}; "
+            f"expected one of {list(benchmark.heads)} (set --config.single_task.task=...)"
+        )
+
+    def keep(*element):
+        x, y, *rest = element
+        if rest and isinstance(rest[0], dict):
+            rest = [{task: rest[0][task]}] if task in rest[0] else [None]
+            rest = [r for r in rest if r is not None]
+        return (x, {task: y[task]}, *rest)
+
+    def restrict(dataset):
+        return None if dataset is None else dataset.map(keep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    monitor = [k for k in benchmark.monitor if _task_of(k, benchmark.task_names) == task]
+    mode = benchmark.monitor_mode
+    if not monitor:
+        monitor, mode = [f"{task}_loss"], "min"
+    evaluate = benchmark.evaluate
+    return benchmarks.Benchmark(
+        name=benchmark.name,
+        train=restrict(benchmark.train),
+        val=restrict(benchmark.val),
+        test=restrict(benchmark.test),
+        encoder=benchmark.encoder,
+        heads={task: benchmark.heads[task]},
+        losses={task: benchmark.losses[task]},
+        metrics={task: benchmark.metrics.get(task, [])},
+        monitor=monitor,
+        monitor_mode=mode,
+        sizes=dict(benchmark.sizes),
+        input_shape=benchmark.input_shape,
+        evaluate=(lambda model, data: {task: evaluate(model, data)[task]}) if evaluate else None,
+    )
+
+
+def build_benchmark(config) -> benchmarks.Benchmark:
+    """The config's benchmark, restricted to one task for `single_task`."""
+    benchmark = benchmarks.build(config)
+    if config.method == "single_task":
+        task = _get(config, "single_task.task", "")
+        if not task:
+            raise ValueError(
+                "method 'single_task' trains one task per run: set --config.single_task.task to one of "
+                f"{list(benchmark.heads)}"
+            )
+        benchmark = _select_task(benchmark, task)
+    return benchmark
+
+
+def steps_per_epoch(benchmark, config) -> int:
+    cardinality = int(benchmark.train.cardinality())
+    if cardinality > 0:
+        return cardinality
+    size = benchmark.sizes.get("train")
+    if not size:
+        raise ValueError(
+            f"benchmark {benchmark.name!r}: the training set's length is unknown (cardinality "
+            f"{cardinality}) and sizes['train'] is not given; the learning-rate schedule needs one"
+        )
+    return max(1, math.ceil(size / int(config.batch_size)))
+
+
+def make_learning_rate(config, steps: int):
+    """The config's learning rate: a float or a `keras.optimizers.schedules` schedule."""
+    lr = float(_get(config, "optimizer.learning_rate", 1e-3))
+    name = _get(config, "schedule.name", "constant")
+    if name == "constant":
+        return lr
+    if name == "multistep":
+        milestones = sorted(int(m) for m in (_get(config, "schedule.milestones", ()) or ()))
+        if not milestones:
+            return lr
+        factor = float(_get(config, "schedule.factor", 0.5))
+        # PiecewiseConstantDecay keeps values[i] while step <= boundaries[i]; the
+        # optimizer evaluates it at `iterations` (steps done), so the first step of
+        # epoch m (iterations == m * steps) is the first one at the new rate.
+        boundaries = [m * steps - 1 for m in milestones]
+        values = [lr * factor**i for i in range(len(milestones) + 1)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    if name == "cosine":
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, int(config.epochs) * steps))
+    raise ValueError(f"unknown schedule.name {name!r}; expected constant, multistep or cosine")
+
+
+_OPTIMIZERS = {
+    "sgd": keras.optimizers.SGD,
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "rmsprop": keras.optimizers.RMSprop,
+}
+
+
+def make_optimizer(config, steps: int) -> keras.optimizers.Optimizer:
+    """The Keras optimizer `optimizer.name` with the arguments of `optimizer.*` it takes.
+
+    Arguments another optimizer would take (e.g. `momentum` after switching to
+    Adam on the command line) are skipped with a warning.
+    """
+    section = _get(config, "optimizer")
+    options = {k: v for k, v in (section.items() if section is not None else []) if v is not None}
+    name = str(options.pop("name", "sgd")).lower()
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer.name {name!r}; expected one of {sorted(_OPTIMIZERS)}")
+    cls = _OPTIMIZERS[name]
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    skipped = sorted(set(options) - accepted)
+    if skipped:
+        logger.warning("optimizer %s does not take %s; ignoring them", name, skipped)
+    kwargs = {k: v for k, v in options.items() if k in accepted}
+    kwargs["learning_rate"] = make_learning_rate(config, steps)
+    return cls(**kwargs)
+
+
+def _input_shape(benchmark):
+    if benchmark.input_shape:
+        return tuple(benchmark.input_shape)
+    spec = benchmark.train.element_spec[0]
+    return tuple(spec.shape[1:])
+
+
+def build_model(config, benchmark, strategy=None) -> MultiTaskModel:
+    """A built, compiled `MultiTaskModel` for the benchmark, in the strategy's scope."""
+    strategy = strategy or tf.distribute.get_strategy()
+    name, options = balancer_spec(config)
+    jit = _get(config, "train.jit_compile", "auto")
+    with strategy.scope():
+        model = MultiTaskModel(
+            encoder=benchmark.encoder,
+            heads=benchmark.heads,
+            losses=benchmark.losses,
+            metrics=benchmark.metrics,
+            balancer=name,
+            balancer_options=options,
+            name=f"{benchmark.name}_{config.method}",
+        )
+        model.build((None, *_input_shape(benchmark)))
+        model.compile(
+            optimizer=make_optimizer(config, steps_per_epoch(benchmark, config)),
+            jit_compile=jit,
+            steps_per_execution=int(_get(config, "train.steps_per_execution", 1)),
+        )
+    return model
+
+
+# -- callbacks ---------------------------------------------------------------------------
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data) -> None:
+    """Writes JSON atomically (a reader sees the old file or the whole new one)."""
+    _atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=_json_default) + "\n")
+
+
+def _scalar(value) -> float:
+    return float(np.asarray(value))
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Keeps the weights of the best validation epoch and a history that survives resumes.
+
+    The monitor is the mean of `val_<key>` over `monitor` keys (e.g. the mean of
+    the task accuracies); it is added to the epoch logs as `val_monitor`, so the
+    progress bar and TensorBoard show it. Without validation data the last epoch
+    is kept. State (history, best epoch and value, elapsed time) lives in
+    `train_state.json`, written atomically at each epoch end before the backup
+    callback runs; after a resume, epochs at or after the restored epoch are
+    dropped from the history. With `patience > 0` training stops once the
+    monitor has not improved for that many epochs.
+    """
+
+    def __init__(self, workdir, monitor, mode="max", has_validation=True, patience=0):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"monitor_mode must be 'max' or 'min', got {mode!r}")
+        self.workdir = Path(workdir)
+        self.monitor = list(monitor)
+        self.mode = mode
+        self.has_validation = has_validation
+        self.patience = int(patience or 0)
+        self.state_path = self.workdir / TRAIN_STATE
+        self.weights_path = self.workdir / BEST_WEIGHTS
+        self.state = {"history": [], "best_epoch": None, "best_value": None, "elapsed_s": 0.0}
+        self._resumed_checked = False
+        self._session_start = None
+
+    def on_train_begin(self, logs=None):
+        if self.state_path.exists():
+            self.state = json.loads(self.state_path.read_text())
+        self._session_start = time.perf_counter()
+        self._elapsed_before = float(self.state.get("elapsed_s", 0.0))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._resumed_checked:
+            self._resumed_checked = True
+            self.state["history"] = [h for h in self.state["history"] if h["epoch"] <= epoch]
+
+    def _improved(self, value):
+        best = self.state["best_value"]
+        if best is None or not math.isfinite(best):
+            return math.isfinite(value)
+        return value > best if self.mode == "max" else value < best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        value = None
+        if self.has_validation:
+            missing = [k for k in self.monitor if f"val_{k}" not in logs]
+            if missing:
+                raise KeyError(
+                    f"the monitor keys {['val_' + k for k in missing]} are not in the epoch logs; "
+                    f"available: {sorted(k for k in logs if k.startswith('val_'))}"
+                )
+            value = float(np.mean([_scalar(logs[f"val_{k}"]) for k in self.monitor]))
+            logs["val_monitor"] = value
+        improved = (not self.has_validation) or self._improved(value)
+        if improved:
+            tmp = self.workdir / f".best.{os.getpid()}.{uuid.uuid4().hex[:8]}.weights.h5"
+            self.model.save_weights(str(tmp))
+            os.replace(tmp, self.weights_path)
+            self.state["best_epoch"] = epoch + 1
+            self.state["best_value"] = value
+        entry = {"epoch": epoch + 1}
+        entry.update({k: _scalar(v) for k, v in logs.items()})
+        self.state["history"].append(entry)
+        self.state["elapsed_s"] = self._elapsed_before + time.perf_counter() - self._session_start
+        write_json(self.state_path, self.state)
+        if self.patience and self.has_validation and epoch + 1 - self.state["best_epoch"] >= self.patience:
+            self.model.stop_training = True
+
+
+# -- training ----------------------------------------------------------------------------
+
+
+def _task_of(key: str, task_names) -> str | None:
+    matches = [t for t in task_names if key.startswith(f"{t}_")]
+    return max(matches, key=len) if matches else None
+
+
+def group_by_task(logs: dict, task_names, prefix: str = "") -> dict:
+    """{"left_accuracy": a, "left_loss": l, ...} -> {"left": {"accuracy": a, "loss": l}}."""
+    grouped = {t: {} for t in task_names}
+    for key, value in logs.items():
+        if not key.startswith(prefix):
+            continue
+        key = key[len(prefix):]
+        task = _task_of(key, task_names)
+        if task is not None:
+            grouped[task][key[len(task) + 1:]] = _scalar(value)
+    return grouped
+
+
+def evaluate_model(model, benchmark, dataset, verbose=0) -> tuple[dict, dict]:
+    """({task: {metric: value}}, raw logs) of `model` on `dataset`."""
+    logs = distribute.evaluate(model, dataset, verbose=verbose)  # model.evaluate fails under multi-worker
+    logs = {k: _scalar(v) for k, v in logs.items()}
+    if benchmark.evaluate is not None:
+        tasks = benchmark.evaluate(model, dataset)
+        tasks = {t: {m: _scalar(v) for m, v in metrics.items()} for t, metrics in tasks.items()}
+    else:
+        tasks = group_by_task(logs, benchmark.task_names)
+    return tasks, logs
+
+
+def versions() -> dict:
+    try:
+        from importlib import metadata
+
+        mtl_tf_version = metadata.version("mtl_tf")
+    except Exception:  # not installed (run from a checkout)
+        mtl_tf_version = "unknown"
+    return {
+        "mtl_tf": mtl_tf_version,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _same_config(workdir: Path, config) -> bool:
+    path = workdir / CONFIG
+    if not path.exists():
+        return True
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return saved == config_to_dict(config)
+
+
+def clean_workdir(workdir: Path) -> None:
+    """Removes what a run writes (results, weights, state, backup, logs, grid points)."""
+    workdir = Path(workdir)
+    for name in (RESULTS, CONFIG, BEST_WEIGHTS, TRAIN_STATE):
+        (workdir / name).unlink(missing_ok=True)
+    for name in (BACKUP, TENSORBOARD, POINTS):
+        shutil.rmtree(workdir / name, ignore_errors=True)
+
+
+def load_results(workdir) -> dict | None:
+    path = Path(workdir) / RESULTS
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def train_and_evaluate(config, workdir, *, strategy=None, overwrite: bool = False, verbose=1) -> dict:
+    """Trains the config's run in `workdir` (resuming it if a backup is there) and returns its results.
+
+    A workdir whose `results.json` exists is finished: its results are returned
+    without training, unless `overwrite`, which first removes the previous run's
+    files. A workdir holding an unfinished run of a different config is an error.
+    """
+    workdir = Path(workdir)
+    if overwrite:
+        clean_workdir(workdir)
+    finished = load_results(workdir)
+    if finished is not None:
+        logger.info("%s exists: the run is finished; pass overwrite=True (--overwrite) to train again", workdir / RESULTS)
+        return finished
+    method = check_method(config)
+    if not _same_config(workdir, config):
+        raise ValueError(
+            f"{workdir} holds an unfinished run of a different config ({workdir / CONFIG}); resuming it "
+            "with this config would mix two runs. Use another --workdir or --overwrite."
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / CONFIG, config_to_dict(config))
+    strategy = strategy or tf.distribute.get_strategy()
+    if method == "grid":
+        return _train_grid(config, workdir, strategy=strategy, verbose=verbose)
+    return _train_single(config, workdir, strategy=strategy, verbose=verbose)
+
+
+def _train_single(config, workdir: Path, *, strategy, verbose) -> dict:
+    start = time.perf_counter()
+    seed = int(config.seed)
+    keras.utils.set_random_seed(seed)
+    benchmark = build_benchmark(config)
+    model = build_model(config, benchmark, strategy)
+    has_val = benchmark.val is not None
+    best = BestCheckpoint(
+        workdir, benchmark.monitor, benchmark.monitor_mode, has_validation=has_val,
+        patience=int(_get(config, "train.patience", 0)),
+    )
+    callbacks = [
+        best,
+        monitoring.TensorBoard(  # keras.callbacks.TensorBoard + learning rate every N steps
+            log_dir=str(workdir / TENSORBOARD),
+            update_freq=int(_get(config, "train.tensorboard_update_freq", 100)),
+        ),
+        # Last, so the best weights and the state are on disk before the epoch counts as done.
+        checkpointing.AtomicBackupAndRestore(workdir / BACKUP, delete_checkpoint=False),
+    ]
+    distribute.fit(
+        model,
+        benchmark.train,
+        strategy=strategy,
+        epochs=int(config.epochs),
+        validation_data=benchmark.val,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the benchmark's pipeline shuffles (deterministically for the seed)
+    )
+    fit_end = time.perf_counter()
+    state = json.loads((workdir / TRAIN_STATE).read_text())
+    model.load_weights(str(workdir / BEST_WEIGHTS))
+    tasks, test_logs = evaluate_model(model, benchmark, benchmark.test)
+    best_epoch = state["best_epoch"]
+    best_entry = next((h for h in state["history"] if h["epoch"] == best_epoch), {})
+    results = {
+        "method": config.method,
+        "seed": seed,
+        "benchmark": benchmark.name,
+        "tasks": tasks,
+        "validation": group_by_task(best_entry, benchmark.task_names, prefix="val_") if has_val else None,
+        "test_logs": test_logs,
+        "best_epoch": best_epoch,
+        "monitor": {
+            "keys": list(benchmark.monitor),
+            "mode": benchmark.monitor_mode,
+            "value": state["best_value"],
+            "selection": "best validation epoch" if has_val else "last epoch (no validation split)",
+        },
+        "epochs_trained": len(state["history"]),
+        # Training time summed over every (resumed) session, plus this session's evaluation.
+        "wall_time_s": float(state.get("elapsed_s", 0.0)) + time.perf_counter() - fit_end,
+        "session_wall_time_s": time.perf_counter() - start,
+        "history": state["history"],
+        "sizes": dict(benchmark.sizes),
+        "strategy": {"class": type(strategy).__name__, "num_replicas": int(strategy.num_replicas_in_sync)},
+        "config": config_to_dict(config),
+        "versions": versions(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(workdir / RESULTS, results)
+    shutil.rmtree(workdir / BACKUP, ignore_errors=True)
+    return results
+
+
+def _train_grid(config, workdir: Path, *, strategy, verbose) -> dict:
+    start = time.perf_counter()
+    task_names = benchmarks.build(config).task_names
+    points = simplex_grid(
+        len(task_names),
+        int(_get(config, "grid.divisions", 10)),
+        bool(_get(config, "grid.include_vertices", False)),
+        float(_get(config, "grid.total", 1.0)),
+    )
+    runs = []
+    for weights in points:
+        point_config = copy.deepcopy(config)
+        point_config.method = "static"
+        point_config.balancer.weights = tuple(weights)
+        point_dir = workdir / POINTS / grid_point_key(weights)
+        keras.backend.clear_session()
+        result = train_and_evaluate(point_config, point_dir, strategy=strategy, verbose=verbose)
+        runs.append({
+            "weights": list(weights),
+            "workdir": str(point_dir),
+            "tasks": result["tasks"],
+            "validation": result["validation"],
+            "monitor_value": result["monitor"]["value"],
+        })
+    mode = runs and json.loads((Path(runs[0]["workdir"]) / RESULTS).read_text())["monitor"]["mode"]
+    scored = [r for r in runs if r["monitor_value"] is not None]
+    if scored:
+        pick = max if mode == "max" else min
+        selected = pick(scored, key=lambda r: r["monitor_value"])
+    else:
+        selected = runs[-1]
+    results = {
+        "method": "grid",
+        "seed": int(config.seed),
+        "benchmark": config.benchmark,
+        "tasks": selected["tasks"],
+        "validation": selected["validation"],
+        "selected": {"weights": selected["weights"], "workdir": selected["workdir"]},
+        "points": runs,
+        "wall_time_s": float(sum(json.loads((Path(r["workdir"]) / RESULTS).read_text())["wall_time_s"] for r in runs)),
+        "session_wall_time_s": time.perf_counter() - start,
+        "config": config_to_dict(config),
+        "versions": versions(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(workdir / RESULTS, results)
+    return results
+
+
+# -- evaluation of a finished run ------------------------------------------------------------
+
+
+def evaluate_workdir(workdir, *, split: str = "test", data_dir=None, strategy=None) -> dict:
+    """Re-evaluates a run's best weights: {task: {metric: value}} on `split` (test or val)."""
+    workdir = Path(workdir)
+    results = load_results(workdir)
+    if results is not None and results.get("method") == "grid":
+        return evaluate_workdir(results["selected"]["workdir"], split=split, data_dir=data_dir, strategy=strategy)
+    config_path, weights_path = workdir / CONFIG, workdir / BEST_WEIGHTS
+    for path in (config_path, weights_path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: {workdir} is not a (trained) run directory of launch/train.py")
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    if data_dir is not None:
+        config.data.data_dir = str(data_dir)
+    keras.utils.set_random_seed(int(config.seed))
+    benchmark = build_benchmark(config)
+    strategy = strategy or tf.distribute.get_strategy()
+    model = build_model(config, benchmark, strategy)
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(str(weights_path))
+    dataset = benchmark.test if split == "test" else benchmark.val
+    if dataset is None:
+        raise ValueError(f"benchmark {benchmark.name!r} has no {split} split")
+    tasks, _ = evaluate_model(model, benchmark, dataset)
+    return tasks
+
+
+def format_metrics(tasks: dict) -> str:
+    """One line per task: `left: accuracy=0.8123 loss=0.5312`."""
+    lines = []
+    for task, metrics in tasks.items():
+        lines.append(f"{task}: " + " ".join(f"{m}={v:.4f}" for m, v in sorted(metrics.items())))
+    return "\n".join(lines)
+
+
+def add_data_dir(config, data_dir) -> None:
+    """Points the config's data set at `data_dir` (the launch scripts' --data_dir)."""
+    with config.unlocked() if hasattr(config, "unlocked") else _nullcontext():
+        if "data" not in config or config.data is None:
+            config.data = ml_collections.ConfigDict()
+        config.data.data_dir = str(data_dir)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

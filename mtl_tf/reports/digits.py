@@ -1,0 +1,367 @@
+"""Paper tables of the digit benchmarks, with the published numbers and a performance profile.
+
+Tables (`launch/reproduce.py --table=NAME`):
+
+  lee_son_table1_multi_fashion         Lee & Son Table 1, multi-fashion column;
+  lee_son_table1_multi_mnist           the multi-MNIST column;
+  lee_son_table1_multi_fashion_mnist   the multi-(fashion+MNIST) column;
+      all three on the Pareto-MTL protocol (`configs/multi_*.py:pareto`);
+  sener_table3                         Sener & Koltun Table 3, MultiMNIST (`configs/multi_mnist.py:sener`);
+  sener_table3_multi_fashion           the same layout on multi-fashion (Sener's protocol);
+                                       no published numbers (the paper has no such column).
+
+Method names a table takes (`--methods=`): every balancer of
+`mtl_tf.balancers.available()`, and
+
+  ordinary            Lee & Son's "ordinary" MTL: the plain sum of the losses
+                      (`static` with weights 1, 1; `uniform` is the mean);
+  pareto_mtl_task1/2  Pareto MTL with the extreme preference vector that favours
+                      task 1 / task 2. Lee & Son name the preference by the task it
+                      favours; with Lin et al.'s quarter-circle vectors u_k =
+                      (cos, sin) of k * pi/8, k = 0..4, the sub-region of u_4 =
+                      (0, 1) keeps task 1's loss small, so task 1 is index 4 and
+                      task 2 index 0 (`pareto_mtl` alone is the equal preference);
+  single_task         one network per task (one run per task);
+  grid, gridN         static weights on the simplex grid with N divisions (10 by
+                      default, i.e. 0.1/0.9, ..., 0.9/0.1), one run per point; the
+                      table row is the point with the best validation accuracy,
+                      the figure shows every point.
+
+Accuracies are printed in percent (results.json holds fractions); each cell is
+the mean +- sample standard deviation over seeds, with the number of seeds.
+The figure is Sener & Koltun's Figure 3 style performance profile: task-1 vs
+task-2 test accuracy for every method (error bars over seeds), every grid point,
+and the published numbers as hollow markers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mtl_tf.reports.registry import PaperTable, Run, register
+
+TASKS = ("left", "right")
+METRIC = "accuracy"
+PARETO_PREFERENCES = 5
+GRID_DIVISIONS = 10
+
+# Lee & Son, Table 1 (accuracy %, task 1 / task 2), in the paper's row order.
+LEE_SON_ROWS = (
+    ("ordinary", "Ordinary"),
+    ("uncertainty", "Uncertainty"),
+    ("gradnorm", "GradNorm"),
+    ("pareto_mtl", "Pareto MTL (equal)"),
+    ("split_only", "Split-only"),
+    ("single_step", "Proposed (single gradient step)"),
+    ("pareto_mtl_task1", "Pareto MTL (task 1)"),
+    ("pareto_mtl_task2", "Pareto MTL (task 2)"),
+)
+LEE_SON_TABLE1 = {
+    "multi_mnist": {
+        "ordinary": (91.63, 89.67), "uncertainty": (91.79, 89.08), "gradnorm": (89.65, 86.79),
+        "pareto_mtl": (91.76, 89.49), "split_only": (91.52, 89.52), "single_step": (92.30, 90.38),
+        "pareto_mtl_task1": (91.79, 88.28), "pareto_mtl_task2": (90.83, 89.77),
+    },
+    "multi_fashion": {
+        "ordinary": (81.97, 81.25), "uncertainty": (81.78, 81.21), "gradnorm": (80.82, 77.88),
+        "pareto_mtl": (82.12, 81.35), "split_only": (81.88, 81.36), "single_step": (82.41, 81.78),
+        "pareto_mtl_task1": (82.15, 79.81), "pareto_mtl_task2": (80.75, 81.89),
+    },
+    "multi_fashion_mnist": {
+        "ordinary": (93.52, 83.84), "uncertainty": (94.14, 81.08), "gradnorm": (85.34, 81.27),
+        "pareto_mtl": (92.68, 84.24), "split_only": (93.01, 83.67), "single_step": (93.56, 84.28),
+        "pareto_mtl_task1": (93.75, 82.84), "pareto_mtl_task2": (89.52, 85.03),
+    },
+}
+
+# Sener & Koltun, Table 3 (MultiMNIST, left / right digit accuracy %).
+SENER_ROWS = (
+    ("single_task", "Single task"),
+    ("uniform", "Uniform scaling"),
+    ("uncertainty", "Kendall et al. 2018"),
+    ("gradnorm", "GradNorm"),
+    ("mgda_ub", "Ours (MGDA-UB)"),
+)
+SENER_TABLE3 = {
+    "single_task": (97.23, 95.90),
+    "uniform": (96.46, 94.99),
+    "uncertainty": (96.47, 95.29),
+    "gradnorm": (96.27, 94.84),
+    "mgda_ub": (97.26, 95.90),
+}
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+def _grid_divisions(label: str) -> int | None:
+    if label == "grid":
+        return GRID_DIVISIONS
+    if label.startswith("grid") and label[4:].isdigit() and int(label[4:]) >= 2:
+        return int(label[4:])
+    return None
+
+
+def expand_method(label: str) -> list[tuple[str, dict]]:
+    """A table method name -> [(run label, config overrides)]."""
+    from mtl_tf import balancers
+    from mtl_tf.experiment import grid_point_key, simplex_grid
+
+    if label == "ordinary":
+        return [(label, {"method": "static", "balancer.weights": (1.0, 1.0)})]
+    if label in ("pareto_mtl_task1", "pareto_mtl_task2"):
+        index = PARETO_PREFERENCES - 1 if label.endswith("1") else 0
+        return [(label, {"method": "pareto_mtl", "balancer.num_preferences": PARETO_PREFERENCES,
+                         "balancer.preference_index": index})]
+    if label == "single_task":
+        return [(f"single_task_{t}", {"method": "single_task", "single_task.task": t}) for t in TASKS]
+    divisions = _grid_divisions(label)
+    if divisions is not None:
+        return [
+            (f"grid_{grid_point_key(w)}", {"method": "static", "balancer.weights": tuple(w)})
+            for w in simplex_grid(len(TASKS), divisions)
+        ]
+    if label in balancers.available():
+        return [(label, {"method": label})]
+    raise ValueError(
+        f"unknown method {label!r} for a digits table; expected one of {balancers.available()} or "
+        "ordinary, pareto_mtl_task1, pareto_mtl_task2, single_task, grid, gridN"
+    )
+
+
+def _runs_for(config: str):
+    def runs(methods, seeds):
+        out = []
+        for method in methods:
+            for run_label, overrides in expand_method(method):
+                for seed in seeds:
+                    out.append(Run(key=f"{run_label}-seed{seed}", config=config, overrides={**overrides, "seed": int(seed)}))
+        return out
+
+    return runs
+
+
+# -- aggregation -----------------------------------------------------------------------
+
+
+def run_label(result: dict) -> str:
+    return result["run_key"].rsplit("-seed", 1)[0]
+
+
+def _accuracy(result: dict, task: str) -> float | None:
+    value = result.get("tasks", {}).get(task, {}).get(METRIC)
+    return None if value is None else 100.0 * float(value)
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return float(np.mean(values)), std, len(values)
+
+
+def aggregate(results: list) -> dict:
+    """{row label: (stats task 1, stats task 2)}, each stats (mean, std, n) or None.
+
+    Rows: one per run label; `single_task` from the per-task runs; `grid` from
+    the best-validation point of each seed's grid.
+    """
+    by_label: dict[str, list] = {}
+    for result in results:
+        by_label.setdefault(run_label(result), []).append(result)
+    rows = {}
+    for label, group in by_label.items():
+        if label.startswith("single_task_") or label.startswith("grid_"):
+            continue
+        rows[label] = tuple(_mean_std([_accuracy(r, t) for r in group]) for t in TASKS)
+    single = [by_label.get(f"single_task_{t}", []) for t in TASKS]
+    if any(single):
+        rows["single_task"] = tuple(_mean_std([_accuracy(r, t) for r in runs]) for t, runs in zip(TASKS, single))
+    grid = [r for label, group in by_label.items() if label.startswith("grid_") for r in group]
+    if grid:
+        best_per_seed = {}
+        for r in grid:
+            value = r.get("monitor", {}).get("value")
+            seed = r.get("seed")
+            if value is None:
+                continue
+            if seed not in best_per_seed or value > best_per_seed[seed].get("monitor", {}).get("value"):
+                best_per_seed[seed] = r
+        rows["grid"] = tuple(_mean_std([_accuracy(r, t) for r in best_per_seed.values()]) for t in TASKS)
+    return rows
+
+
+def grid_points(results: list) -> list[tuple[list, float, float]]:
+    """[(weights, task-1 %, task-2 %)], the mean over seeds of every grid point."""
+    points: dict[tuple, list] = {}
+    for r in results:
+        if run_label(r).startswith("grid_"):
+            weights = tuple(r.get("config", {}).get("balancer", {}).get("weights") or ())
+            points.setdefault(weights, []).append((_accuracy(r, TASKS[0]), _accuracy(r, TASKS[1])))
+    return [(list(w), float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v]))) for w, v in points.items()]
+
+
+# -- rendering -------------------------------------------------------------------------
+
+
+def _cell(stats) -> str:
+    if stats is None:
+        return "—"
+    mean, std, n = stats
+    return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
+
+
+def _published(value) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _ordered_labels(paper_rows, rows):
+    labels = [label for label, _ in paper_rows]
+    labels += [label for label in rows if label not in labels]
+    return labels
+
+
+def _renderer(paper_rows, published: dict, task_headers):
+    names = dict(paper_rows)
+
+    def render(results):
+        rows = aggregate(results)
+        h1, h2 = task_headers
+        lines = [
+            f"| Method | Published {h1} | Published {h2} | Ours {h1} | Ours {h2} | seeds |",
+            "|---|---|---|---|---|---|",
+        ]
+        for label in _ordered_labels(paper_rows, rows):
+            pub = published.get(label, (None, None))
+            ours = rows.get(label, (None, None))
+            n = max((s[2] for s in ours if s is not None), default=0)
+            name = names.get(label, label)
+            if label == "grid":
+                name = "Grid search (best validation point)"
+            elif label != name:
+                name = f"{name} (`{label}`)"
+            else:
+                name = f"`{label}`"
+            lines.append(
+                f"| {name} | {_published(pub[0])} | {_published(pub[1])} | {_cell(ours[0])} | {_cell(ours[1])} | {n} |"
+            )
+        return "\n".join(lines)
+
+    return render
+
+
+def _figure_maker(table_name: str, title: str, published: dict, paper_rows, axis_labels):
+    def figures(results, out_dir: Path):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = aggregate(results)
+        names = dict(paper_rows)
+        labels = [label for label in _ordered_labels(paper_rows, rows) if label != "grid"]
+        colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
+        fig, ax = plt.subplots(figsize=(10, 6))
+        points = grid_points(results)
+        if points:
+            ax.plot([p[1] for p in points], [p[2] for p in points], "x-", color="0.55", ms=6, lw=0.8,
+                    label="grid search (static weights)", zorder=1)
+            for weights, x, y in points:
+                ax.annotate("/".join(f"{w:g}" for w in weights), (x, y), fontsize=6, color="0.4",
+                            xytext=(3, 3), textcoords="offset points")
+        for label in labels:
+            color = colors[label]
+            stats = rows.get(label)
+            if stats and all(s is not None for s in stats):
+                (m1, s1, n), (m2, s2, _) = stats
+                ax.errorbar(m1, m2, xerr=s1 if n > 1 else None, yerr=s2 if n > 1 else None, fmt="o", ms=7,
+                            color=color, capsize=3, label=f"{names.get(label, label)} (ours, n={n})", zorder=3)
+            pub = published.get(label)
+            if pub is not None:
+                ax.plot(*pub, marker="s", ms=8, mfc="none", mec=color, mew=1.5, ls="none",
+                        label=f"{names.get(label, label)} (published)", zorder=2)
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        fig.tight_layout()
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{table_name}_profile.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return [path]
+
+    return figures
+
+
+# -- registration ----------------------------------------------------------------------
+
+_LEE_SON_DEFAULT = (
+    "ordinary", "uniform", "uncertainty", "gradnorm", "pareto_mtl", "split_only", "single_step",
+    "pareto_mtl_task1", "pareto_mtl_task2", "mgda_ub",
+)
+_SENER_DEFAULT = ("single_task", "uniform", "uncertainty", "gradnorm", "mgda_ub", "grid")
+_COLUMN_NAMES = {
+    "multi_mnist": "multi-MNIST",
+    "multi_fashion": "multi-fashion",
+    "multi_fashion_mnist": "multi-(fashion+MNIST)",
+}
+
+for _benchmark, _column in _COLUMN_NAMES.items():
+    _name = f"lee_son_table1_{_benchmark}"
+    _description = (
+        f"Lee & Son, Table 1, {_column} column: test accuracy [%] of task 1 (top-left) and task 2 "
+        "(bottom-right), Pareto-MTL protocol (120k/10k/10k, Pareto-MTL LeNet, best validation epoch)"
+    )
+    register(
+        PaperTable(
+            name=_name,
+            description=_description,
+            default_methods=_LEE_SON_DEFAULT,
+            runs=_runs_for(f"configs/{_benchmark}.py:pareto"),
+            render=_renderer(LEE_SON_ROWS, LEE_SON_TABLE1[_benchmark], ("task 1", "task 2")),
+            figures=_figure_maker(
+                _name, f"{_column} (Pareto-MTL protocol): performance profile", LEE_SON_TABLE1[_benchmark],
+                LEE_SON_ROWS, ("task 1 (top-left) accuracy [%]", "task 2 (bottom-right) accuracy [%]"),
+            ),
+        )
+    )
+
+register(
+    PaperTable(
+        name="sener_table3",
+        description=(
+            "Sener & Koltun, Table 3 and Figure 3: MultiMNIST left / right digit test accuracy [%], "
+            "MultiLeNet, Sener protocol, best validation epoch"
+        ),
+        default_methods=_SENER_DEFAULT,
+        runs=_runs_for("configs/multi_mnist.py:sener"),
+        render=_renderer(SENER_ROWS, SENER_TABLE3, ("left", "right")),
+        figures=_figure_maker(
+            "sener_table3", "MultiMNIST accuracy profile (Sener & Koltun Figure 3 layout)", SENER_TABLE3,
+            SENER_ROWS, ("task-L (left digit) accuracy [%]", "task-R (right digit) accuracy [%]"),
+        ),
+    )
+)
+
+register(
+    PaperTable(
+        name="sener_table3_multi_fashion",
+        description=(
+            "Sener & Koltun's Table 3 layout on multi-fashion (Sener protocol, MultiLeNet): left / right "
+            "test accuracy [%]; the paper has no multi-fashion numbers"
+        ),
+        default_methods=_SENER_DEFAULT,
+        runs=_runs_for("configs/multi_fashion.py:sener"),
+        render=_renderer(SENER_ROWS, {}, ("left", "right")),
+        figures=_figure_maker(
+            "sener_table3_multi_fashion", "multi-fashion accuracy profile (Sener protocol)", {},
+            SENER_ROWS, ("task-L (left item) accuracy [%]", "task-R (right item) accuracy [%]"),
+        ),
+    )
+)

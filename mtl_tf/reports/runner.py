@@ -1,0 +1,156 @@
+"""Runs a paper table: trains its missing runs, then renders the table and its figures.
+
+`run_table` is what `launch/reproduce.py` calls. It is generic over
+`mtl_tf.reports.PaperTable`: for every `Run` of the table it trains
+`<root>/<run.key>` unless that directory already holds a `results.json` (so an
+interrupted reproduction resumes where it stopped, and a finished one only
+re-renders), then hands the loaded results to the table's `render` and
+`figures`, and writes `<root>/<table>.md`.
+
+Runs are trained in this process through `mtl_tf.experiment` (`launcher=
+"inprocess"`) or each in a fresh `launch/train.py` process (`"subprocess"`).
+`"auto"` picks the subprocess whenever the strategy is not `default`, because
+TensorFlow allows one `MirroredStrategy` per process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mtl_tf.reports import registry
+
+LAUNCHERS = ("auto", "inprocess", "subprocess")
+TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "launch" / "train.py"
+
+
+def parse_overrides(items) -> dict:
+    """["a.b=1", "c=x"] -> {"a.b": 1, "c": "x"} (values as Python literals, else strings)."""
+    from mtl_tf.experiment import parse_value
+
+    overrides = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"config override {item!r} is not of the form field.path=value")
+        overrides[key.strip()] = parse_value(value.strip())
+    return overrides
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        value = tuple(value)
+    return repr(value)
+
+
+def train_command(run: registry.Run, workdir: Path, overrides: dict, *, strategy="default", data_dir=None,
+                  verbose=2, train_script=TRAIN_SCRIPT) -> list[str]:
+    """The `launch/train.py` command line of one run."""
+    from mtl_tf.experiment import resolve_config_path
+
+    # Absolute, so the command works from any directory (tables name configs relative to the repository).
+    path, sep, variant = run.config.partition(":")
+    config = f"{resolve_config_path(path)}{sep}{variant}"
+    command = [sys.executable, str(train_script), f"--config={config}", f"--workdir={workdir}",
+               f"--strategy={strategy}", f"--verbose={verbose}"]
+    for key, value in {**run.overrides, **overrides}.items():
+        command.append(f"--config.{key}={_flag_value(value)}")
+    if data_dir:
+        command.append(f"--data_dir={data_dir}")
+    return command
+
+
+def _train_inprocess(run, workdir, overrides, *, strategy, data_dir, verbose):
+    import keras
+
+    from mtl_tf import experiment
+
+    config = experiment.load_config(run.config)
+    experiment.apply_overrides(config, {**run.overrides, **overrides})
+    if data_dir:
+        experiment.add_data_dir(config, data_dir)
+    keras.backend.clear_session()
+    experiment.train_and_evaluate(config, workdir, strategy=strategy, verbose=verbose)
+
+
+def run_table(
+    name: str,
+    *,
+    root,
+    methods=None,
+    seeds=(0,),
+    overrides=None,
+    launcher: str = "auto",
+    strategy: str = "default",
+    data_dir=None,
+    verbose=2,
+    dry_run: bool = False,
+    train_script=TRAIN_SCRIPT,
+    log=print,
+) -> dict:
+    """Trains the missing runs of table `name` under `root`, renders it, draws its figures.
+
+    Returns {"runs": [Run], "trained": [keys], "skipped": [keys], "results":
+    [dicts], "markdown": str, "figures": [Path], "table_path": Path}.
+    """
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"unknown launcher {launcher!r}; expected one of {list(LAUNCHERS)}")
+    table = registry.get(name)
+    methods = list(methods) if methods else list(table.default_methods)
+    seeds = [int(s) for s in seeds]
+    overrides = dict(overrides or {})
+    root = Path(root)
+    runs = table.runs(methods, seeds)
+    keys = [r.key for r in runs]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ValueError(f"table {name!r} produced duplicate run keys {duplicates}")
+    if launcher == "auto":
+        launcher = "inprocess" if strategy == "default" else "subprocess"
+    strategy_object = None
+    trained, skipped = [], []
+    for i, run in enumerate(runs, 1):
+        workdir = root / run.key
+        if (workdir / "results.json").exists():
+            skipped.append(run.key)
+            log(f"[{i}/{len(runs)}] {run.key}: finished, skipping")
+            continue
+        log(f"[{i}/{len(runs)}] {run.key}: training {run.config} {run.overrides}" + (" (dry run)" if dry_run else ""))
+        if dry_run:
+            continue
+        if launcher == "subprocess":
+            command = train_command(run, workdir, overrides, strategy=strategy, data_dir=data_dir,
+                                    verbose=verbose, train_script=train_script)
+            completed = subprocess.run(command)
+            if completed.returncode != 0:
+                raise RuntimeError(f"run {run.key} failed (exit code {completed.returncode}): {' '.join(command)}")
+        else:
+            if strategy_object is None:
+                from mtl_tf import distribute
+
+                strategy_object = distribute.make_strategy(strategy)
+            _train_inprocess(run, workdir, overrides, strategy=strategy_object, data_dir=data_dir, verbose=verbose)
+        trained.append(run.key)
+    results = []
+    for run in runs:
+        path = root / run.key / "results.json"
+        if path.exists():
+            results.append({**json.loads(path.read_text()), "run_key": run.key})
+    markdown = table.render(results)
+    root.mkdir(parents=True, exist_ok=True)
+    table_path = root / f"{table.name}.md"
+    table_path.write_text(f"# {table.description}\n\n{markdown}\n")
+    figures = [Path(p) for p in table.figures(results, root)] if results else []
+    return {
+        "runs": runs,
+        "trained": trained,
+        "skipped": skipped,
+        "results": results,
+        "markdown": markdown,
+        "figures": figures,
+        "table_path": table_path,
+    }

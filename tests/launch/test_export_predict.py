@@ -1,0 +1,100 @@
+"""launch/export.py then launch/predict.py on the session's smoke run: the SavedModel, loaded in a
+fresh process that never imports mtl_tf, predicts what the in-memory model predicts (1e-6)."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from mtl_tf import export
+from tests.launch.conftest import REPO, run_script
+
+# Runs launch/predict.py as __main__ and then proves mtl_tf was never imported in that process.
+PREDICT_WITHOUT_MTL_TF = """
+import runpy, sys
+sys.argv = ["predict.py", *sys.argv[1:]]
+try:
+    runpy.run_path({script!r}, run_name="__main__")
+except SystemExit as exit:
+    if exit.code not in (0, None):
+        raise
+assert not any(m == "mtl_tf" or m.startswith("mtl_tf.") for m in sys.modules), "predict.py imported mtl_tf"
+print("NO_MTL_TF")
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(cli_run, fake_fashion_dir, isolated_env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "saved_model"
+    run_script("export.py", [f"--workdir={cli_run['workdir']}", f"--out={out}", f"--data_dir={fake_fashion_dir}"], isolated_env)
+    return out
+
+
+def run_predict(model_dir, files, env, output_json=None, check=True):
+    env = {k: v for k, v in env.items() if k != "PYTHONPATH"}  # mtl_tf is not importable there
+    args = [f"--model={model_dir}", *([f"--output_json={output_json}"] if output_json else []), *map(str, files)]
+    code = PREDICT_WITHOUT_MTL_TF.format(script=str(REPO / "launch" / "predict.py"))
+    completed = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd="/", capture_output=True, text=True, timeout=120)
+    if check and completed.returncode != 0:
+        raise AssertionError(f"predict failed:\n{completed.stdout}\n{completed.stderr[-3000:]}")
+    return completed
+
+
+def test_saved_model_predictions_equal_the_in_memory_model(exported, cli_run, fake_fashion_dir, isolated_env, tmp_path):
+    rng = np.random.default_rng(7)
+    batch = rng.random((5, 36, 36, 1)).astype("float32")
+    np.save(tmp_path / "batch.npy", batch)
+    pixels = (rng.random((36, 36)) * 255).astype("uint8")
+    Image.fromarray(pixels).save(tmp_path / "one.png")
+    completed = run_predict(exported, [tmp_path / "batch.npy", tmp_path / "one.png"], isolated_env, tmp_path / "pred.json")
+    assert "NO_MTL_TF" in completed.stdout
+    assert "left: class=" in completed.stdout and "right: class=" in completed.stdout
+    predicted = json.loads((tmp_path / "pred.json").read_text())
+
+    keras.backend.clear_session()
+    model, _, input_shape = export.load_trained_model(cli_run["workdir"], data_dir=fake_fashion_dir)
+    assert input_shape == (36, 36, 1)
+    png = (pixels.astype("float32") / 255.0)[None, :, :, None]
+    for file, x in ((tmp_path / "batch.npy", batch), (tmp_path / "one.png", png)):
+        logits = {t: np.asarray(v, dtype="float64") for t, v in model(x, training=False).items()}
+        for task in ("left", "right"):
+            expected = np.exp(logits[task] - logits[task].max(-1, keepdims=True))
+            expected /= expected.sum(-1, keepdims=True)
+            np.testing.assert_allclose(predicted[str(file)][task], expected, rtol=0, atol=1e-6)
+    assert (exported / "assets" / "task_names.txt").read_text().split() == ["left", "right"]
+    assert json.loads((exported / "assets" / "config.json").read_text())["method"] == "mgda_ub"
+
+
+def load_predict_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("launch_predict", REPO / "launch" / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_wrong_shape_or_dtype_is_a_clear_error(exported, isolated_env, tmp_path):
+    predict = load_predict_module()
+    np.save(tmp_path / "small.npy", np.zeros((2, 28, 28, 1), "float32"))
+    np.save(tmp_path / "ints.npy", np.zeros((36, 36, 1), "int64"))
+    Image.fromarray(np.zeros((20, 30), "uint8")).save(tmp_path / "small.png")
+    (tmp_path / "notes.txt").write_text("x")
+    for file, message in (
+        ("small.npy", "shape [2, 28, 28, 1], expected one example [36, 36, 1] or a batch [N, 36, 36, 1]"),
+        ("ints.npy", "dtype int64, expected float32"),
+        ("small.png", "shape [20, 30, 1], expected one example [36, 36, 1]"),
+        ("notes.txt", "unsupported file type '.txt'"),
+    ):
+        with pytest.raises(predict.InputError) as error:
+            predict.read_examples(tmp_path / file, (36, 36, 1), np.float32)
+        assert message in str(error.value) and file in str(error.value)
+    assert predict.read_examples(tmp_path / "small.npy", (28, 28, 1), np.float32).shape == (2, 28, 28, 1)
+    # The command line reports it and exits with 2 (one process, TensorFlow only).
+    completed = run_predict(exported, [tmp_path / "small.npy"], isolated_env, check=False)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "small.npy: shape [2, 28, 28, 1], expected one example [36, 36, 1]" in completed.stderr

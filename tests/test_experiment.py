@@ -1,0 +1,103 @@
+"""The trainer's pure parts: grids, options, overrides, schedules, log grouping."""
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtl_tf import balancers, experiment
+
+
+def test_simplex_grid_points():
+    assert experiment.simplex_grid(2, 4) == [(0.75, 0.25), (0.5, 0.5), (0.25, 0.75)]
+    assert experiment.simplex_grid(2, 2, include_vertices=True) == [(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)]
+    assert experiment.simplex_grid(2, 2, total=2.0) == [(1.0, 1.0)]
+    three = experiment.simplex_grid(3, 4)
+    assert sorted(three) == sorted([(0.5, 0.25, 0.25), (0.25, 0.5, 0.25), (0.25, 0.25, 0.5)])
+    assert len(experiment.simplex_grid(3, 10, include_vertices=True)) == 66  # C(12, 2)
+    assert all(sum(p) == pytest.approx(1.0) for p in experiment.simplex_grid(3, 10))
+    with pytest.raises(ValueError, match="no point without a zero weight"):
+        experiment.simplex_grid(3, 2)
+    assert experiment.grid_point_key((0.1, 0.9)) == "w0.1_0.9"
+
+
+def test_every_balancer_option_is_a_config_field():
+    options = experiment.balancer_option_names()
+    assert set(options) == set(balancers.available())
+    assert options["mgda_ub"] == ("normalization", "head_update", "solver", "max_iterations", "tolerance")
+    assert "weights" in options["static"] and options["uniform"] == ()
+    fields = experiment.base_config().balancer
+    assert {o for names in options.values() for o in names} == set(fields.keys())
+    assert all(fields[name] is None for name in fields.keys())
+
+
+def test_balancer_spec_merges_method_defaults_and_overrides():
+    config = experiment.base_config()
+    config.method = "mgda_ub"
+    config.method_options = ml_collections.ConfigDict({"mgda_ub": {"normalization": "l2"}, "uncertainty": {"task_types": "classification"}})
+    assert experiment.balancer_spec(config) == ("mgda_ub", {"normalization": "l2"})
+    config.balancer.normalization = "loss+"
+    config.balancer.head_update = "official"
+    assert experiment.balancer_spec(config) == ("mgda_ub", {"normalization": "loss+", "head_update": "official"})
+    config.method = "static"
+    with pytest.raises(ValueError, match=r"\['head_update', 'normalization'\] do not apply to method 'static'"):
+        experiment.balancer_spec(config)
+    config = experiment.base_config()
+    config.method = "single_task"
+    assert experiment.balancer_spec(config) == ("uniform", {})
+    config.method = "grid"
+    with pytest.raises(ValueError, match="set of 'static' runs"):
+        experiment.balancer_spec(config)
+
+
+def test_apply_overrides_sets_existing_fields_only():
+    config = experiment.base_config()
+    experiment.apply_overrides(config, {"seed": 4, "balancer.weights": [0.2, 0.8], "optimizer.learning_rate": 2,
+                                        "benchmark": 7})
+    assert config.seed == 4 and config.balancer.weights == [0.2, 0.8]
+    assert config.optimizer.learning_rate == 2.0 and config.benchmark == "7"
+    with pytest.raises(KeyError, match="no field 'sed'"):
+        experiment.apply_overrides(config, {"sed": 1})
+    with pytest.raises(KeyError, match="no field 'optimiser'"):
+        experiment.apply_overrides(config, {"optimiser.momentum": 1})
+    assert experiment.parse_value("(1, 2)") == (1, 2) and experiment.parse_value("loss+") == "loss+"
+
+
+def test_multistep_schedule_changes_rate_at_the_first_step_of_the_milestone_epoch():
+    config = experiment.base_config()
+    config.optimizer.learning_rate = 1.0
+    config.schedule = ml_collections.ConfigDict({"name": "multistep", "milestones": (1, 2), "factor": 0.5})
+    optimizer = experiment.make_optimizer(config, steps=3)
+    variable = tf.Variable(0.0)
+    moves = []
+    for _ in range(7):
+        before = float(variable.numpy())
+        optimizer.apply([tf.constant(1.0)], [variable])
+        moves.append(before - float(variable.numpy()))
+    # Epoch 0: steps 0-2 at 1.0; epoch 1: steps 3-5 at 0.5; epoch 2: 0.25.
+    np.testing.assert_allclose(moves, [1, 1, 1, 0.5, 0.5, 0.5, 0.25])
+
+
+def test_optimizer_from_config():
+    config = experiment.base_config()
+    config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 0.01, "momentum": 0.9})
+    optimizer = experiment.make_optimizer(config, steps=10)
+    assert optimizer.__class__.__name__ == "Adam" and float(optimizer.learning_rate) == pytest.approx(0.01)
+    config.optimizer.name = "lbfgs"
+    with pytest.raises(ValueError, match="unknown optimizer.name 'lbfgs'"):
+        experiment.make_optimizer(config, steps=10)
+
+
+def test_group_by_task_takes_the_longest_task_prefix():
+    logs = {"loss": 3.0, "seg_accuracy": 0.5, "seg_depth_loss": 1.0, "seg_loss": 2.0, "val_seg_accuracy": 0.4}
+    grouped = experiment.group_by_task(logs, ("seg", "seg_depth"))
+    assert grouped == {"seg": {"accuracy": 0.5, "loss": 2.0}, "seg_depth": {"loss": 1.0}}
+    assert experiment.group_by_task(logs, ("seg", "seg_depth"), prefix="val_") == {"seg": {"accuracy": 0.4}, "seg_depth": {}}
+
+
+def test_unknown_method_lists_every_method():
+    config = experiment.base_config()
+    config.method = "mgda-ub"
+    with pytest.raises(ValueError, match=r"unknown method 'mgda-ub'; expected a balancing method \[.*'mgda_ub'.*\] "
+                                         r"or a trainer-level baseline \['single_task', 'grid'\]"):
+        experiment.check_method(config)
