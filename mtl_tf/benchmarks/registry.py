@@ -13,12 +13,11 @@ package once, so a new benchmark is one new module.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from typing import Any, Callable
 
+from mtl_tf import plugins
+
 _BUILDERS: dict[str, Callable[[Any], "Benchmark"]] = {}
-_DISCOVERED = False
 
 
 @dataclasses.dataclass
@@ -78,15 +77,7 @@ def register(*names):
 
 
 def _discover():
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    import mtl_tf.benchmarks as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name != "registry":
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    _DISCOVERED = True
+    plugins.import_all_modules("mtl_tf.benchmarks")
 
 
 def available():

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_tf.data.celeba import ATTRIBUTES
+from mtl_tf.reports import common
 from mtl_tf.reports.registry import PaperTable, Run, register
 
 TABLE = "sener_table1"
@@ -123,12 +124,6 @@ def per_seed_errors(results: list) -> dict:
     return table
 
 
-def _mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return float(np.mean(values)), std, len(values)
 
 
 def aggregate(results: list) -> dict:
@@ -146,10 +141,10 @@ def aggregate(results: list) -> dict:
         if not seeds:
             continue
         rows[method] = {
-            "average": _mean_std([float(np.mean(list(e.values()))) for e in seeds.values()]),
-            "attributes": {a: _mean_std([e.get(a) for e in seeds.values()]) for a in ATTRIBUTES},
+            "average": common.mean_std([float(np.mean(list(e.values()))) for e in seeds.values()]),
+            "attributes": {a: common.mean_std([e.get(a) for e in seeds.values()]) for a in ATTRIBUTES},
             "coverage": min(len(e) for e in seeds.values()),
-            "hours": _mean_std(hours.get(method, [])),
+            "hours": common.mean_std(hours.get(method, [])),
         }
     return rows
 

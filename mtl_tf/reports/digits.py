@@ -40,12 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mtl_tf.reports import common
 from mtl_tf.reports.registry import PaperTable, Run, register
 
 TASKS = ("left", "right")
 METRIC = "accuracy"
 PARETO_PREFERENCES = 5
-GRID_DIVISIONS = 10
+GRID_DIVISIONS = common.GRID_DIVISIONS
 
 # Lee & Son, Table 1 (accuracy %, task 1 / task 2), in the paper's row order.
 LEE_SON_ROWS = (
@@ -96,35 +97,19 @@ SENER_TABLE3 = {
 # -- runs ----------------------------------------------------------------------------------
 
 
-def _grid_divisions(label: str) -> int | None:
-    if label == "grid":
-        return GRID_DIVISIONS
-    if label.startswith("grid") and label[4:].isdigit() and int(label[4:]) >= 2:
-        return int(label[4:])
-    return None
 
 
 def expand_method(label: str) -> list[tuple[str, dict]]:
     """A table method name -> [(run label, config overrides)]."""
     from mtl_tf import balancers
-    from mtl_tf.experiment import grid_point_key, simplex_grid
 
-    if label == "ordinary":
-        return [(label, {"method": "static", "balancer.weights": (1.0, 1.0)})]
     if label in ("pareto_mtl_task1", "pareto_mtl_task2"):
         index = PARETO_PREFERENCES - 1 if label.endswith("1") else 0
         return [(label, {"method": "pareto_mtl", "balancer.num_preferences": PARETO_PREFERENCES,
                          "balancer.preference_index": index})]
-    if label == "single_task":
-        return [(f"single_task_{t}", {"method": "single_task", "single_task.task": t}) for t in TASKS]
-    divisions = _grid_divisions(label)
-    if divisions is not None:
-        return [
-            (f"grid_{grid_point_key(w)}", {"method": "static", "balancer.weights": tuple(w)})
-            for w in simplex_grid(len(TASKS), divisions)
-        ]
-    if label in balancers.available():
-        return [(label, {"method": label})]
+    runs = common.expand_shared_method(label, TASKS)
+    if runs is not None:
+        return runs
     raise ValueError(
         f"unknown method {label!r} for a digits table; expected one of {balancers.available()} or "
         "ordinary, pareto_mtl_task1, pareto_mtl_task2, single_task, grid, gridN"
@@ -155,12 +140,6 @@ def _accuracy(result: dict, task: str) -> float | None:
     return None if value is None else 100.0 * float(value)
 
 
-def _mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return float(np.mean(values)), std, len(values)
 
 
 def aggregate(results: list) -> dict:
@@ -176,10 +155,10 @@ def aggregate(results: list) -> dict:
     for label, group in by_label.items():
         if label.startswith("single_task_") or label.startswith("grid_"):
             continue
-        rows[label] = tuple(_mean_std([_accuracy(r, t) for r in group]) for t in TASKS)
+        rows[label] = tuple(common.mean_std([_accuracy(r, t) for r in group]) for t in TASKS)
     single = [by_label.get(f"single_task_{t}", []) for t in TASKS]
     if any(single):
-        rows["single_task"] = tuple(_mean_std([_accuracy(r, t) for r in runs]) for t, runs in zip(TASKS, single))
+        rows["single_task"] = tuple(common.mean_std([_accuracy(r, t) for r in runs]) for t, runs in zip(TASKS, single))
     grid = [r for label, group in by_label.items() if label.startswith("grid_") for r in group]
     if grid:
         best_per_seed = {}
@@ -190,7 +169,7 @@ def aggregate(results: list) -> dict:
                 continue
             if seed not in best_per_seed or value > best_per_seed[seed].get("monitor", {}).get("value"):
                 best_per_seed[seed] = r
-        rows["grid"] = tuple(_mean_std([_accuracy(r, t) for r in best_per_seed.values()]) for t in TASKS)
+        rows["grid"] = tuple(common.mean_std([_accuracy(r, t) for r in best_per_seed.values()]) for t in TASKS)
     return rows
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import Callable
 
+from mtl_tf import plugins
+
 _TABLES: dict[str, "PaperTable"] = {}
-_DISCOVERED = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,15 +57,7 @@ def register(table: PaperTable) -> PaperTable:
 
 
 def _discover():
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    import mtl_tf.reports as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name != "registry":
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    _DISCOVERED = True
+    plugins.import_all_modules("mtl_tf.reports")
 
 
 def available():

@@ -59,9 +59,10 @@ import numpy as np
 
 from mtl_tf.benchmarks.scene import DELTA_M_METRICS, METRIC_DIRECTIONS
 from mtl_tf.metrics import delta_m
+from mtl_tf.reports import common
 from mtl_tf.reports.registry import PaperTable, Run, register
 
-GRID_DIVISIONS = 10
+GRID_DIVISIONS = common.GRID_DIVISIONS
 CITYSCAPES_WIDTH = 2048.0  # source width of the official images, Figure 4's normaliser
 
 TASKS = {
@@ -149,33 +150,17 @@ SEGNET_PROFILE = {
 # -- runs ----------------------------------------------------------------------------------
 
 
-def _grid_divisions(label: str):
-    if label == "grid":
-        return GRID_DIVISIONS
-    if label.startswith("grid") and label[4:].isdigit() and int(label[4:]) >= 2:
-        return int(label[4:])
-    return None
 
 
 def expand_method(label: str, tasks) -> list[tuple[str, dict]]:
     """A table method name -> [(run label, config overrides)]."""
     from mtl_tf import balancers
-    from mtl_tf.experiment import grid_point_key, simplex_grid
 
-    if label == "ordinary":
-        return [(label, {"method": "static", "balancer.weights": tuple(1.0 for _ in tasks)})]
-    if label == "single_task":
-        return [(f"single_task_{t}", {"method": "single_task", "single_task.task": t}) for t in tasks]
-    divisions = _grid_divisions(label)
-    if divisions is not None:
-        return [
-            (f"grid_{grid_point_key(w)}", {"method": "static", "balancer.weights": tuple(w)})
-            for w in simplex_grid(len(tasks), divisions)
-        ]
-    if label in balancers.available():
-        return [(label, {"method": label})]
     if label == "mtan":
         raise ValueError("MTAN's attention network is not implemented; its rows are published numbers only")
+    runs = common.expand_shared_method(label, tasks)
+    if runs is not None:
+        return runs
     raise ValueError(
         f"unknown method {label!r} for a scene table; expected one of {balancers.available()} or "
         "ordinary, single_task, grid, gridN"
@@ -215,12 +200,6 @@ def _value(result: dict, task: str, metric: str):
     return None if value is None else float(value)
 
 
-def _mean_std(values):
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    if not values:
-        return None
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return float(np.mean(values)), std, len(values)
 
 
 def per_seed_rows(results: list, tasks) -> dict:
@@ -293,10 +272,10 @@ def aggregate(results: list, benchmark: str, columns) -> dict:
         cells = []
         for task, metric, _, scale, _ in columns:
             values = [per_seed.get(task, {}).get(metric) for per_seed in seeds.values()]
-            cells.append(_mean_std([None if v is None else scale * float(v) for v in values]))
+            cells.append(common.mean_std([None if v is None else scale * float(v) for v in values]))
         deltas = None
         if baseline is not None:
-            deltas = _mean_std([_delta_m(per_seed, baseline, benchmark) for per_seed in seeds.values()])
+            deltas = common.mean_std([_delta_m(per_seed, baseline, benchmark) for per_seed in seeds.values()])
         out[label] = {"cells": cells, "delta_m": deltas}
     return out
 
