@@ -1,5 +1,5 @@
-"""Marked slow (three or four trainings in subprocesses, about 80 s on 2 cores): run with
-`python -m pytest tests/launch/test_multi_worker.py -m slow`.
+"""The two-worker tests run in the default suite (three trainings in subprocesses, about 40 s on
+2 cores); the mirrored end-to-end run is marked slow (`python -m pytest tests/launch/test_multi_worker.py -m slow`).
 
 Two worker processes on loopback (TF_CONFIG, one CPU device each) train MGDA-UB through
 launch/train.py --strategy=multi_worker (the driver loop of mtl_tf.distribute), and end with the
@@ -73,7 +73,6 @@ def runs(tmp_path_factory, fake_fashion_dir, isolated_env):
     return {name: root / name for name in ("worker0", "worker1", "single")}
 
 
-@pytest.mark.slow
 def test_workers_agree_with_each_other_and_with_one_process(runs):
     w0, w1, single = (weights(runs[n] / "best.weights.h5") for n in ("worker0", "worker1", "single"))
     assert sorted(w0) == sorted(w1) == sorted(single) and len(w0) >= 10
@@ -85,7 +84,6 @@ def test_workers_agree_with_each_other_and_with_one_process(runs):
     assert results["strategy"] == {"class": "CollectiveAllReduceStrategy", "num_replicas": 2}
 
 
-@pytest.mark.slow
 def test_task_weights_of_every_step_agree(runs):
     alphas = {n: step_alphas(runs[n]) for n in runs}
     for t in ("left", "right"):
@@ -98,7 +96,6 @@ def test_task_weights_of_every_step_agree(runs):
     assert np.max(np.abs(np.asarray(alphas["single"]["left"]) - 0.5)) > 1e-4
 
 
-@pytest.mark.slow
 def test_epoch_metrics_and_test_results_agree(runs):
     results = {n: json.loads((runs[n] / "results.json").read_text()) for n in runs}
     for epoch in range(2):

@@ -1,4 +1,4 @@
-"""(The SIGKILL tests are marked slow: `python -m pytest tests/launch/test_resume.py -m slow`.)
+"""(The SIGKILL-during-a-backup-write test is marked slow: `python -m pytest tests/launch/test_resume.py -m slow`.)
 
 Fault tolerance of launch/train.py: a run killed with SIGKILL in the middle of an epoch, or while
 it writes its backup, and restarted with the same command, ends exactly like an uninterrupted run
@@ -96,7 +96,6 @@ def assert_same_run(workdir, reference):
         np.testing.assert_allclose(a[name], b[name], rtol=0, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.slow  # two trainings and a killed one in subprocesses, about 40 s on 2 cores
 def test_sigkill_in_the_middle_of_an_epoch_then_the_same_command_ends_like_an_uninterrupted_run(
         uninterrupted, fake_fashion_dir, isolated_env, tmp_path):
     workdir = tmp_path / "killed"
