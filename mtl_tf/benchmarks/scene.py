@@ -324,21 +324,7 @@ def build_cityscapes(config) -> Benchmark:
         for i, (task, n) in enumerate(outputs.items())
     }
     losses, metrics = _cityscapes_parts(cityscapes_data.NUM_CLASSES, cityscapes_data.IGNORE_LABEL)
-    return Benchmark(
-        name="cityscapes",
-        train=data.train,
-        val=data.val,
-        test=data.test,
-        encoder=encoder,
-        heads=heads,
-        losses=losses,
-        metrics=metrics,
-        monitor=[f"{t}_loss" for t in heads],
-        monitor_mode="min",
-        sizes=dict(data.sizes),
-        input_shape=data.image_shape,
-        evaluate=make_evaluate("cityscapes", _get(_section(config, "evaluation"), "baseline_results")),
-    )
+    return _dense_benchmark("cityscapes", config, data, encoder, heads, losses, metrics)
 
 
 # -- MTAN set-ups with SegNet (Lee & Son) ------------------------------------------------------
@@ -403,21 +389,7 @@ def _build_segnet(config, name: str, dataset: str) -> Benchmark:
         for i, task in enumerate(spec.tasks)
     }
     losses, metrics = _segnet_parts(spec, dense_losses.IGNORE_LABEL)
-    return Benchmark(
-        name=name,
-        train=data.train,
-        val=data.val,
-        test=data.test,
-        encoder=encoder,
-        heads=heads,
-        losses=losses,
-        metrics=metrics,
-        monitor=[f"{t}_loss" for t in heads],
-        monitor_mode="min",
-        sizes=dict(data.sizes),
-        input_shape=data.image_shape,
-        evaluate=make_evaluate(name, _get(_section(config, "evaluation"), "baseline_results")),
-    )
+    return _dense_benchmark(name, config, data, encoder, heads, losses, metrics)
 
 
 @register("cityscapes_segnet")
@@ -441,3 +413,22 @@ __all__ = [
     "load_baseline",
     "make_evaluate",
 ]
+
+
+def _dense_benchmark(name, config, data, encoder, heads, losses, metrics) -> Benchmark:
+    """The `Benchmark` of a dense set-up: the best epoch has the lowest mean validation task loss."""
+    return Benchmark(
+        name=name,
+        train=data.train,
+        val=data.val,
+        test=data.test,
+        encoder=encoder,
+        heads=heads,
+        losses=losses,
+        metrics=metrics,
+        monitor=[f"{t}_loss" for t in heads],
+        monitor_mode="min",
+        sizes=dict(data.sizes),
+        input_shape=data.image_shape,
+        evaluate=make_evaluate(name, _get(_section(config, "evaluation"), "baseline_results")),
+    )
