@@ -29,8 +29,8 @@ Training steps (`benchmark_steps`)
     spinning, equally for every method). Ratios to `uniform` are ratios of
     medians of samples taken in the same rounds.
   * Memory: the peak of `tf.config.experimental.get_memory_info(device)` over
-    one step after `reset_memory_stats`, minus the bytes allocated before the
-    step: the step's transient memory (activations kept for the backward pass,
+    `memory_steps` steps (2) after `reset_memory_stats`, minus the bytes allocated before
+    them: the step's transient memory (activations kept for the backward pass,
     gradients, Jacobians, temporaries of XLA programs). It works on the CPU in
     TensorFlow 2.21. The persistent state (weights, optimizer slots, method
     state) is `state_bytes`. Where the allocator statistics are unavailable,
@@ -426,6 +426,7 @@ def benchmark_steps(
     steps=None,
     repeats=None,
     warmup=2,
+    memory_steps=2,
     seed=0,
     log=print,
 ):
@@ -473,7 +474,9 @@ def benchmark_steps(
         return [_finish_row(r) for r in rows.values()]
 
     for method, (_, step) in step_fns.items():
-        rows[method]["peak_memory_bytes"] = meter.measure(lambda: _wait(step()))
+        # The peak over a few steps: which tensors are alive together can vary
+        # from step to step with the executor's scheduling.
+        rows[method]["peak_memory_bytes"] = meter.measure(lambda: [_wait(step()) for _ in range(memory_steps)])
 
     wall = {m: [] for m in step_fns}
     cpu = {m: [] for m in step_fns}
