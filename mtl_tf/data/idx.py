@@ -177,7 +177,9 @@ class IdxDataset:
 def find_idx_dataset(directory: str | os.PathLike) -> dict[str, Path]:
     """Locates the four official IDX files in ``directory``.
 
-    Each file may be plain or ``.gz``; the plain one wins when both exist.
+    Each file may be plain or ``.gz``; the plain one wins when both exist. The
+    spelling with a dot before ``idx`` (``train-images.idx3-ubyte``), which
+    several mirrors and unpacked archives use, is accepted too.
 
     Returns:
       ``{"train_images": path, "train_labels": ..., "test_images": ...,
@@ -189,7 +191,8 @@ def find_idx_dataset(directory: str | os.PathLike) -> dict[str, Path]:
     directory = Path(directory).expanduser()
     found, missing = {}, []
     for role, name in IDX_FILE_NAMES.items():
-        for candidate in (directory / name, directory / f"{name}.gz"):
+        dotted = name.replace("-idx", ".idx")
+        for candidate in (directory / name, directory / f"{name}.gz", directory / dotted, directory / f"{dotted}.gz"):
             if candidate.is_file():
                 found[role] = candidate
                 break

@@ -115,6 +115,18 @@ def test_load_dataset_plain_and_gz_mixed(tmp_path, rng):
     assert ds.files["train_labels"].name == "train-labels-idx1-ubyte"
 
 
+def test_dotted_file_names_of_mirrors_are_found(tmp_path, rng):
+    arrays = _arrays(rng)
+    for i, (role, name) in enumerate(fixtures.OFFICIAL_NAMES.items()):
+        dotted = name.replace("-idx", ".idx")
+        fixtures.write_idx_file(tmp_path / (dotted + (".gz" if i == 0 else "")), arrays[role], i == 0)
+    ds = idx.load_idx_dataset(tmp_path)
+    for role in fixtures.OFFICIAL_NAMES:
+        np.testing.assert_array_equal(getattr(ds, role), arrays[role])
+    assert ds.files["train_images"].name == "train-images.idx3-ubyte.gz"
+    assert ds.files["test_labels"].name == "t10k-labels.idx1-ubyte"
+
+
 def test_missing_files_all_named(tmp_path, rng):
     arrays = _arrays(rng)
     fixtures.write_idx_file(tmp_path / "train-images-idx3-ubyte.gz", arrays["train_images"], True)
