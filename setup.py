@@ -1,10 +1,18 @@
 """mtl_tf: multi-task learning as multi-objective optimisation for Keras 3 / TensorFlow."""
 
+import re
+from pathlib import Path
+
 import setuptools
+
+# One source for the version: mtl_tf/__init__.py (results.json records it).
+_VERSION = re.search(
+    r'^__version__ = "([^"]+)"', (Path(__file__).parent / "mtl_tf" / "__init__.py").read_text(), re.M
+).group(1)
 
 setuptools.setup(
     name="mtl_tf",
-    version="0.1.0",
+    version=_VERSION,
     description=(
         "MGDA, MGDA-UB, single gradient step update and the multi-task baselines, "
         "native to Keras 3 (model.fit, tf.distribute, SavedModel)."

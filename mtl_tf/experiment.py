@@ -68,6 +68,7 @@ import math
 import os
 import platform
 import shutil
+import subprocess
 import time
 import uuid
 from fractions import Fraction
@@ -601,20 +602,39 @@ def evaluate_model(model, benchmark, dataset, verbose=0) -> tuple[dict, dict]:
 
 
 def versions() -> dict:
-    try:
-        from importlib import metadata
+    """Library versions, plus the git commit when mtl_tf runs from a checkout.
 
-        mtl_tf_version = metadata.version("mtl_tf")
-    except Exception:  # not installed (run from a checkout)
-        mtl_tf_version = "unknown"
+    A results.json must say which code produced it; an installed wheel has a version, a checkout
+    has a commit (with "-dirty" when the tree has uncommitted changes).
+    """
+    import mtl_tf
+
     return {
-        "mtl_tf": mtl_tf_version,
+        "mtl_tf": mtl_tf.__version__,
+        "mtl_tf_commit": _git_commit(Path(mtl_tf.__file__).resolve().parent.parent),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def _git_commit(source_root: Path) -> str | None:
+    if not (source_root / ".git").exists():
+        return None  # an installed package, not a checkout
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(source_root), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source_root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # git missing or not a repository
+        return None
+    return commit + ("-dirty" if dirty else "")
 
 
 def _same_config(workdir: Path, config) -> bool:

@@ -101,3 +101,21 @@ def test_unknown_method_lists_every_method():
     with pytest.raises(ValueError, match=r"unknown method 'mgda-ub'; expected a balancing method \[.*'mgda_ub'.*\] "
                                          r"or a trainer-level baseline \['single_task', 'grid'\]"):
         experiment.check_method(config)
+
+
+def test_versions_name_the_commit_of_a_checkout_and_mark_a_dirty_tree(tmp_path):
+    import subprocess
+
+    import mtl_tf
+
+    assert experiment.versions()["mtl_tf"] == mtl_tf.__version__
+    assert experiment._git_commit(tmp_path) is None  # not a checkout: an installed package
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run(git + ["add", "a.py"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "a"], check=True)
+    head = subprocess.run(git[:3] + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert experiment._git_commit(tmp_path) == head
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert experiment._git_commit(tmp_path) == head + "-dirty"

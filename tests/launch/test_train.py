@@ -33,7 +33,7 @@ def test_cli_writes_a_valid_results_json(cli_run):
     assert results["config"]["balancer"]["normalization"] == "loss+"
     assert results["config"]["seed"] == 3
     assert results["config"]["data"]["data_dir"].endswith("fake_fashion0")
-    assert set(results["versions"]) >= {"tensorflow", "keras", "mtl_tf", "python"}
+    assert set(results["versions"]) >= {"tensorflow", "keras", "mtl_tf", "mtl_tf_commit", "python"}
     assert results["best_epoch"] == 1 and results["epochs_trained"] == 1
     assert len(results["history"]) == 1 and "val_monitor" in results["history"][0]
     assert results["history"][0]["val_monitor"] == pytest.approx(
