@@ -624,17 +624,13 @@ def _git_commit(source_root: Path) -> str | None:
     if not (source_root / ".git").exists():
         return None  # an installed package, not a checkout
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(source_root), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(source_root), "status", "--porcelain", "--untracked-files=no"],
+        # The full hash even where tags exist (--exclude="*"), "-dirty" for uncommitted changes.
+        return subprocess.run(
+            ["git", "-C", str(source_root), "describe", "--always", "--dirty", "--abbrev=40", "--exclude=*"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):  # git missing or not a repository
         return None
-    return commit + ("-dirty" if dirty else "")
 
 
 def _same_config(workdir: Path, config) -> bool:
