@@ -125,3 +125,80 @@ def test_saved_model_file_round_trip(tmp_path, rng):
     loaded = keras.saving.load_model(path)
     x = rng.normal(size=(2, 28, 28, 1)).astype("float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+# -- Sener's official dropout ---------------------------------------------------------------------
+
+
+def _np(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def test_official_channel_mask_is_shared_by_batch_and_positions_and_unscaled(rng):
+    layer = lenet.UnscaledDropout(0.5, noise_shape=(1, 1, 1, None), seed=3)
+    x = rng.uniform(0.5, 1.5, size=(8, 6, 6, 64)).astype("float32")
+    masks = []
+    for _ in range(3):
+        y = _np(layer(x, training=True))
+        kept = np.all(y == x, axis=(0, 1, 2))
+        dropped = np.all(y == 0, axis=(0, 1, 2))
+        # Every channel is either kept everywhere (exactly the input: no 1 / (1 - rate)) or zero everywhere.
+        assert np.all(kept | dropped)
+        assert 16 <= kept.sum() <= 48  # Binomial(64, 0.5): mean 32, sd 4
+        masks.append(kept)
+    assert not all(np.array_equal(masks[0], m) for m in masks[1:])  # a new mask per call
+    for training in (False, None):
+        np.testing.assert_array_equal(_np(layer(x, training=training)), x)
+
+
+def test_official_element_mask_is_unscaled_and_halves_the_training_activations(rng):
+    layer = lenet.UnscaledDropout(0.5, seed=4)
+    x = np.ones((256, 50), "float32")
+    y = _np(layer(x, training=True))
+    assert set(np.unique(y)) == {0.0, 1.0}
+    assert y.mean() == pytest.approx(0.5, abs=0.02)  # 12,800 draws: sd 0.0044
+    assert not np.array_equal(y[0], y[1])  # one mask per example and unit
+    # Evaluation sees the whole input: about twice what training sees.
+    assert _np(layer(x, training=False)).mean() / y.mean() == pytest.approx(2.0, rel=0.1)
+
+
+def test_official_dropout_in_the_multilenet(rng):
+    encoder = lenet.multi_lenet_encoder(dropout="official", seed=1)
+    head = lenet.multi_lenet_head(dropout="official", seed=2)
+    assert isinstance(encoder.drop2, lenet.UnscaledDropout) and encoder.drop2.noise_shape == (1, 1, 1, None)
+    assert isinstance(head.drop, lenet.UnscaledDropout) and head.drop.noise_shape is None
+    assert isinstance(lenet.multi_lenet_encoder().drop2, keras.layers.SpatialDropout2D)
+    assert isinstance(lenet.multi_lenet_head().drop, keras.layers.Dropout)
+    x = rng.normal(size=(4, 28, 28, 1)).astype("float32")
+    z = encoder(x, training=False)
+    np.testing.assert_array_equal(_np(encoder(x, training=False)), _np(z))
+    assert not np.allclose(_np(encoder(x, training=True)), _np(z))
+    np.testing.assert_array_equal(_np(head(z, training=False)), _np(head(z)))
+    for net in (encoder, head):
+        config = net.get_config()
+        assert config["dropout"] == "official"
+        clone = type(net).from_config(config)
+        assert clone.get_config() == config
+        assert any(isinstance(layer, lenet.UnscaledDropout) for layer in clone._stack)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(encoder.drop2))
+    assert restored.get_config() == encoder.drop2.get_config()
+    with pytest.raises(ValueError, match=r"dropout='sener' is not valid; expected one of \['keras', 'official'\]"):
+        lenet.multi_lenet_head(dropout="sener")
+    with pytest.raises(ValueError, match="None .* or 1"):
+        lenet.UnscaledDropout(0.5, noise_shape=(2, None))
+
+
+def test_official_dropout_state_under_stateless_call(rng):
+    layer = lenet.UnscaledDropout(0.5, noise_shape=(1, None), seed=5)
+    x = np.ones((4, 32), "float32")
+    before = [_np(v) for v in layer.non_trainable_variables]
+    assert before, "the seed state must be a non-trainable variable of the layer"
+    y1, state1 = layer.stateless_call(layer.trainable_variables, layer.non_trainable_variables, x, training=True)
+    y2, _ = layer.stateless_call(layer.trainable_variables, layer.non_trainable_variables, x, training=True)
+    # The layer's own state did not move, so the same state gives the same mask ...
+    np.testing.assert_array_equal(_np(y1), _np(y2))
+    for b, v in zip(before, layer.non_trainable_variables):
+        np.testing.assert_array_equal(_np(v), b)
+    # ... and the returned state is the advanced one, which gives another mask.
+    y3, _ = layer.stateless_call(layer.trainable_variables, state1, x, training=True)
+    assert not np.array_equal(_np(y3), _np(y1))  # equal masks of 32 entries: probability 2**-32
