@@ -24,10 +24,18 @@ Protocols (``protocol``):
 ``"pareto"`` -- Lin et al. (2019) Pareto MTL, with Lee & Son's 120k/10k/10k
   split.  Two items, the left one placed at a random offset in ``0..4`` (rows
   and columns drawn independently), the right one at ``4..8``, on a 36x36
-  canvas (overlap by max, no resize), pixels scaled to [0, 1].  For
+  canvas (overlap by max, no resize), pixels scaled by ``pixel_scale``.  For
   ``multi_mnist`` and ``multi_fashion`` the two labels always differ; for
   ``multi_fashion_mnist`` they are independent (the tasks are different, so an
   equal class index is no ambiguity).  Images are ``[36, 36, 1]``.
+
+Pixel scale (``pixel_scale``, ``pareto`` protocol only): ``"unit"`` (the
+default) divides the pixels by 255, giving [0, 1]; ``"raw"`` feeds them as
+float32 in [0, 255], as the official Pareto-MTL training code does (it feeds
+its pickled composites with no scaling or mean/std).  The ``sener`` protocol
+always applies its official loader's normalisation ((x / 255 - 0.1307) /
+0.3081) and accepts ``"unit"`` only.  The scale is applied when the pipeline
+reads the cached uint8 composites, so it does not enter the cache key.
 
 Splits (both protocols), with no source item shared between splits:
 
@@ -100,11 +108,13 @@ __all__ = [
     "MultiDigitsDatasets",
     "NUM_CLASSES",
     "PARETO_SIZES",
+    "PIXEL_SCALES",
     "PROTOCOLS",
     "SPLITS",
     "SourceNotFoundError",
     "TASKS",
     "cache_path",
+    "check_pixel_scale",
     "compose_pairs",
     "load_multi_digits",
     "load_multi_digits_arrays",
@@ -130,6 +140,7 @@ SENER_OFFSETS = (0, 0, 6, 6)  # (row, col) of the left item, then of the right i
 PARETO_LEFT_OFFSETS = (0, 4)  # inclusive range, rows and cols drawn independently
 PARETO_RIGHT_OFFSETS = (4, 8)
 PARETO_SIZES = (120_000, 10_000, 10_000)  # train, val, test
+PIXEL_SCALES: tuple[str, ...] = ("unit", "raw")
 DEFAULT_VAL_FRACTION = 0.1
 CANVAS_SIZE = 36
 ITEM_SIZE = 28
@@ -628,9 +639,30 @@ def load_multi_digits_arrays(
     return arrays
 
 
-def _preprocess(protocol: str):
+def check_pixel_scale(protocol: str, pixel_scale: str) -> str:
+    """Returns ``pixel_scale`` if ``protocol`` accepts it.
+
+    Raises:
+      ValueError: an unknown scale, or ``"raw"`` with the ``sener`` protocol,
+        whose normalisation is fixed by its official loader.
+    """
+    _check_choice("pixel_scale", pixel_scale, PIXEL_SCALES)
+    if protocol == "sener" and pixel_scale != "unit":
+        raise ValueError(
+            f"pixel_scale={pixel_scale!r} does not apply to protocol 'sener', which always normalises as its "
+            f"official loader does ((x / 255 - {SENER_MEAN}) / {SENER_STD}); use pixel_scale='unit' with "
+            "protocol 'sener', or protocol 'pareto' for raw pixels"
+        )
+    return pixel_scale
+
+
+def _preprocess(protocol: str, pixel_scale: str = "unit"):
+    check_pixel_scale(protocol, pixel_scale)
+
     def fn(images, labels):
-        x = tf.cast(images, tf.float32) / 255.0
+        x = tf.cast(images, tf.float32)
+        if pixel_scale == "unit":
+            x = x / 255.0
         if protocol == "sener":
             x = (x - SENER_MEAN) / SENER_STD
         return x[..., tf.newaxis], labels
@@ -642,21 +674,26 @@ def load_multi_digits(
     name: str,
     protocol: str = "sener",
     split: str = "train",
+    *,
+    pixel_scale: str = "unit",
     **kwargs,
 ) -> tf.data.Dataset:
     """The split as an unbatched, unshuffled ``tf.data.Dataset``.
 
     Elements are ``(image float32 [H, W, 1], {"left": int32, "right": int32})``
-    with ``[H, W] = IMAGE_SHAPES[protocol][:2]``.  Keyword arguments are those
-    of :func:`load_multi_digits_arrays` (``data_dir``, ``mnist_dir``,
+    with ``[H, W] = IMAGE_SHAPES[protocol][:2]``, pixels scaled by
+    ``pixel_scale`` (see the module doc; ``"raw"`` with ``sener`` is a
+    ``ValueError``).  Other keyword arguments are those of
+    :func:`load_multi_digits_arrays` (``data_dir``, ``mnist_dir``,
     ``fashion_dir``, ``seed``, ``cache_dir``, ``val_fraction``,
     ``pareto_sizes``, ``max_examples``, ``tfds_data_dir``, ``tfds_download``).
     """
+    prep = _preprocess(protocol, pixel_scale)
     arrays = load_multi_digits_arrays(name, protocol, split, **kwargs)
     ds = tf.data.Dataset.from_tensor_slices(
         (arrays["images"], {task: arrays[task] for task in TASKS})
     )
-    return ds.map(_preprocess(protocol), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 MultiDigitsDatasets = collections.namedtuple(
@@ -667,7 +704,7 @@ MultiDigitsDatasets.__doc__ = (
 )
 
 
-def _batched(arrays, protocol, batch_size, *, shuffle_seed, drop_remainder):
+def _batched(arrays, protocol, batch_size, *, shuffle_seed, drop_remainder, pixel_scale):
     images = tf.constant(arrays["images"])
     labels = {task: tf.constant(arrays[task]) for task in TASKS}
     n = int(arrays["images"].shape[0])
@@ -675,7 +712,7 @@ def _batched(arrays, protocol, batch_size, *, shuffle_seed, drop_remainder):
     if shuffle_seed is not None:
         ds = ds.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    prep = _preprocess(protocol)
+    prep = _preprocess(protocol, pixel_scale)
 
     def gather(idx):
         return prep(tf.gather(images, idx), {t: tf.gather(v, idx) for t, v in labels.items()})
@@ -695,6 +732,7 @@ def multi_digits_datasets(
     max_train_examples: int | None = None,
     max_eval_examples: int | None = None,
     drop_remainder: bool = False,
+    pixel_scale: str = "unit",
     **kwargs,
 ) -> MultiDigitsDatasets:
     """Batched train / val / test datasets, ready for ``model.fit``.
@@ -702,15 +740,20 @@ def multi_digits_datasets(
     The training set is reshuffled every epoch, in an order fixed by
     ``shuffle_seed`` (default ``seed``); val and test keep their order.  All
     three end with ``prefetch(tf.data.AUTOTUNE)``.  ``seed`` also fixes the
-    composition; other keyword arguments go to
+    composition; ``pixel_scale`` (``"unit"`` or ``"raw"``, see the module doc)
+    the input range; other keyword arguments go to
     :func:`load_multi_digits_arrays`.  ``max_train_examples`` caps the training
     set, ``max_eval_examples`` each of val and test.
 
     Returns:
       ``MultiDigitsDatasets(train, val, test, sizes, image_shape)``.
+
+    Raises:
+      ValueError: an unknown ``pixel_scale``, or ``"raw"`` with ``sener``.
     """
     if "max_examples" in kwargs:
         raise TypeError("use max_train_examples / max_eval_examples")
+    check_pixel_scale(protocol, pixel_scale)
     eval_batch_size = eval_batch_size or batch_size
     shuffle_seed = seed if shuffle_seed is None else shuffle_seed
     out, sizes = {}, {}
@@ -726,5 +769,6 @@ def multi_digits_datasets(
             batch_size if split == "train" else eval_batch_size,
             shuffle_seed=shuffle_seed if split == "train" else None,
             drop_remainder=drop_remainder if split == "train" else False,
+            pixel_scale=pixel_scale,
         )
     return MultiDigitsDatasets(out["train"], out["val"], out["test"], sizes, IMAGE_SHAPES[protocol])

@@ -109,6 +109,61 @@ def test_configs_carry_the_papers_hyperparameters():
         assert experiment.balancer_spec(config) == ("uncertainty", {"task_types": "classification"})
 
 
+def test_configs_default_to_the_official_recipes():
+    for spec in ("configs/multi_fashion.py", "configs/multi_fashion_mnist.py", "configs/multi_mnist.py:pareto"):
+        config = experiment.load_config(spec)
+        assert config.data.protocol == "pareto", spec
+        assert (config.data.pixel_scale, config.model.initializer) == ("raw", "torch"), spec
+    for spec in ("configs/multi_mnist.py", "configs/multi_fashion.py:sener"):
+        config = experiment.load_config(spec)
+        assert config.data.protocol == "sener", spec
+        # "unit" is Sener's loader normalisation, (x / 255 - 0.1307) / 0.3081.
+        assert (config.data.pixel_scale, config.model.initializer, config.model.dropout) == ("unit", "torch", "keras"), spec
+
+
+def test_builder_applies_pixel_scale_initializer_and_dropout(sources):
+    config = small_config("multi_fashion", "pareto", sources / "fashion_mnist")
+    bench = benchmarks.build(config)
+    assert bench.encoder.initializer == "torch" and all(h.initializer == "torch" for h in bench.heads.values())
+    x, _ = next(iter(bench.test))
+    assert float(np.max(x)) > 1.5  # raw pixels (the fixture items reach well above 1)
+    bench.encoder.build((None, 36, 36, 1))
+    assert np.count_nonzero(keras.ops.convert_to_numpy(bench.encoder.conv1.bias)) == 10  # PyTorch's biases
+    config.data.pixel_scale = "unit"
+    config.model.initializer = "keras"
+    bench = benchmarks.build(config)
+    x, _ = next(iter(bench.test))
+    assert float(np.max(x)) <= 1.0 and bench.encoder.initializer == "keras"
+    # A config saved before these fields existed keeps the old behaviour.
+    del config.data["pixel_scale"], config.model["initializer"], config.model["dropout"]
+    bench = benchmarks.build(config)
+    assert float(np.max(next(iter(bench.test))[0])) <= 1.0 and bench.encoder.initializer == "keras"
+    sener = small_config("multi_fashion", "sener", sources / "fashion_mnist")
+    sener.model.dropout = "official"
+    bench = benchmarks.build(sener)
+    assert isinstance(bench.encoder.drop2, lenet.UnscaledDropout)
+    assert all(isinstance(h.drop, lenet.UnscaledDropout) for h in bench.heads.values())
+
+
+def test_builder_rejects_mismatched_recipe_fields(sources):
+    config = small_config("multi_fashion", "sener", sources / "fashion_mnist")
+    config.data.pixel_scale = "raw"
+    with pytest.raises(ValueError, match="data.pixel_scale='raw' does not apply to data.protocol='sener'"):
+        benchmarks.build(config)
+    config = small_config("multi_fashion", "pareto", sources / "fashion_mnist")
+    config.model.dropout = "official"
+    with pytest.raises(ValueError, match="model.dropout='official' applies to the MultiLeNet only"):
+        benchmarks.build(config)
+    config.model.dropout = "keras"
+    config.model.initializer = "he"
+    with pytest.raises(ValueError, match=r"model.initializer='he' is not valid; expected one of \['keras', 'torch'\]"):
+        benchmarks.build(config)
+    config.model.initializer = "torch"
+    config.data.pixel_scale = "gray"
+    with pytest.raises(ValueError, match="unknown data.pixel_scale 'gray'"):
+        benchmarks.build(config)
+
+
 def test_config_variants_are_checked():
     with pytest.raises(ValueError, match=r"unknown config variant\(s\) \['fast'\]"):
         experiment.load_config("configs/multi_fashion.py:fast")

@@ -176,6 +176,47 @@ def test_pareto_dataset_scaled_to_unit_range(sources, tmp_path):
     assert images.min() == 0.0 and images.max() <= 1.0
 
 
+def test_pareto_raw_pixels_share_the_cache_with_unit(sources, tmp_path, monkeypatch):
+    calls = _counting(monkeypatch)
+    kw = _kw(sources, "multi_fashion", tmp_path)
+    a = md.load_multi_digits_arrays("multi_fashion", "pareto", "test", **kw)
+    raw = np.stack([x.numpy() for x, _ in md.load_multi_digits("multi_fashion", "pareto", "test", pixel_scale="raw", **kw)])
+    unit = np.stack([x.numpy() for x, _ in md.load_multi_digits("multi_fashion", "pareto", "test", pixel_scale="unit", **kw)])
+    np.testing.assert_array_equal(raw[..., 0], a["images"].astype(np.float32))  # no scaling, no mean/std
+    np.testing.assert_allclose(unit, raw / 255.0, atol=1e-6)
+    batched = md.multi_digits_datasets("multi_fashion", "pareto", 16, pixel_scale="raw", **kw)
+    first, _ = next(iter(batched.test))
+    np.testing.assert_array_equal(first.numpy()[..., 0], a["images"][:16].astype(np.float32))
+    # One cache for both scales: it was built once, by the first call.
+    assert calls == ["train", "val", "test"]
+    assert len(list((tmp_path / "cache" / "multi_digits").glob("*.npz"))) == 1
+
+
+def test_pixel_scale_choices(sources, tmp_path):
+    kw = _kw(sources, "multi_mnist", tmp_path)
+    with pytest.raises(ValueError, match="pixel_scale='raw' does not apply to protocol 'sener'.*0.1307.*0.3081"):
+        md.load_multi_digits("multi_mnist", "sener", "val", pixel_scale="raw", **kw)
+    with pytest.raises(ValueError, match="pixel_scale='raw' does not apply to protocol 'sener'"):
+        md.multi_digits_datasets("multi_mnist", "sener", 8, pixel_scale="raw", **kw)
+    with pytest.raises(ValueError, match="unknown pixel_scale 'imagenet'; expected one of unit, raw"):
+        md.multi_digits_datasets("multi_mnist", "pareto", 8, pixel_scale="imagenet", **kw)
+
+
+@pytest.mark.skipif(
+    not idx.has_idx_dataset(md.DEBIAN_FASHION_MNIST_DIR),
+    reason=f"Debian package dataset-fashion-mnist not installed ({md.DEBIAN_FASHION_MNIST_DIR})",
+)
+def test_pixel_scales_on_real_fashion_mnist(tmp_path):
+    kw = {"cache_dir": tmp_path, "pareto_sizes": (512, 64, 256), "max_eval_examples": 256}
+    ranges = {}
+    for scale in md.PIXEL_SCALES:
+        data = md.multi_digits_datasets("multi_fashion", "pareto", 256, pixel_scale=scale, **kw)
+        images = np.concatenate([x.numpy() for x, _ in data.test])
+        ranges[scale] = (images.min(), images.max())
+    assert ranges["raw"][0] == 0.0 and 250.0 <= ranges["raw"][1] <= 255.0
+    assert ranges["unit"][0] == 0.0 and 250.0 / 255.0 <= ranges["unit"][1] <= 1.0
+
+
 # -- determinism and cache ------------------------------------------------------------
 
 
