@@ -4,7 +4,9 @@ The 40 attributes of the aligned CelebA images as 40 two-way classification task
 with the official code's normalisation (BGR, mean subtraction, per-image min-max); the official
 train / val / test partition (the best epoch is picked on val by the mean accuracy); a ResNet-18
 trunk (3x3 stride-1 stem, no max-pool, 2048-d representation) and one linear `Dense(2)` head per
-attribute.
+attribute, initialised as the official PyTorch code is, with PyTorch's defaults (kernels and head
+biases uniform in +-1/sqrt(fan_in); model.initializer=torch, or keras for glorot-uniform kernels
+and zero biases).
 
 Hyper-parameters (Sener's code and paper): Adam, learning rate 5e-4, batch 256, 100 epochs, the
 learning rate times 0.85 every 10 epochs (the official training loop), MGDA / MGDA-UB gradient
@@ -85,7 +87,7 @@ def get_config(arg=None):
             "attributes": placeholder(object),
         }
     )
-    config.model = ml_collections.ConfigDict({"width": 64, "pool_size": 4})
+    config.model = ml_collections.ConfigDict({"width": 64, "pool_size": 4, "initializer": "torch"})
     config.train.tensorboard_update_freq = 100
 
     if "smoke" in variants:

@@ -17,7 +17,9 @@ Config fields read (see `configs/celeba.py`):
   data.attributes (None: all 40; a list or a comma-separated string of
   attribute names trains only those heads, e.g. one attribute for the
   single-task baseline);
-  model.width (64: ResNet-18), model.pool_size (4).
+  model.width (64: ResNet-18), model.pool_size (4), model.initializer
+  (`torch`, the default: PyTorch's default initialisation, which Sener's
+  official code keeps; `keras`: glorot-uniform kernels, zero biases).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import keras
 
 from mtl_tf.benchmarks.registry import Benchmark, register
 from mtl_tf.data import celeba as celeba_data
+from mtl_tf.nets import initializers as init_lib
 from mtl_tf.nets import resnet
 
 NAME = "celeba"
@@ -84,13 +87,17 @@ def build(config) -> Benchmark:
 
         splits = {k: v.map(keep) for k, v in splits.items()}
 
+    initializer = init_lib.check_initializer(_get(model_config, "initializer", "torch"), owner="model.initializer")
     encoder = resnet.resnet18_encoder(
         width=int(_get(model_config, "width", 64)),
         pool_size=int(_get(model_config, "pool_size", 4)),
         seed=seed,
+        initializer=initializer,
     )
     heads = {
-        a: resnet.attribute_head(2, seed=seed + 1000 + celeba_data.ATTRIBUTES.index(a), name=f"head_{a}")
+        a: resnet.attribute_head(
+            2, seed=seed + 1000 + celeba_data.ATTRIBUTES.index(a), initializer=initializer, name=f"head_{a}"
+        )
         for a in attributes
     }
     return Benchmark(

@@ -18,6 +18,10 @@ must be given it: :class:`TorchUniform` takes ``fan_in`` explicitly, and
 :func:`set_layer_initializers` computes it from the input shape a layer is
 about to be built with.
 
+A layer used on its own (a task head) cannot be prepared that way by its
+owner; :class:`TorchDense` is a ``keras.layers.Dense`` that reads its fan-in
+when it is built.
+
 ``INITIALIZERS`` are the choices a net's ``initializer`` option accepts:
 
 * ``"torch"``: :class:`TorchUniform` for kernels and biases;
@@ -38,6 +42,7 @@ import keras
 
 __all__ = [
     "INITIALIZERS",
+    "TorchDense",
     "TorchUniform",
     "check_initializer",
     "derive_seed",
@@ -187,3 +192,43 @@ def set_layer_initializers(layer, input_shape, choice: str, seed=None):
     layer.kernel_initializer = initializers["kernel_initializer"]
     layer.bias_initializer = initializers["bias_initializer"]
     return layer
+
+
+@keras.saving.register_keras_serializable(package="mtl_tf")
+class TorchDense(keras.layers.Dense):
+    """``keras.layers.Dense`` initialised like ``torch.nn.Linear``: kernel and bias U(+-1/sqrt(in_features)).
+
+    The fan-in is read from the input shape when the layer is built, so the
+    layer can be created before its input size is known (e.g. as a task head).
+
+    Args:
+      units: output size.
+      seed: int or None (see :class:`TorchUniform`); the bias gets a seed
+        derived from it.
+      **kwargs: other ``keras.layers.Dense`` arguments, except
+        ``kernel_initializer`` and ``bias_initializer``.
+
+    Raises:
+      TypeError: ``kernel_initializer`` or ``bias_initializer`` given.
+    """
+
+    def __init__(self, units, seed=None, **kwargs):
+        given = sorted({"kernel_initializer", "bias_initializer"} & set(kwargs))
+        if given:
+            raise TypeError(f"TorchDense sets its own initializers; do not pass {given}")
+        super().__init__(units, **kwargs)
+        self.seed = seed
+
+    def build(self, input_shape):
+        initializers = torch_initializers(layer_fan_in(self, input_shape), self.seed)
+        self.kernel_initializer = initializers["kernel_initializer"]
+        self.bias_initializer = initializers["bias_initializer"]
+        super().build(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        # Rebuilt from the fan-in at build time, not from the recorded initializers.
+        config.pop("kernel_initializer", None)
+        config.pop("bias_initializer", None)
+        config["seed"] = self.seed
+        return config

@@ -31,10 +31,14 @@ defaults differ:
   a "valid" conv), as PyTorch's `padding=1`; Keras' "same" would pad only the
   bottom/right at even sizes and shift the sampling grid by one pixel;
 * batch norm uses momentum 0.9 and epsilon 1e-5 (PyTorch's 0.1 / 1e-5);
-* kernels are initialised like PyTorch's default (uniform with bound
-  1/sqrt(fan_in), i.e. `VarianceScaling(1/3, "fan_in", "uniform")`), which the
-  official code keeps; head biases start at zero (PyTorch draws them uniformly,
-  a negligible difference);
+* initialisation (`initializer`): `"torch"`, the default, is PyTorch's
+  default, which the official code keeps: kernels, and the heads' biases,
+  uniform in +-1/sqrt(fan_in) (`mtl_tf.nets.initializers`); the convolutions
+  have no bias. `"keras"` gives glorot-uniform kernels and zero biases. Unlike
+  the LeNets, whose default is `"keras"`, this net started from PyTorch's
+  kernels before the option existed, and the default keeps them (the heads'
+  biases, zero before, are now drawn as PyTorch does); batch norm starts at
+  scale 1 and offset 0 either way;
 * the 1x1 projection of a strided block subsamples its input and then applies
   a stride-1 1x1 convolution, which is the same function with the same
   weights as PyTorch's 1x1 stride-2 convolution; a strided 1x1 `Conv2D` would
@@ -49,6 +53,8 @@ from __future__ import annotations
 
 import keras
 
+from mtl_tf.nets import initializers as init_lib
+
 __all__ = [
     "BasicBlock",
     "ResNetEncoder",
@@ -62,9 +68,13 @@ RESNET18_BLOCKS = (2, 2, 2, 2)
 
 def torch_default_initializer(seed=None):
     """Uniform in +-1/sqrt(fan_in): PyTorch's default for conv and linear kernels."""
-    return keras.initializers.VarianceScaling(
-        scale=1.0 / 3.0, mode="fan_in", distribution="uniform", seed=seed
-    )
+    return init_lib.TorchUniform(seed=seed)
+
+
+def _kernel_initializer(choice, seed):
+    if choice == "torch":
+        return torch_default_initializer(seed)
+    return keras.initializers.GlorotUniform(seed=seed)
 
 
 def _batch_norm(name, dtype):
@@ -79,19 +89,24 @@ class BasicBlock(keras.layers.Layer):
       filters: output channels.
       strides: stride of the first convolution (and of the projection).
       seed: seed of the kernel initialisers (``None``: unseeded).
+      initializer: ``"torch"`` (default) or ``"keras"``; see the module doc.
+
+    Raises:
+      ValueError: an unknown ``initializer``.
     """
 
-    def __init__(self, filters, strides=1, seed=None, **kwargs):
+    def __init__(self, filters, strides=1, seed=None, initializer="torch", **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.strides = int(strides)
         self.seed = seed
+        self.initializer = init_lib.check_initializer(initializer)
         dtype = self.dtype_policy
 
         def conv(filters, kernel_size, strides, padding, name, offset):
             return keras.layers.Conv2D(
                 filters, kernel_size, strides=strides, padding=padding, use_bias=False,
-                kernel_initializer=torch_default_initializer(None if seed is None else seed + offset),
+                kernel_initializer=_kernel_initializer(self.initializer, None if seed is None else seed + offset),
                 name=name, dtype=dtype,
             )
 
@@ -165,7 +180,7 @@ class BasicBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, strides=self.strides, seed=self.seed)
+        config.update(filters=self.filters, strides=self.strides, seed=self.seed, initializer=self.initializer)
         return config
 
 
@@ -182,9 +197,15 @@ class ResNetEncoder(keras.layers.Layer):
         ``width * 2**s`` channels.
       pool_size: kernel and stride of the final average pooling.
       seed: seed of the kernel initialisers (``None``: unseeded).
+      initializer: ``"torch"`` (default) or ``"keras"``; see the module doc.
+
+    Raises:
+      ValueError: an unknown ``initializer``, empty or non-positive
+        ``blocks``, a non-positive ``width``; at build, inputs too small for
+        the pooling.
     """
 
-    def __init__(self, blocks=RESNET18_BLOCKS, width=64, pool_size=4, seed=None, **kwargs):
+    def __init__(self, blocks=RESNET18_BLOCKS, width=64, pool_size=4, seed=None, initializer="torch", **kwargs):
         super().__init__(**kwargs)
         self.blocks = tuple(int(b) for b in blocks)
         if not self.blocks or any(b < 1 for b in self.blocks):
@@ -194,10 +215,11 @@ class ResNetEncoder(keras.layers.Layer):
             raise ValueError(f"width must be a positive number of channels; got {width}")
         self.pool_size = int(pool_size)
         self.seed = seed
+        self.initializer = init_lib.check_initializer(initializer)
         dtype = self.dtype_policy
         self.stem_conv = keras.layers.Conv2D(
             self.width, 3, strides=1, padding="same", use_bias=False,
-            kernel_initializer=torch_default_initializer(seed), name="stem_conv", dtype=dtype,
+            kernel_initializer=_kernel_initializer(self.initializer, seed), name="stem_conv", dtype=dtype,
         )
         self.stem_bn = _batch_norm("stem_bn", dtype)
         self.stem_relu = keras.layers.ReLU(name="stem_relu", dtype=dtype)
@@ -210,6 +232,7 @@ class ResNetEncoder(keras.layers.Layer):
                     self.width * 2**stage,
                     strides=2 if stage > 0 and block == 0 else 1,
                     seed=None if seed is None else seed + 10 * index,
+                    initializer=self.initializer,
                     name=f"stage{stage + 1}_block{block + 1}",
                     dtype=dtype,
                 ))
@@ -249,17 +272,33 @@ class ResNetEncoder(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(blocks=list(self.blocks), width=self.width, pool_size=self.pool_size, seed=self.seed)
+        config.update(
+            blocks=list(self.blocks), width=self.width, pool_size=self.pool_size, seed=self.seed,
+            initializer=self.initializer,
+        )
         return config
 
 
-def resnet18_encoder(*, width=64, pool_size=4, seed=None, name="resnet18_encoder") -> ResNetEncoder:
+def resnet18_encoder(
+    *, width=64, pool_size=4, seed=None, initializer="torch", name="resnet18_encoder"
+) -> ResNetEncoder:
     """Sener's CelebA ResNet-18 trunk (64x64x3 -> 2048 at width 64); see :class:`ResNetEncoder`."""
-    return ResNetEncoder(blocks=RESNET18_BLOCKS, width=width, pool_size=pool_size, seed=seed, name=name)
-
-
-def attribute_head(num_classes=2, *, seed=None, name=None) -> keras.layers.Dense:
-    """A linear attribute head: ``keras.layers.Dense(num_classes)`` logits."""
-    return keras.layers.Dense(
-        num_classes, kernel_initializer=torch_default_initializer(seed), name=name
+    return ResNetEncoder(
+        blocks=RESNET18_BLOCKS, width=width, pool_size=pool_size, seed=seed, initializer=initializer, name=name
     )
+
+
+def attribute_head(num_classes=2, *, seed=None, initializer="torch", name=None) -> keras.layers.Dense:
+    """A linear attribute head of ``num_classes`` logits, a ``keras.layers.Dense``.
+
+    ``initializer="torch"`` (default): a :class:`mtl_tf.nets.initializers.TorchDense`,
+    kernel and bias uniform in +-1/sqrt(input features), as the official
+    ``nn.Linear``; ``"keras"``: glorot-uniform kernel (seeded) and zero bias.
+
+    Raises:
+      ValueError: an unknown ``initializer``.
+    """
+    init_lib.check_initializer(initializer)
+    if initializer == "torch":
+        return init_lib.TorchDense(num_classes, seed=seed, name=name)
+    return keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name=name)

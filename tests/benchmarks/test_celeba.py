@@ -42,6 +42,7 @@ def test_config_holds_sener_hyperparameters(tmp_path):
     assert (config.optimizer.name, config.optimizer.learning_rate) == ("adam", 5e-4)
     assert list(config.schedule.milestones) == list(range(9, 100, 10)) and config.schedule.factor == 0.85
     assert config.data.image_size == 64 and config.model.width == 64
+    assert config.model.initializer == "torch"  # the official PyTorch code keeps PyTorch's defaults
     for method in ("mgda", "mgda_ub"):
         config.method = method
         name, options = experiment.balancer_spec(config)
@@ -100,6 +101,21 @@ def test_attribute_subset(celeba_dir, tmp_path):
     np.testing.assert_array_equal(y["Male"].numpy(), labels[rows, celeba_data.ATTRIBUTES.index("Male")] == 1)
     config.data.attributes = "Male,Beard"
     with pytest.raises(ValueError, match=r"\['Beard'\] which are not CelebA attributes"):
+        benchmarks.build(config)
+
+
+def test_model_initializer_reaches_the_nets(celeba_dir, tmp_path):
+    from mtl_tf.nets import initializers
+
+    root, _, _ = celeba_dir
+    config = _config(root, tmp_path, **{"model.width": 2, "data.attributes": "Male"})
+    bench = benchmarks.build(config)
+    assert bench.encoder.initializer == "torch" and isinstance(bench.heads["Male"], initializers.TorchDense)
+    config.model.initializer = "keras"
+    bench = benchmarks.build(config)
+    assert bench.encoder.initializer == "keras" and type(bench.heads["Male"]) is keras.layers.Dense
+    config.model.initializer = "he"
+    with pytest.raises(ValueError, match="model.initializer='he'"):
         benchmarks.build(config)
 
 

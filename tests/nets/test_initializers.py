@@ -187,3 +187,48 @@ def test_lenet_option_survives_serialisation(kind, tmp_path, rng):
     assert loaded.layers[-1].initializer == "torch"
     x = rng.normal(size=(2,) + shape[1:]).astype("float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+# -- standalone heads and the ResNet-18 -------------------------------------------------------------
+
+
+def test_torch_dense_reads_its_fan_in_at_build(rng):
+    head = initializers.TorchDense(2, seed=7, name="head")
+    head.build((None, 96))
+    bound = 1 / math.sqrt(96)
+    assert np.abs(_values(head.kernel)).max() <= bound
+    bias = _values(head.bias)
+    assert np.abs(bias).max() <= bound and np.count_nonzero(bias) == 2
+    config = head.get_config()
+    assert config["seed"] == 7 and "kernel_initializer" not in config
+    clone = initializers.TorchDense.from_config(config)
+    clone.build((None, 96))
+    np.testing.assert_array_equal(_values(clone.kernel), _values(head.kernel))
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(head))
+    assert type(restored) is initializers.TorchDense
+    with pytest.raises(TypeError, match="sets its own initializers"):
+        initializers.TorchDense(2, bias_initializer="zeros")
+
+
+def test_resnet_choices():
+    from mtl_tf.nets import resnet
+
+    torch_net = resnet.resnet18_encoder(width=2, seed=5)  # "torch" is this net's default
+    keras_net = resnet.resnet18_encoder(width=2, seed=5, initializer="keras")
+    for net in (torch_net, keras_net):
+        net.build((None, 64, 64, 3))
+    # Stage 2's first conv: 3x3 on 2 channels -> fan_in 18; glorot: fan_in 18, fan_out 36.
+    torch_kernel = _values(torch_net.stages[2].conv1.kernel)
+    keras_kernel = _values(keras_net.stages[2].conv1.kernel)
+    assert torch_kernel.shape == (3, 3, 2, 4)
+    assert np.abs(torch_kernel).max() <= 1 / math.sqrt(18) and np.abs(torch_kernel).max() > 0.8 / math.sqrt(18)
+    assert np.abs(keras_kernel).max() <= math.sqrt(6 / (18 + 36)) and np.abs(keras_kernel).max() > 1 / math.sqrt(18)
+    assert keras_net.get_config()["initializer"] == "keras"
+    assert resnet.ResNetEncoder.from_config(keras_net.get_config()).stages[0].initializer == "keras"
+    head = resnet.attribute_head(2, seed=1)
+    assert isinstance(head, initializers.TorchDense)
+    plain = resnet.attribute_head(2, seed=1, initializer="keras")
+    plain.build((None, 2048))
+    assert type(plain) is keras.layers.Dense and np.all(_values(plain.bias) == 0)
+    with pytest.raises(ValueError, match="initializer='pytorch'"):
+        resnet.resnet18_encoder(initializer="pytorch")
