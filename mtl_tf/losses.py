@@ -156,6 +156,9 @@ class MaskedSparseCategoricalCrossentropy(keras.losses.SparseCategoricalCrossent
 
 
 class _MaskedRegressionLoss(keras.losses.Loss):
+    # Read by `uncertainty` (Kendall's regression form).
+    likelihood = "regression"
+
     def __init__(self, invalid_value, name, **kwargs):
         super().__init__(name=name, **kwargs)
         _check_invalid_value(invalid_value)
@@ -172,6 +175,16 @@ class _MaskedRegressionLoss(keras.losses.Loss):
         # so no NaN reaches the gradient through the masked-out branch.
         clean_true = tf.where(valid[..., None], y_true, tf.zeros_like(y_true))
         return _masked_mean_values(self.per_pixel(clean_true, y_pred), valid)
+
+    def labelled_count(self, y_true, sample_weight=None):
+        """The number of valid target pixels (sample-weighted): 0 means the task has no label here."""
+        valid = tf.cast(valid_pixel_mask(tf.cast(y_true, tf.float32), self.invalid_value), tf.float32)
+        if sample_weight is not None:
+            weight = tf.cast(sample_weight, tf.float32)
+            while weight.shape.rank is not None and weight.shape.rank < valid.shape.rank:
+                weight = weight[..., None]
+            valid = valid * weight
+        return tf.reduce_sum(valid)
 
     def get_config(self):
         return {**super().get_config(), "invalid_value": self.invalid_value}

@@ -18,10 +18,18 @@ the trackers and returns the logs, which callbacks and the History see:
 Losses and metrics are running means over the epoch, as in Keras (batch losses
 weighted by batch size); task weights are the values of the current step.
 
+  skipped_update       1 when the batch was not applied, else 0
+  labelled_tasks       the number of tasks with labels in the (global) batch
+  loss_scale           the loss scale, under a loss-scaling optimizer (mixed_float16)
+
 A batch whose task losses or gradients are not all finite is not applied (the
 weights, the optimizer state and the balancer state stay as they were;
 `skipped_update` is logged as 1) and `fit` stops with a `NonFiniteLossError`
-naming the task, the epoch and the batch.
+naming the task, the epoch and the batch. Two skips are not errors: a batch in
+which no task has a labelled example, and, under a loss-scaling optimizer, a
+batch whose scaled gradients overflow (the optimizer lowers the scale, as Keras
+does). A task without labels in a batch takes no part in that step's
+weighting (see `mtl_tf.balancers.base`).
 """
 
 from __future__ import annotations
@@ -136,8 +144,9 @@ class MultiTaskModel(keras.Model):
             if not head.built:
                 head.build(tf.nest.map_structure(lambda s: s.shape, representation))
         if not self.balancer.built:
-            self.balancer.build_for_tasks(self.task_names)
+            self.balancer.build_for_tasks(self.task_names, self.task_losses)
         self.built = True
+        self._build_optimizers()
 
     def call(self, inputs, training=None):
         z = self.encoder(inputs, training=training)
@@ -149,12 +158,36 @@ class MultiTaskModel(keras.Model):
 
     # -- steps ----------------------------------------------------------------------------
 
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        # A second optimizer for methods that step the heads on their own
+        # (Lee & Son's eq. 4); an attribute of the model, so every weights file
+        # and `.keras` file carries its moments.
+        self.head_optimizer = None
+        if getattr(self.balancer, "uses_head_optimizer", False) and self.optimizer is not None:
+            self.head_optimizer = balancers.head_optimizer_like(self.optimizer)
+        self._build_optimizers()
+
+    def compile_from_config(self, config):
+        # Keras' own skips a model whose `compile` is overridden; ours only adds
+        # the head optimizer, so a `.keras` file compiles as Keras would.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def _build_optimizers(self):
+        """Builds the optimizer(s) on the model's variables once the model is built (before any cond)."""
+        if not self.built or getattr(self, "optimizer", None) is None:
+            return
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        head_optimizer = getattr(self, "head_optimizer", None)
+        if head_optimizer is not None and not head_optimizer.built:
+            head_optimizer.build([v for t in self.task_names for v in self.heads[t].trainable_variables])
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)
-        if not self.optimizer.built:
-            # Before the conditional apply: no variable may be created inside a cond.
-            self.optimizer.build(self.trainable_variables)
+        self._build_optimizers()
+        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         problem = balancers.MultiTaskProblem(
             encoder=self.encoder,
             heads=self.heads,
@@ -163,6 +196,7 @@ class MultiTaskModel(keras.Model):
             y=self._targets(y),
             sample_weight=self._sample_weights(sample_weight),
             optimizer=self.optimizer,
+            loss_scale=self.optimizer.scale_loss(tf.constant(1.0)) if loss_scaled else None,
         )
         # Method state that the balancer assigns inside the step (GradNorm's
         # weights, Pareto MTL's phase) is read first, so that a skipped batch
@@ -170,25 +204,56 @@ class MultiTaskModel(keras.Model):
         state = [v for v in self.balancer.non_trainable_variables if v.aggregation == "only_first_replica"]
         state_before = [tf.identity(v.value) for v in state]
         update = self.balancer.compute_update(problem)
-        gradients, variables = self._gradients_and_variables(update, problem)
+        two_phase = update.head_phase is not None or update.head_learning_rate is not None
+        gradients, variables = self._gradients_and_variables(update, problem, with_heads=not two_phase)
         global_losses = problem.global_losses(problem.losses)
+        labelled = tf.reduce_any(problem.task_mask)
+        losses_finite = tf.reduce_all(tf.math.is_finite(global_losses))
         # A NaN input can give finite losses and NaN gradients (relu(NaN) = 0
         # on some kernels), so both are checked, and agreed on across replicas.
-        local_ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
-        replicas_ok = problem.all_reduce_sum(tf.cast(local_ok, tf.float32))
-        finite = tf.logical_and(
-            tf.reduce_all(tf.math.is_finite(global_losses)),
-            tf.equal(replicas_ok, float(problem.num_replicas)),
-        )
-        self._apply_if_finite(gradients, variables, finite)
+        gradients_finite = self._all_finite(problem, gradients)
+        go = tf.logical_and(losses_finite, labelled)
+        if not loss_scaled:
+            go = tf.logical_and(go, gradients_finite)
+        # Under loss scaling, non-finite scaled gradients are an overflow: the
+        # optimizer skips the step and lowers the scale itself.
+        self._apply_if(go, gradients, variables, self.optimizer)
+        applied = tf.logical_and(go, gradients_finite)
+        if two_phase:
+            applied = self._apply_heads(update, problem, applied)
         for variable, before in zip(state, state_before):
-            variable.assign(tf.where(finite, tf.identity(variable.value), before))
+            variable.assign(tf.where(applied, tf.identity(variable.value), before))
         logs = self._record(problem.y, problem.sample_weight, problem.predictions, global_losses)
-        logs["skipped_update"] = 1.0 - tf.cast(finite, tf.float32)
+        logs["skipped_update"] = 1.0 - tf.cast(applied, tf.float32)
+        logs["labelled_tasks"] = tf.reduce_sum(tf.cast(problem.task_mask, tf.float32))
+        if loss_scaled:
+            logs["loss_scale"] = tf.identity(problem.loss_scale)
         for i, t in enumerate(self.task_names):
             logs[f"{t}_weight"] = update.task_weights[i]
         logs.update(update.logs)
         return logs
+
+    def _apply_heads(self, update, problem, applied):
+        """The heads' own step after the shared one (see `Update.head_phase`); returns the new `applied`."""
+        head_grads = update.head_phase() if update.head_phase is not None else update.heads
+        pairs = [(g, v) for t in self.task_names for g, v in zip(head_grads[t], problem.head_variables[t])]
+        gradients = [tf.zeros_like(v) if g is None else tf.cast(g, v.dtype) for g, v in pairs]
+        gradients = problem.unscale(gradients)
+        variables = [v for _, v in pairs]
+        heads_finite = self._all_finite(problem, gradients)
+        go = tf.logical_and(applied, heads_finite)
+        if update.head_learning_rate is None:
+            rate = problem.learning_rate
+        else:
+            rate = update.head_learning_rate
+        self.head_optimizer.learning_rate.assign(tf.cast(rate, self.head_optimizer.learning_rate.dtype))
+        self._apply_if(go, gradients, variables, self.head_optimizer)
+        return go
+
+    def _all_finite(self, problem, gradients):
+        local_ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
+        replicas_ok = problem.all_reduce_sum(tf.cast(local_ok, tf.float32))
+        return tf.equal(replicas_ok, float(problem.num_replicas))
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -232,12 +297,10 @@ class MultiTaskModel(keras.Model):
         shape = _input_shape(x)
         if shape is None:
             return
-        optimizer = getattr(self, "optimizer", None)
         with self.distribute_strategy.scope():
             if not self.built:
                 self.build(shape)
-            if optimizer is not None and not optimizer.built:
-                optimizer.build(self.trainable_variables)
+            self._build_optimizers()
 
     def _ensure_built(self, x):
         # Without a distribution strategy Keras defers building to the first
@@ -259,34 +322,34 @@ class MultiTaskModel(keras.Model):
             return {t: sample_weight.get(t) for t in self.task_names}
         return {t: sample_weight for t in self.task_names}
 
-    def _gradients_and_variables(self, update, problem):
+    def _gradients_and_variables(self, update, problem, with_heads=True):
         pairs = list(zip(update.shared, problem.shared_variables))
-        for t in self.task_names:
-            pairs += list(zip(update.heads[t], problem.head_variables[t]))
+        if with_heads:
+            for t in self.task_names:
+                pairs += list(zip(update.heads[t], problem.head_variables[t]))
         pairs += list(zip(update.own, self.balancer.trainable_variables))
         gradients = [tf.zeros_like(v) if g is None else tf.cast(g, v.dtype) for g, v in pairs]
         return gradients, [v for _, v in pairs]
 
-    def _apply_if_finite(self, gradients, variables, finite):
-        """Applies the update only when every task loss is finite.
+    def _apply_if(self, go, gradients, variables, optimizer):
+        """Applies the update only when `go` (the same on every replica).
 
-        On one replica the optimizer runs under a `tf.cond`, so a bad batch
+        On one replica the optimizer runs under a `tf.cond`, so a skipped batch
         leaves weights and optimizer state untouched. With several replicas a
         cond around the optimizer would put its all-reduce inside a branch
         function, where collectives lose their program order and replicas can
-        pair up the wrong tensors; there the gradients of a bad batch are zeroed
-        instead (weights stay put under SGD; optimizer moments still decay once).
-        `finite` comes from all-reduced losses, so every replica agrees.
+        pair up the wrong tensors; there the gradients of a skipped batch are
+        zeroed instead (weights stay put under plain SGD; momentum and Adam
+        moments still move once). Under a loss-scaling optimizer non-finite
+        gradients of a batch that is not skipped pass through unchanged: the
+        optimizer detects the overflow, skips and lowers the scale.
         """
         # Any strategy's optimizer all-reduces (a merge_call), which cannot sit in a
         # cond branch, even with a single replica (MirroredStrategy on one device).
         if not tf.distribute.has_strategy():
-            tf.cond(finite, lambda: self._apply(gradients, variables), lambda: None)
+            tf.cond(go, lambda: optimizer.apply(gradients, variables), lambda: None)
         else:
-            self._apply([tf.where(finite, g, tf.zeros_like(g)) for g in gradients], variables)
-
-    def _apply(self, gradients, variables):
-        self.optimizer.apply(gradients, variables)
+            optimizer.apply([tf.where(go, g, tf.zeros_like(g)) for g in gradients], variables)
 
     def _record(self, y, sample_weight, predictions, global_losses):
         # Batch means weighted by the (local) batch size, as Keras' own loss
@@ -368,19 +431,25 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
-        if float(np.asarray(logs.get("skipped_update", 0.0))) > 0 and all(
-            math.isfinite(float(np.asarray(logs.get(f"{t}_loss", 0.0)))) for t in self.model.task_names
-        ):
+
+        def value(key, default=0.0):
+            return float(np.asarray(logs.get(key, default)))
+
+        losses_finite = all(math.isfinite(value(f"{t}_loss")) for t in self.model.task_names)
+        # Benign skips: a batch in which no task has labels, and an overflow of
+        # the loss-scaled gradients (the loss scaler lowered its scale).
+        benign = value("labelled_tasks", 1.0) == 0 or "loss_scale" in logs
+        if value("skipped_update") > 0 and losses_finite and not benign:
             raise NonFiniteLossError(
                 f"the gradients of epoch {getattr(self, '_epoch', 0) + 1}, batch {batch + 1} are not finite "
                 "although every task loss is; expected finite gradients. That batch was not applied, so "
                 "the model keeps the weights from before it. Check the inputs of this batch for NaN or inf."
             )
         for task in getattr(self.model, "task_names", ()):
-            value = logs.get(f"{task}_loss")
-            if value is not None and not math.isfinite(float(np.asarray(value))):
+            loss = logs.get(f"{task}_loss")
+            if loss is not None and not math.isfinite(float(np.asarray(loss))):
                 raise NonFiniteLossError(
-                    f"the loss of task {task!r} is {float(np.asarray(value))} at epoch "
+                    f"the loss of task {task!r} is {float(np.asarray(loss))} at epoch "
                     f"{getattr(self, '_epoch', 0) + 1}, batch {batch + 1}; expected a finite value. "
                     "That batch was not applied, so the model keeps the weights from before it. "
                     "Check the inputs and targets of this task and the learning rate."

@@ -12,6 +12,41 @@ gradient for every trainable variable and the task weights to log).
 `MultiTaskModel.train_step` only applies the update, so it has a single code
 path for every method.
 
+Rules every method keeps (the property suite `tests/balancers/test_properties.py`
+checks each of them for every name in `mtl_tf.balancers.available()`; a method
+that cannot keep one declares it in `Balancer.property_exceptions`, with why):
+
+1. Precision. Under a loss-scaling optimizer (`mixed_float16`: `compile` wraps
+   the optimizer in `keras.optimizers.LossScaleOptimizer`, whose `apply`
+   divides every gradient by the loss scale S) the gradients a method returns
+   must be gradients of S times its objective. `MultiTaskProblem` keeps the
+   two apart: the losses it returns (`forward`, `task_loss`, `losses`,
+   `global_losses`) are the true, unscaled float32 values, which methods read
+   (normalisations, loss ratios, logs); `scale(x)` multiplies an objective by S
+   before it is differentiated, `unscale(g)` turns a gradient of a scaled loss
+   back into a true gradient where a method uses its value (an inner step, a
+   norm). `representation_gradients` already returns gradients of the scaled
+   losses. Gram matrices are formed in float32 (`gram_matrix`) whatever the
+   policy. A step whose scaled gradients overflow is the loss scaler's to skip.
+2. State. Every non-trainable state of the encoder and of every head
+   (batch-norm statistics, dropout seed generators) moves exactly once per
+   batch, in the real forward pass (`forward`, or `encode` followed by
+   `representation_gradients`, each called once). Every extra pass a method
+   makes (inner steps, look-aheads, re-evaluations) goes through
+   `encode_with` / `heads_with`, which call the layers with `stateless_call`
+   and the state from before the real pass: they see the same dropout masks as
+   the real pass and their state updates are discarded.
+3. Labels. A task whose global batch holds no labelled example
+   (`MultiTaskProblem.task_mask` is False: total sample weight zero, or every
+   target ignored by its loss) takes no part in that step's weighting: its
+   weight is 0, min-norm methods solve over the labelled tasks only, and the
+   other tasks get the update of a model without that task. A batch with no
+   labelled task is skipped by the model.
+4. Replicas. Weights and method state come from the global batch (see below),
+   so every replica applies the same update.
+5. The step stays on the device: no Python control flow on tensor values, no
+   host round trip, XLA-compilable.
+
 Distribution convention. Task losses are Keras `Loss` values, which TensorFlow
 scales by 1/num_replicas; the optimizer sums gradients across replicas, so a
 gradient computed from the scaled local losses is the replica's share of the
@@ -43,9 +78,11 @@ class MultiTaskProblem:
       head_variables: dict task -> the head's trainable variables (theta^t).
       optimizer: the model's optimizer (methods with an inner step read its
         current learning rate).
+      loss_scale: float32 scalar S, the loss scale of a loss-scaling optimizer
+        (1 otherwise); `loss_scaled` says whether there is one.
     """
 
-    def __init__(self, *, encoder, heads, loss_fns, x, y, sample_weight, optimizer):
+    def __init__(self, *, encoder, heads, loss_fns, x, y, sample_weight, optimizer, loss_scale=None):
         self.encoder = encoder
         self.heads = heads
         self.task_names = tuple(heads)
@@ -54,53 +91,60 @@ class MultiTaskProblem:
         self.y = y
         self.sample_weight = sample_weight
         self.optimizer = optimizer
+        self.loss_scaled = loss_scale is not None
+        self.loss_scale = tf.constant(1.0) if loss_scale is None else tf.cast(loss_scale, tf.float32)
         self.shared_variables = list(encoder.trainable_variables)
         self.head_variables = {t: list(heads[t].trainable_variables) for t in self.task_names}
+        # The state before the real forward pass moves it: extra passes run
+        # from here, so they draw the real pass's dropout masks (rule 2).
+        self._encoder_state = _state_before(encoder)
+        self._head_state = {t: _state_before(heads[t]) for t in self.task_names}
         # Filled by `forward`, read by the model for metrics.
         self.predictions = None
         self.losses = None
         self._last_collective = None
+        self._task_mask = None
 
     # -- forward passes -------------------------------------------------------------
 
     def forward(self):
         """Runs encoder and heads with the real variables, under the caller's tape.
 
-        Returns (z, predictions, losses): the shared representation, a dict of
-        head outputs and the list of the T replica-scaled task losses. They are
-        a list, not a stacked tensor, because a persistent tape only records
-        inside its context: indexing a stacked tensor afterwards would cut the
-        graph, while `tape.gradient(losses[t], ...)` on a list entry does not.
+        This is the real forward pass (it moves batch-norm statistics and
+        dropout seeds); call it once per batch. Returns (z, predictions, losses):
+        the shared representation, a dict of head outputs and the list of the T
+        replica-scaled, unscaled-by-S task losses. They are a list, not a
+        stacked tensor, because a persistent tape only records inside its
+        context: indexing a stacked tensor afterwards would cut the graph, while
+        `tape.gradient(losses[t], ...)` on a list entry does not.
         """
         z = self.encoder(self.x, training=True)
-        predictions, losses = self.heads_and_losses(z)
+        predictions, losses = self._heads_and_losses({t: z for t in self.task_names})
         self.predictions, self.losses = predictions, tf.stack(losses)
         return z, predictions, losses
 
-    def heads_and_losses(self, z):
-        """Head outputs and the list of T task losses for representation z."""
-        return self._heads_and_losses({t: z for t in self.task_names})
-
     def _heads_and_losses(self, inputs):
-        """Like `heads_and_losses`, with head t reading `inputs[t]`."""
+        """The real head passes, head t reading `inputs[t]`."""
         predictions = {t: self.heads[t](inputs[t], training=True) for t in self.task_names}
         return predictions, [self.task_loss(t, predictions[t]) for t in self.task_names]
 
     def encode(self):
-        """The shared representation z = g(x; theta_sh) with the real variables, under the caller's tape."""
+        """The real encoder pass z = g(x; theta_sh), under the caller's tape (once per batch)."""
         return self.encoder(self.x, training=True)
 
     def representation_gradients(self, z):
-        """Runs the heads on z; returns (losses, [T] dL_t/dz, {task: dL_t/dtheta^t}).
+        """The real head passes on z; returns (losses, [T] dL_t/dz, {task: dL_t/dtheta^t}).
 
-        One backward pass through the heads serves every task: each head
-        reads its own identity copy z_t of z, so the gradient of sum_t L_t
-        with respect to z_t is exactly dL_t/dz, and with respect to head t's
-        variables it is dL_t/dtheta^t. Only the heads are recorded (the caller
-        records the encoder on its own tape), so the backward pass never walks
-        the encoder's operations. Heads that share variables fall back to one
-        backward pass per task, which keeps each head gradient its own task's.
-        Sets `predictions` and `losses` like `forward`.
+        The gradients are those of the scaled losses S L_t (rule 1); the
+        returned losses are unscaled. One backward pass through the heads
+        serves every task: each head reads its own identity copy z_t of z, so
+        the gradient of sum_t L_t with respect to z_t is exactly dL_t/dz, and
+        with respect to head t's variables it is dL_t/dtheta^t. Only the heads
+        are recorded (the caller records the encoder on its own tape), so the
+        backward pass never walks the encoder's operations. Heads that share
+        variables fall back to one backward pass per task, which keeps each
+        head gradient its own task's. Sets `predictions` and `losses` like
+        `forward`.
         """
         copies = {t: tf.nest.map_structure(tf.identity, z) for t in self.task_names}
         head_variables = [self.head_variables[t] for t in self.task_names]
@@ -109,10 +153,11 @@ class MultiTaskProblem:
         with tf.GradientTape(persistent=overlapping) as tape:
             tape.watch(tf.nest.flatten(copies))
             predictions, losses = self._heads_and_losses(copies)
-            total = tf.add_n(losses)
+            scaled = [self.scale(loss) for loss in losses]
+            total = tf.add_n(scaled)
         self.predictions, self.losses = predictions, tf.stack(losses)
         if overlapping:
-            per_task = [tape.gradient(losses[i], (copies[t], head_variables[i])) for i, t in enumerate(self.task_names)]
+            per_task = [tape.gradient(scaled[i], (copies[t], head_variables[i])) for i, t in enumerate(self.task_names)]
             del tape
         else:
             z_grads, head_grads = tape.gradient(total, ([copies[t] for t in self.task_names], head_variables))
@@ -124,27 +169,72 @@ class MultiTaskProblem:
         return losses, representation_grads, heads
 
     def task_loss(self, task, prediction):
+        """The unscaled float32 loss of `task` (replica-scaled, as every Keras loss)."""
         loss = self.loss_fns[task](self.y[task], prediction, sample_weight=self.sample_weight[task])
         return tf.cast(loss, tf.float32)
 
     def encode_with(self, shared_values):
-        """The representation computed with `shared_values` in place of theta_sh.
+        """The representation computed with `shared_values` in place of theta_sh, statelessly.
 
-        Uses Keras' `stateless_call`, so the real variables are untouched and
-        gradients flow to the tensors in `shared_values`. Updates of
-        non-trainable state (batch-norm statistics, dropout seeds) made by this
-        extra pass are discarded: only the real forward pass moves them.
+        Uses Keras' `stateless_call` with the encoder's state from before the
+        real forward pass, so the real variables are untouched, gradients flow
+        to the tensors in `shared_values`, the pass sees the real pass's dropout
+        masks, and its state updates (batch-norm statistics, seeds) are
+        discarded: only the real forward pass moves them (rule 2).
         """
-        # `layer(x, training=...)` drops the flag for a `call` without one;
-        # `stateless_call` hands it to `call` as is.
-        has_training = "training" in getattr(self.encoder, "call_signature_parameters", ("training",))
-        z, _ = self.encoder.stateless_call(
-            list(shared_values),
-            [v.value for v in self.encoder.non_trainable_variables],
-            self.x,
-            **({"training": True} if has_training else {}),
+        return _stateless(self.encoder, list(shared_values), self._encoder_state, self.x)
+
+    def heads_with(self, z, head_values=None, tasks=None):
+        """Stateless head passes: (predictions, unscaled losses) for `tasks` (default all).
+
+        z: one representation for every head, or a dict task -> representation.
+        head_values: optional dict task -> values in place of that head's
+        trainable variables (default: their current values, read in the pass).
+        Like `encode_with`, nothing here moves any state.
+        """
+        tasks = self.task_names if tasks is None else tuple(tasks)
+        predictions, losses = {}, []
+        for t in tasks:
+            values = (head_values or {}).get(t)
+            if values is None:
+                values = [v.value for v in self.head_variables[t]]
+            inputs = z[t] if isinstance(z, dict) else z
+            predictions[t] = _stateless(self.heads[t], list(values), self._head_state[t], inputs)
+            losses.append(self.task_loss(t, predictions[t]))
+        return predictions, losses
+
+    # -- loss scaling ---------------------------------------------------------------------
+
+    def scale(self, objective):
+        """S * objective: what to differentiate so the loss-scaling optimizer gets what it expects."""
+        if not self.loss_scaled:
+            return objective
+        return objective * tf.cast(self.loss_scale, objective.dtype)
+
+    def unscale(self, gradients):
+        """Gradients of scaled losses divided by S (nested; None entries kept): true gradients."""
+        if not self.loss_scaled:
+            return gradients
+        return tf.nest.map_structure(
+            lambda g: None if g is None else g / tf.cast(self.loss_scale, g.dtype), gradients
         )
-        return z
+
+    # -- labels -------------------------------------------------------------------------
+
+    @property
+    def task_mask(self):
+        """[T] bool: the tasks with at least one labelled example in the global batch (rule 3).
+
+        A task is unlabelled when its total sample weight is zero or when its
+        loss ignores every target (`ignore_class` of a Keras cross-entropy, or a
+        loss's own `labelled_count`); see `labelled_count`.
+        """
+        if self._task_mask is None:
+            counts = tf.stack([
+                labelled_count(self.loss_fns[t], self.y[t], self.sample_weight[t]) for t in self.task_names
+            ])
+            self._task_mask = self.all_reduce_sum(counts) > 0.0
+        return self._task_mask
 
     # -- cross-replica helpers --------------------------------------------------------
 
@@ -170,12 +260,58 @@ class MultiTaskProblem:
         return reduced
 
     def global_losses(self, losses):
-        """[T] task losses of the global batch (the replica-scaled losses summed)."""
+        """[T] unscaled task losses of the global batch (the replica-scaled losses summed)."""
         return self.all_reduce_sum(tf.stack(losses))
 
     @property
     def learning_rate(self):
         return tf.cast(self.optimizer.learning_rate, tf.float32)
+
+
+def _state_before(layer):
+    return [tf.identity(v.value) for v in layer.non_trainable_variables]
+
+
+def _stateless(layer, trainable_values, state, inputs):
+    """`layer(inputs, training=True)` with the given variable values, moving no state."""
+    # `layer(x, training=...)` drops the flag for a `call` without one;
+    # `stateless_call` hands it to `call` as is.
+    has_training = "training" in getattr(layer, "call_signature_parameters", ("training",))
+    outputs, _ = layer.stateless_call(trainable_values, list(state), inputs, **({"training": True} if has_training else {}))
+    return outputs
+
+
+def labelled_count(loss_fn, y_true, sample_weight):
+    """The (sample-weighted) number of labelled targets of one task in the local batch, float32.
+
+    A loss may say it itself with a `labelled_count(y_true, sample_weight)`
+    method (`mtl_tf.losses`' masked losses do). Otherwise a loss with an
+    `ignore_class` (Keras' sparse cross-entropies) counts the targets that are
+    not that class, and any other loss counts examples: the sum of the sample
+    weights, or the batch size without them.
+    """
+    if hasattr(loss_fn, "labelled_count"):
+        return tf.cast(loss_fn.labelled_count(y_true, sample_weight), tf.float32)
+    y_true = tf.convert_to_tensor(y_true)
+    ignore = getattr(loss_fn, "ignore_class", None)
+    if ignore is None:
+        valid = tf.ones(tf.shape(y_true)[:1], tf.float32)
+    else:
+        valid = tf.cast(tf.not_equal(y_true, tf.cast(ignore, y_true.dtype)), tf.float32)
+    if sample_weight is not None:
+        valid = valid * broadcast_weight(sample_weight, valid)
+    return tf.reduce_sum(valid)
+
+
+def broadcast_weight(sample_weight, like):
+    """A sample weight ([B] or [B, ...]) as float32, broadcast to the shape of `like`."""
+    weight = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
+    if weight.shape.rank is not None and like.shape.rank is not None:
+        while weight.shape.rank < like.shape.rank:
+            weight = weight[..., None]
+        while weight.shape.rank > like.shape.rank:
+            weight = tf.reduce_max(weight, axis=-1)  # per-pixel weights: an example counts if any pixel does
+    return tf.broadcast_to(weight, tf.shape(like))
 
 
 @dataclasses.dataclass
@@ -184,18 +320,44 @@ class Update:
 
     Attributes:
       shared: gradients aligned with `problem.shared_variables` (None allowed).
-      heads: dict task -> gradients aligned with `problem.head_variables[task]`.
+      heads: dict task -> gradients aligned with `problem.head_variables[task]`;
+        None when `head_phase` gives them.
       task_weights: [T] weights to log (alpha for MGDA, loss weights otherwise).
       own: gradients for the balancer's own trainable variables, in the order of
         `balancer.trainable_variables`.
       logs: extra scalars to log, name -> tensor.
+      head_phase: optional `() -> {task: gradients}`, called by the model after
+        it applied the shared update, so the head gradients can be taken at the
+        new shared weights (Lee & Son's eq. 4). Its extra passes must be
+        stateless (`encode_with`, `heads_with`).
+      head_learning_rate: optional float32 scalar: the heads are then stepped
+        by `MultiTaskModel.head_optimizer` (the model optimizer's kind, its own
+        moments) at this rate, after the shared step. The balancer must have
+        `uses_head_optimizer = True` for the model to create that optimizer.
+    All gradients are those of loss-scaled objectives (rule 1).
     """
 
     shared: list
-    heads: dict
+    heads: dict | None
     task_weights: tf.Tensor
     own: list = dataclasses.field(default_factory=list)
     logs: dict = dataclasses.field(default_factory=dict)
+    head_phase: Any = None
+    head_learning_rate: Any = None
+
+
+def head_optimizer_like(optimizer):
+    """A fresh optimizer of the model optimizer's kind and settings, for a separate head step.
+
+    The loss-scaling wrapper is left out (the model un-scales head gradients
+    itself); the learning rate starts at 0 and is set by the model each step.
+    """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    config = optimizer.get_config()
+    config["learning_rate"] = 0.0
+    config["name"] = "head_optimizer"
+    return type(optimizer).from_config(config)
 
 
 class Balancer(keras.layers.Layer):
@@ -211,13 +373,27 @@ class Balancer(keras.layers.Layer):
     replica can drift.
     """
 
+    # Rules of the module docstring this method cannot keep: {rule: why}. The
+    # property suite reads it, checks what the method does keep of that rule,
+    # and reports the exception by name instead of skipping silently. Keys:
+    # "mixed_precision", "stateful_layers", "unlabelled_task",
+    # "permutation_equivariant", "simplex".
+    property_exceptions: dict = {}
+    # True when the method's `Update`s carry a `head_learning_rate` (the model
+    # then keeps a second optimizer for the heads).
+    uses_head_optimizer = False
+
     def __init__(self, **kwargs):
         kwargs.setdefault("name", type(self).__name__.lower())
         super().__init__(**kwargs)
         self.task_names = None
 
-    def build_for_tasks(self, task_names):
-        """Creates method state for the given tasks; called once by the model."""
+    def build_for_tasks(self, task_names, losses=None):
+        """Creates method state for the given tasks; called once by the model.
+
+        losses: the model's dict task -> Keras `Loss` (methods whose rule
+        depends on the kind of loss read it; None when built without a model).
+        """
         self.task_names = tuple(task_names)
         self.built = True
 
@@ -244,6 +420,7 @@ def gradients_per_task(tape, losses, variables, num_tasks):
 
 
 def zeros_for_none(gradients, variables):
+    """None gradients (a variable the loss does not reach) as zeros of the variable's shape."""
     return [tf.zeros_like(v) if g is None else g for g, v in zip(gradients, variables)]
 
 
@@ -342,8 +519,11 @@ class LossWeightingBalancer(Balancer):
     """Methods whose update is the gradient of one scalar objective, sum_t w_t L_t (+ terms).
 
     Subclasses implement `objective(problem, losses)` returning the objective and
-    the [T] task weights to log. The objective may depend on the balancer's own
-    trainable variables (they then get gradients too).
+    the [T] task weights to log, from unscaled losses; the base class scales it
+    under a loss-scaling optimizer. Weights of the tasks outside
+    `problem.task_mask` must be 0 and those tasks' terms left out (rule 3). The
+    objective may depend on the balancer's own trainable variables (they then
+    get gradients too).
     """
 
     def objective(self, problem, losses):
@@ -355,5 +535,11 @@ class LossWeightingBalancer(Balancer):
         with tf.GradientTape() as tape:
             _, _, losses = problem.forward()
             objective, weights = self.objective(problem, tf.stack(losses))
-        shared, heads, own_grads = split_gradients(tape.gradient(objective, variables), problem, own)
+            scaled = problem.scale(objective)
+        shared, heads, own_grads = split_gradients(tape.gradient(scaled, variables), problem, own)
         return Update(shared=shared, heads=heads, task_weights=weights, own=own_grads)
+
+
+def mask_weights(weights, mask):
+    """Weights with the entries of unlabelled tasks set to 0 (rule 3)."""
+    return tf.where(mask, weights, tf.zeros_like(weights))

@@ -10,15 +10,20 @@ kept summing to T) follow, once per step, a gradient step on
     G_t = || grad_W (w_t L_t) ||,   r_t = (L_t / L_t(0)) / mean_j (L_j / L_j(0)),
 
 where W is the last shared layer and the targets mean(G) r_t^asymmetry are held
-constant (paper section 3.2). L_t(0) are the losses of the first step.
+constant (paper section 3.2). L_t(0) is task t's loss in the first batch
+where task t has labels.
 
 Choices: W is the encoder's last trainable variable of rank >= 2 (the kernel of
 its last convolution or dense layer); `gradient_at="representation"` measures
 G_t at the shared representation instead (cheaper, a common variant). The
-weights take a plain gradient step with `weight_learning_rate` (the paper tunes
-this rate per problem; 0.025 is a usual value), are floored at 1e-3 to stay
-positive and are then rescaled to sum to T. Everything uses global-batch
-quantities, so replicas keep identical weights.
+weights take a plain gradient step with `weight_learning_rate`, are floored at
+1e-3 to stay positive and are then rescaled to sum to T. Both constants are
+ours: the paper tunes the weights' learning rate per problem and states
+neither a value nor a floor (0.025 is a common choice in public code).
+Everything uses global-batch quantities, so replicas keep identical weights.
+A task without labels in the batch has weight 0 in that step's objective, and
+the means of the weight update run over the labelled tasks only; its own
+weight is left as it was.
 """
 
 import math
@@ -33,6 +38,26 @@ GRADIENT_AT = ("last_shared_layer", "representation")
 
 @register("gradnorm")
 class GradNorm(Balancer):
+    """GradNorm: loss weights w_t steered so the weighted gradient norms train at equal rates.
+
+    Args:
+      asymmetry: the paper's alpha (>= 0; default 1.5), how strongly tasks
+        that train slower get larger gradients.
+      weight_learning_rate: step size of the weights' own gradient step
+        (> 0; default 0.025, ours: the paper gives none).
+      gradient_at: `"last_shared_layer"` (default, the paper: the kernel of
+        the encoder's last layer) or `"representation"` (G_t at Z, cheaper).
+
+    Logs `{task}_weight` = w_t of the step (0 for a task without labels) and
+    `gradnorm_loss` = L_grad.
+
+    Raises:
+      ValueError: an option out of its range, or `"last_shared_layer"` with
+        an encoder that has no kernel.
+
+    Reference: Chen et al., ICML 2018, section 3 (eqs. 1-2, Algorithm 1).
+    """
+
     def __init__(self, asymmetry=1.5, weight_learning_rate=0.025, gradient_at="last_shared_layer", **kwargs):
         super().__init__(**kwargs)
         self.asymmetry = float(asymmetry)
@@ -43,12 +68,16 @@ class GradNorm(Balancer):
             raise ValueError(f"gradnorm weight_learning_rate must be a positive finite number; got {weight_learning_rate!r}")
         self.gradient_at = validate_choice("gradient_at", gradient_at, GRADIENT_AT)
 
-    def build_for_tasks(self, task_names):
+    def build_for_tasks(self, task_names, losses=None):
         state = {"trainable": False, "aggregation": "only_first_replica"}
-        self.loss_weights = self.add_weight(name="loss_weights", shape=(len(task_names),), initializer="ones", **state)
-        self.initial_losses = self.add_weight(name="initial_losses", shape=(len(task_names),), initializer="zeros", **state)
-        self.has_initial_losses = self.add_weight(name="has_initial_losses", shape=(), initializer="zeros", **state)
-        super().build_for_tasks(task_names)
+        num_tasks = len(task_names)
+        self.loss_weights = self.add_weight(name="loss_weights", shape=(num_tasks,), initializer="ones", **state)
+        self.initial_losses = self.add_weight(name="initial_losses", shape=(num_tasks,), initializer="zeros", **state)
+        # Per task: L_t(0) is the loss of the first batch in which task t has labels.
+        self.has_initial_losses = self.add_weight(
+            name="has_initial_losses", shape=(num_tasks,), initializer="zeros", **state
+        )
+        super().build_for_tasks(task_names, losses)
 
     def _last_shared_layer(self, problem):
         candidates = [v for v in problem.shared_variables if len(v.shape) >= 2]
@@ -59,46 +88,59 @@ class GradNorm(Balancer):
 
     def compute_update(self, problem):
         weights = tf.stop_gradient(tf.cast(self.loss_weights, tf.float32))
+        labelled = tf.cast(problem.task_mask, tf.float32)
+        count = tf.maximum(tf.reduce_sum(labelled), 1.0)
         variables = all_variables(problem)
         with tf.GradientTape(persistent=True) as tape:
             z, _, losses = problem.forward()
-            objective = tf.reduce_sum(weights * tf.stack(losses))
+            scaled = [problem.scale(loss) for loss in losses]
+            objective = tf.reduce_sum(weights * labelled * tf.stack(scaled))
         shared, heads, _ = split_gradients(tape.gradient(objective, variables), problem)
 
+        # G_t from true (unscaled) gradients of the scaled losses.
         if self.gradient_at == "representation":
             sq_norms = tf.stack([
-                tf.add_n([tf.reduce_sum(tf.square(g)) for g in tf.nest.flatten(tape.gradient(losses[i], z)) if g is not None])
+                tf.add_n([
+                    tf.reduce_sum(tf.square(tf.cast(g, tf.float32)))
+                    for g in tf.nest.flatten(problem.unscale(tape.gradient(scaled[i], z))) if g is not None
+                ])
                 for i in range(self.num_tasks)
             ])  # None: a part of Z no loss depends on (e.g. SegNet's pooling switches)
             sq_norms = problem.all_reduce_sum(sq_norms)
         else:
             kernel = self._last_shared_layer(problem)
-            per_task = tf.stack([tape.gradient(losses[i], kernel) for i in range(self.num_tasks)])
+            per_task = tf.stack([
+                tf.cast(problem.unscale(tape.gradient(scaled[i], kernel)), tf.float32) for i in range(self.num_tasks)
+            ])
             per_task = problem.all_reduce_sum(per_task)
             sq_norms = tf.reduce_sum(tf.reshape(tf.square(per_task), [self.num_tasks, -1]), axis=1)
         del tape
         unweighted_norms = tf.sqrt(sq_norms)
 
         global_losses = problem.global_losses(losses)
-        first = tf.equal(self.has_initial_losses, 0.0)
-        initial = tf.where(first, global_losses, tf.cast(self.initial_losses, tf.float32))
+        known = self.has_initial_losses > 0.0
+        initial = tf.where(known, tf.cast(self.initial_losses, tf.float32), global_losses)
         ratios = global_losses / tf.maximum(initial, 1e-12)
-        relative_rates = ratios / tf.maximum(tf.reduce_mean(ratios), 1e-12)
+        # Means over the labelled tasks only: the step of a model without the others.
+        relative_rates = ratios / tf.maximum(tf.reduce_sum(labelled * ratios) / count, 1e-12)
         norms = weights * unweighted_norms
-        targets = tf.reduce_mean(norms) * tf.pow(relative_rates, self.asymmetry)
+        targets = tf.reduce_sum(labelled * norms) / count * tf.pow(relative_rates, self.asymmetry)
         # d/dw_t |w_t n_t - target_t| = sign(w_t n_t - target_t) n_t, targets constant.
-        weight_gradient = tf.sign(norms - targets) * unweighted_norms
+        weight_gradient = labelled * tf.sign(norms - targets) * unweighted_norms
         new_weights = tf.maximum(weights - self.weight_learning_rate * weight_gradient, 1e-3)
-        new_weights = new_weights * self.num_tasks / tf.reduce_sum(new_weights)
+        # Renormalised so the labelled tasks keep their total (T when all are
+        # labelled); an unlabelled task's weight stays as it was.
+        total = tf.reduce_sum(labelled * weights) / tf.maximum(tf.reduce_sum(labelled * new_weights), 1e-12)
+        new_weights = tf.where(problem.task_mask, new_weights * total, weights)
 
         self.loss_weights.assign(new_weights)
-        self.initial_losses.assign(initial)
-        self.has_initial_losses.assign(1.0)
+        self.initial_losses.assign(tf.where(known, initial, labelled * global_losses))
+        self.has_initial_losses.assign(tf.maximum(self.has_initial_losses, labelled))
         return Update(
             shared=shared,
             heads=heads,
-            task_weights=weights,
-            logs={"gradnorm_loss": tf.reduce_sum(tf.abs(norms - targets))},
+            task_weights=weights * labelled,
+            logs={"gradnorm_loss": tf.reduce_sum(labelled * tf.abs(norms - targets))},
         )
 
     def get_config(self):

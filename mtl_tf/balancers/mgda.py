@@ -76,13 +76,19 @@ class _MinNormBalancer(Balancer):
         self.max_iterations = max_iterations
         self.tolerance = tolerance
 
-    def task_weights(self, gram, global_losses):
-        """alpha for a global Gram matrix of task gradients."""
+    def task_weights(self, problem, gram, global_losses):
+        """alpha for a global float32 Gram matrix of the (loss-scaled) task gradients.
+
+        The Gram matrix is brought back to the true gradients' (divided by S^2)
+        and the solver sees only the tasks labelled in the global batch; the
+        others get alpha_t = 0.
+        """
         options = {"max_iterations": self.max_iterations, "tolerance": self.tolerance}
         if self.solver is not None:
             options["method"] = self.solver
+        gram = gram / tf.square(problem.loss_scale)
         normalised = solvers.normalize_gram(gram, global_losses, self.normalization)
-        return tf.stop_gradient(solvers.min_norm_weights(normalised, **options))
+        return tf.stop_gradient(solvers.min_norm_weights(normalised, mask=problem.task_mask, **options))
 
     def head_gradients(self, own_gradients, alpha):
         if self.head_update == "paper":
@@ -133,7 +139,7 @@ class MGDA(_MinNormBalancer):
             stacked = stack_first_axis(per_task)
         del tape
         gram = global_parameter_gram(problem, stacked)
-        alpha = self.task_weights(gram, problem.global_losses(losses))
+        alpha = self.task_weights(problem, gram, problem.global_losses(losses))
         return Update(
             shared=weighted_sum(per_task, alpha),
             heads=self.head_gradients(heads, alpha),
@@ -158,7 +164,7 @@ class MGDAUB(_MinNormBalancer):
         # Z is split across replicas by example, so the global Gram matrix is the
         # sum of the replicas' Gram matrices.
         gram = problem.all_reduce_sum(gram_matrix(representation_grads))
-        alpha = self.task_weights(gram, problem.global_losses(losses))
+        alpha = self.task_weights(problem, gram, problem.global_losses(losses))
         flat = [tf.nest.flatten(g) for g in representation_grads]
         combined = tf.nest.pack_sequence_as(z, weighted_sum(flat, alpha))
         shared = encoder_tape.gradient(z, problem.shared_variables, output_gradients=combined)

@@ -35,7 +35,14 @@ import math
 import tensorflow as tf
 
 from mtl_tf import solvers
-from mtl_tf.balancers.base import Balancer, Update, global_parameter_gram, stack_first_axis, weighted_sum
+from mtl_tf.balancers.base import (
+    Balancer,
+    Update,
+    global_parameter_gram,
+    stack_first_axis,
+    weighted_sum,
+    zeros_for_none,
+)
 from mtl_tf.balancers.registry import register
 
 
@@ -50,6 +57,34 @@ def default_preferences(num_tasks, num_preferences=5):
 
 @register("pareto_mtl")
 class ParetoMTL(Balancer):
+    """Pareto MTL: the model of one preference vector u_k among u_1..u_K.
+
+    Args:
+      preferences: K x T preference vectors (finite, >= 0, not all zero; each
+        normalised to unit length), or None for the defaults above.
+      num_preferences: K of the default two-task preferences (>= 2; default 5).
+      preference_index: k, the preference this model follows (default: the
+        equal preference).
+      init_max_steps: cap of the initial feasibility phase (>= 0; default 1000).
+
+    Logs `{task}_weight` = w_t (sum |w_t| = T' over the T' labelled tasks) and
+    `pareto_init_phase` (1 while in the initial phase).
+
+    Raises:
+      ValueError: a preference with a negative entry, a zero preference, a
+        preference of the wrong length, an index out of range.
+
+    Reference: Lin et al., NeurIPS 2019, sections 4.1-4.2 (eqs. 12-16).
+    """
+
+    property_exceptions = {
+        "unlabelled_task": (
+            "a task without labels gets weight 0 and the step is Pareto MTL's on the labelled tasks with "
+            "the preferences restricted to them and renormalised; a model built without the task would "
+            "generate other default preferences, so its step differs"
+        ),
+    }
+
     def __init__(self, preferences=None, num_preferences=5, preference_index=None, init_max_steps=1000, **kwargs):
         super().__init__(**kwargs)
         self.preferences = preferences
@@ -61,14 +96,24 @@ class ParetoMTL(Balancer):
         if self.init_max_steps < 0:
             raise ValueError(f"pareto_mtl init_max_steps must be >= 0; got {init_max_steps!r}")
 
-    def build_for_tasks(self, task_names):
+    def build_for_tasks(self, task_names, losses=None):
         num_tasks = len(task_names)
         prefs = self.preferences or default_preferences(num_tasks, self.num_preferences)
         if any(len(p) != num_tasks for p in prefs):
             raise ValueError(f"pareto_mtl preferences must have {num_tasks} entries each (tasks {list(task_names)}); got {prefs}")
-        norms = [math.sqrt(sum(x * x for x in p)) for p in prefs]
-        if any(n == 0 for n in norms):
-            raise ValueError("pareto_mtl preferences must be non-zero vectors")
+        for i, p in enumerate(prefs):
+            if not all(math.isfinite(float(x)) and float(x) >= 0 for x in p):
+                raise ValueError(
+                    f"pareto_mtl preference {i} is {list(p)}; expected finite entries >= 0 (a preference "
+                    "vector points into the positive orthant of the loss space)"
+                )
+        norms = [math.sqrt(sum(float(x) ** 2 for x in p)) for p in prefs]
+        zero = [i for i, n in enumerate(norms) if n == 0]
+        if zero:
+            raise ValueError(
+                f"pareto_mtl preferences must be non-zero vectors: preference {zero[0]} is "
+                f"{list(prefs[zero[0]])} (each is normalised to unit length)"
+            )
         self._preferences = [[x / n for x in p] for p, n in zip(prefs, norms)]
         if self.preference_index is None:
             index = (len(prefs) - 1) // 2 if self.preferences is None and num_tasks == 2 else len(prefs) - 1
@@ -80,28 +125,36 @@ class ParetoMTL(Balancer):
         state = {"trainable": False, "aggregation": "only_first_replica"}
         self.init_steps = self.add_weight(name="init_steps", shape=(), initializer="zeros", **state)
         self.feasible = self.add_weight(name="feasible", shape=(), initializer="zeros", **state)
-        super().build_for_tasks(task_names)
+        super().build_for_tasks(task_names, losses)
 
     def compute_update(self, problem):
         T = self.num_tasks
-        prefs = tf.constant(self._preferences, tf.float32)
+        mask = problem.task_mask
+        labelled = tf.cast(mask, tf.float32)
+        # Restricted to the labelled tasks (rule 3): preferences and losses lose
+        # the other coordinates, and the preferences are renormalised there.
+        prefs = tf.constant(self._preferences, tf.float32) * labelled
+        prefs = prefs / tf.maximum(tf.norm(prefs, axis=1, keepdims=True), 1e-12)
         with tf.GradientTape(persistent=True) as tape:
             _, _, losses = problem.forward()
+            scaled = [problem.scale(loss) for loss in losses]
         shared_vars = problem.shared_variables
         per_task, heads = [], {}
         for i, t in enumerate(problem.task_names):
-            g_shared, heads[t] = tape.gradient(losses[i], (shared_vars, problem.head_variables[t]))
-            per_task.append([tf.zeros_like(v) if g is None else g for g, v in zip(g_shared, shared_vars)])
-            heads[t] = [tf.zeros_like(v) if g is None else g for g, v in zip(heads[t], problem.head_variables[t])]
+            g_shared, heads[t] = tape.gradient(scaled[i], (shared_vars, problem.head_variables[t]))
+            per_task.append(zeros_for_none(g_shared, shared_vars))
+            heads[t] = zeros_for_none(heads[t], problem.head_variables[t])
         del tape
         shared_gram = global_parameter_gram(problem, stack_first_axis(per_task))
         head_sq = tf.stack([
-            tf.add_n([tf.reduce_sum(tf.square(g)) for g in problem.all_reduce_sum(heads[t])] or [tf.zeros([])])
+            tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in problem.all_reduce_sum(heads[t])]
+                     or [tf.zeros([])])
             for t in problem.task_names
         ])
-        gram = shared_gram + tf.linalg.diag(head_sq)
+        # The true gradients' Gram matrix (the gradients above are of S L_t).
+        gram = (shared_gram + tf.linalg.diag(head_sq)) / tf.square(problem.loss_scale)
 
-        global_losses = problem.global_losses(losses)
+        global_losses = problem.global_losses(losses) * labelled
         directions = prefs - prefs[self._index]  # K x T, row k is zero
         violation = tf.linalg.matvec(directions, global_losses / tf.maximum(tf.norm(global_losses), 1e-12))
         active = violation > 0.0
@@ -118,16 +171,16 @@ class ParetoMTL(Balancer):
 
         extended = tf.concat([tf.eye(T, dtype=tf.float64), directions64], axis=0)
         extended_gram = extended @ gram64 @ tf.transpose(extended)
-        mask = tf.concat([tf.ones([T], tf.bool), active], axis=0)
-        beta = tf.cast(solvers.min_norm_weights(extended_gram, mask=mask), tf.float32)
+        beta = tf.cast(solvers.min_norm_weights(extended_gram, mask=tf.concat([mask, active], axis=0)), tf.float32)
         main_weights = beta[:T] + tf.linalg.matvec(directions, beta[T:], transpose_a=True)
-        main_weights = main_weights * T / tf.maximum(tf.reduce_sum(tf.abs(main_weights)), 1e-12)
+        total = tf.reduce_sum(labelled)
+        main_weights = main_weights * total / tf.maximum(tf.reduce_sum(tf.abs(main_weights)), 1e-12)
 
         in_init = tf.logical_and(
             tf.logical_and(self.init_steps < self.init_max_steps, tf.equal(self.feasible, 0.0)),
             tf.logical_not(feasible_now),
         )
-        weights = tf.stop_gradient(tf.where(in_init, init_weights, main_weights))
+        weights = tf.stop_gradient(tf.where(in_init, init_weights, main_weights) * labelled)
         self.init_steps.assign_add(tf.cast(in_init, self.init_steps.dtype))
         self.feasible.assign(tf.maximum(self.feasible, tf.cast(feasible_now, self.feasible.dtype)))
         return Update(

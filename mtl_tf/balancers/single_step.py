@@ -1,35 +1,51 @@
 """Single gradient step update (Lee & Son) and its ablation, split-only.
 
 Lee & Son, "Multitask Learning with Single Gradient Step Update for Task
-Balancing" (Algorithm 1, eqs. 2-4). On one mini-batch, first order:
+Balancing", section 3, Algorithm 1, eqs. (2)-(4). On one mini-batch, first order:
 
-1. inner step, for every task i:  theta_s^i = theta_s - a * grad_{theta_s} L_i(theta_s, theta_t^i)
-2. outer step:  theta_s <- theta_s - b * sum_i grad L_i evaluated at (theta_s^i, theta_t^i)
-   (the gradient at the moved point is applied to theta_s: no second derivatives)
-3. heads, for every task i:  theta_t^i <- theta_t^i - a * grad_{theta_t^i} L_i(theta_s, theta_t^i)
+  (2) inner step, for every task i:  theta_s^i = theta_s - alpha grad_{theta_s} L_i(theta_s, theta_t^i)
+  (3) shared step:  theta_s <- theta_s - beta grad sum_i L_i evaluated at (theta_s^i, theta_t^i)
+      (the gradient at the moved point is applied to theta_s: no second derivatives)
+  (4) heads, for every task i:  theta_t^i <- theta_t^i - alpha grad_{theta_t^i} L_i(theta_s, theta_t^i)
+      at the updated theta_s ("the task specific layers are updated ... while the
+      shared layers are fixed", after the shared step).
 
-`split_only` is the paper's ablation: step 2 with the plain sum of the losses at
-theta_s (no inner step), then step 3.
+`split_only` is the paper's ablation: (3) with the plain sum of the losses at
+theta_s (no inner step), then (4).
 
-Choices where the paper is silent or a Keras model differs:
-* Step sizes. b is the model optimizer's learning rate and the optimizer applies
-  the outer and the head updates together, once per batch (so momentum, Adam
-  and learning-rate schedules work as usual). a (`inner_learning_rate`) defaults
-  to the optimizer's current learning rate; the paper uses a = b = 0.001 (SGD).
-  Heads are stepped by the optimizer, i.e. with b; with the default a = b this is
-  the paper's rule.
-* Which theta_s step 3 sees. The paper alternates: shared layers first, then the
-  heads "while the shared layers are fixed", at the new theta_s. With
-  `head_gradients_at="updated"` (default) the head gradients are evaluated at
-  theta_s - b * (outer gradient), which is exactly the new theta_s for plain SGD
-  (the paper's optimiser) and a one-step look-ahead for other optimisers. With
-  `"original"` they are evaluated at the old theta_s (no extra forward pass).
-  Without the alternation split-only would coincide with plain sum-of-losses
-  training, since grad_{theta_t^i} sum_j L_j = grad_{theta_t^i} L_i.
-* Every replica forms the same theta_s^i from the global-batch gradient.
+How the equations map onto a Keras model, and the options that name the other
+readings (defaults are the paper's rule):
+
+* beta is the model optimizer's learning rate: the optimizer applies (3), so
+  momentum, Adam and learning-rate schedules act on the shared layers as usual.
+  With plain SGD, (3) is exact.
+* alpha (`inner_learning_rate`, single_step only) is set once, as the paper
+  does: the given value, or the optimizer's learning rate at the first step;
+  it does not follow the schedule. `inner_rate_schedule="optimizer"` ties it to
+  the schedule instead (alpha_t = alpha * lr_t / lr_0; with alpha unset that is
+  the optimizer's current rate, this module's behaviour before version 0.2).
+* (4) takes the heads' gradients at the shared weights the optimizer actually
+  produced this step (`head_gradients_at="updated"`): the model applies the
+  shared update first, then asks for the head gradients (`Update.head_phase`),
+  for any optimizer. `"sgd_lookahead"` evaluates them at theta_s - beta * g
+  (the new weights for plain SGD only; the behaviour before 0.2) and
+  `"original"` at the old theta_s (no extra forward pass).
+* The heads are stepped with alpha (`head_learning_rate="inner"`, eq. 4) by a
+  second optimizer of the model's kind (`MultiTaskModel.head_optimizer`, a
+  clone of the model's optimizer: with momentum or Adam the heads keep their
+  own moments, as with a second parameter group in PyTorch), or with the
+  model optimizer's rate (`"optimizer"`, the behaviour before 0.2, also the
+  only choice of `split_only`, which has no alpha). With plain SGD,
+  `head_learning_rate="inner"` and `head_gradients_at="updated"` the step
+  equals eqs. (2)-(4) exactly.
+* Every replica forms the same theta_s^i from the global-batch gradient; the
+  extra forward passes at theta_s^i and at the updated theta_s are stateless
+  (they move no batch-norm statistics and draw the real pass's dropout masks).
+* A task without labels in the batch has a zero gradient, so theta_s^i = theta_s
+  and its terms in (3) and (4) vanish: the step of a model without that task.
 
 Extra logs: `{task}_inner_loss`, the loss of task i at theta_s^i (the red curve of
-the paper's Fig. 3).
+the paper's Fig. 3), single_step only.
 """
 
 import math
@@ -39,71 +55,111 @@ import tensorflow as tf
 from mtl_tf.balancers.base import (
     Balancer,
     Update,
-    gradients_per_task,
     stack_first_axis,
     validate_choice,
+    zeros_for_none,
 )
 from mtl_tf.balancers.registry import register
 
-HEAD_GRADIENTS_AT = ("updated", "original")
+HEAD_GRADIENTS_AT = ("updated", "sgd_lookahead", "original")
+HEAD_LEARNING_RATES = ("inner", "optimizer")
+INNER_RATE_SCHEDULES = ("constant", "optimizer")
 
 
 class _SharedThenHeads(Balancer):
-    """The schedule both methods share: a shared-layer step, then the heads (eq. 4)."""
+    """The schedule both methods share: a shared-layer step (eq. 3), then the heads (eq. 4)."""
 
     inner_step = False
+    head_learning_rate = "optimizer"
 
     def __init__(self, head_gradients_at="updated", **kwargs):
         super().__init__(**kwargs)
         self.head_gradients_at = validate_choice("head_gradients_at", head_gradients_at, HEAD_GRADIENTS_AT)
 
-    def inner_rate(self, problem):
-        return problem.learning_rate
+    @property
+    def uses_head_optimizer(self):
+        """Whether the heads take a second optimizer step after the shared one (see the module docstring)."""
+        return self.head_gradients_at == "updated" or self.head_learning_rate == "inner"
+
+    def build_for_tasks(self, task_names, losses=None):
+        state = {"trainable": False, "aggregation": "only_first_replica"}
+        # [alpha, lr_0] fixed at the first step, and whether they are set.
+        self.base_rates = self.add_weight(name="base_rates", shape=(2,), initializer="zeros", **state)
+        self.has_base_rates = self.add_weight(name="has_base_rates", shape=(), initializer="zeros", **state)
+        super().build_for_tasks(task_names, losses)
+
+    def configured_inner_rate(self):
+        """alpha as given, or None for the optimizer's learning rate at the first step."""
+        return None
+
+    def rates(self, problem):
+        """(alpha of this step, head learning rate of this step), float32 scalars."""
+        lr = problem.learning_rate
+        given = self.configured_inner_rate()
+        first = tf.stack([lr if given is None else tf.constant(given, tf.float32), lr])
+        base = tf.where(self.has_base_rates > 0.0, tf.cast(self.base_rates, tf.float32), first)
+        self.base_rates.assign(base)
+        self.has_base_rates.assign(1.0)
+        alpha = base[0]
+        if getattr(self, "inner_rate_schedule", "constant") == "optimizer":
+            alpha = alpha * lr / tf.maximum(base[1], 1e-30)
+        head_rate = alpha if self.head_learning_rate == "inner" else lr
+        return alpha, head_rate
 
     def compute_update(self, problem):
         shared_vars = problem.shared_variables
-        shared_values = [v.value for v in shared_vars]
+        shared_values = [tf.identity(v.value) for v in shared_vars]
+        alpha, head_rate = self.rates(problem)
         with tf.GradientTape(persistent=True) as tape:
             _, _, losses = problem.forward()
+            scaled = [problem.scale(loss) for loss in losses]
         logs = {}
         if self.inner_step:
-            per_task = gradients_per_task(tape, losses, shared_vars, self.num_tasks)
-            per_task = [[tf.zeros_like(v) if g is None else g for g, v in zip(gs, shared_vars)] for gs in per_task]
-            global_per_task = problem.all_reduce_sum(stack_first_axis(per_task))
-            inner_rate = self.inner_rate(problem)
+            per_task = [zeros_for_none(tape.gradient(scaled[i], shared_vars), shared_vars) for i in range(self.num_tasks)]
+            global_per_task = problem.unscale(problem.all_reduce_sum(stack_first_axis(per_task)))
             outer, inner_losses = None, []
             for i, task in enumerate(problem.task_names):
-                moved = [w - tf.cast(inner_rate, w.dtype) * g[i] for w, g in zip(shared_values, global_per_task)]
+                moved = [w - tf.cast(alpha, w.dtype) * tf.cast(g[i], w.dtype) for w, g in zip(shared_values, global_per_task)]
                 with tf.GradientTape() as inner_tape:
                     inner_tape.watch(moved)
-                    prediction = problem.heads[task](problem.encode_with(moved), training=True)
-                    inner_loss = problem.task_loss(task, prediction)
-                grads = inner_tape.gradient(inner_loss, moved)
-                grads = [tf.zeros_like(w) if g is None else g for g, w in zip(grads, moved)]
+                    _, (inner_loss,) = problem.heads_with(problem.encode_with(moved), tasks=[task])
+                    scaled_inner = problem.scale(inner_loss)
+                grads = zeros_for_none(inner_tape.gradient(scaled_inner, moved), moved)
                 outer = grads if outer is None else [a + b for a, b in zip(outer, grads)]
                 inner_losses.append(inner_loss)
             global_inner = problem.global_losses(inner_losses)
             logs = {f"{t}_inner_loss": global_inner[i] for i, t in enumerate(problem.task_names)}
         else:
-            outer = tape.gradient(losses, shared_vars)  # a list target: the sum's gradient
-            outer = [tf.zeros_like(v) if g is None else g for g, v in zip(outer, shared_vars)]
+            outer = zeros_for_none(tape.gradient(scaled, shared_vars), shared_vars)  # a list target: the sum's gradient
 
-        head_vars = [v for t in problem.task_names for v in problem.head_variables[t]]
-        if self.head_gradients_at == "original":
-            flat_heads = tape.gradient(losses, head_vars)
-        else:
-            step = problem.all_reduce_sum(outer)
-            lr = problem.learning_rate
-            updated = [w - tf.cast(lr, w.dtype) * g for w, g in zip(shared_values, step)]
+        head_vars = [problem.head_variables[t] for t in problem.task_names]
+
+        def head_gradients_at(shared_point):
             with tf.GradientTape() as head_tape:
-                _, updated_losses = problem.heads_and_losses(problem.encode_with(updated))
-            flat_heads = head_tape.gradient(updated_losses, head_vars)
+                _, point_losses = problem.heads_with(problem.encode_with(shared_point))
+                total = problem.scale(tf.add_n(point_losses))
+            return dict(zip(problem.task_names, head_tape.gradient(total, head_vars)))
+
+        heads, head_phase = None, None
+        if self.head_gradients_at == "original":
+            heads = dict(zip(problem.task_names, tape.gradient(scaled, head_vars)))
+        elif self.head_gradients_at == "sgd_lookahead":
+            step = problem.unscale(problem.all_reduce_sum(outer))
+            lr = problem.learning_rate
+            heads = head_gradients_at([w - tf.cast(lr, w.dtype) * tf.cast(g, w.dtype) for w, g in zip(shared_values, step)])
+        else:
+            # Run by the model once the shared update is applied: reads the new weights.
+            head_phase = lambda: head_gradients_at([tf.identity(v.value) for v in shared_vars])  # noqa: E731
         del tape
-        heads, k = {}, 0
-        for t in problem.task_names:
-            n = len(problem.head_variables[t])
-            heads[t], k = flat_heads[k : k + n], k + n
-        return Update(shared=outer, heads=heads, task_weights=tf.ones([self.num_tasks]), logs=logs)
+        weights = tf.cast(problem.task_mask, tf.float32)
+        return Update(
+            shared=outer,
+            heads=heads,
+            head_phase=head_phase,
+            head_learning_rate=head_rate if self.uses_head_optimizer else None,
+            task_weights=weights,
+            logs=logs,
+        )
 
     def get_config(self):
         return {**super().get_config(), "head_gradients_at": self.head_gradients_at}
@@ -111,34 +167,80 @@ class _SharedThenHeads(Balancer):
 
 @register("single_step")
 class SingleStep(_SharedThenHeads):
-    """Lee & Son's method: inner steps per task, outer step on the moved points, then the heads."""
+    """Lee & Son's single gradient step update: inner steps per task, the shared step at the moved points, then the heads.
+
+    Args:
+      inner_learning_rate: alpha of eqs. (2) and (4), > 0; default None: the
+        optimizer's learning rate at the first step (the paper uses
+        alpha = beta = 0.001 with SGD).
+      inner_rate_schedule: `"constant"` (default, the paper: alpha set once) or
+        `"optimizer"` (alpha scaled with the optimizer's learning-rate schedule).
+      head_gradients_at: `"updated"` (default, the paper: at the shared weights
+        the optimizer produced this step), `"sgd_lookahead"` or `"original"`.
+      head_learning_rate: `"inner"` (default, eq. 4: heads stepped with alpha)
+        or `"optimizer"` (with the optimizer's learning rate).
+
+    Logs `{task}_weight` = 1 (0 for a task without labels) and
+    `{task}_inner_loss` = L_i(theta_s^i, theta_t^i) (the paper's Fig. 3).
+
+    Raises:
+      ValueError: an inner learning rate that is not a positive finite
+        number, or an unknown choice.
+
+    Reference: Lee & Son, section 3, eqs. (2)-(4), Algorithm 1.
+    """
 
     inner_step = True
 
-    def __init__(self, inner_learning_rate=None, head_gradients_at="updated", **kwargs):
+    def __init__(
+        self,
+        inner_learning_rate=None,
+        inner_rate_schedule="constant",
+        head_gradients_at="updated",
+        head_learning_rate="inner",
+        **kwargs,
+    ):
         super().__init__(head_gradients_at=head_gradients_at, **kwargs)
+        self.head_learning_rate = validate_choice("head_learning_rate", head_learning_rate, HEAD_LEARNING_RATES)
         if inner_learning_rate is not None:
             rate = float(inner_learning_rate)
             if not (math.isfinite(rate) and rate > 0):
                 raise ValueError(
                     f"single_step inner_learning_rate must be a positive finite number (or None for the "
-                    f"optimizer's learning rate); got {inner_learning_rate!r}"
+                    f"optimizer's learning rate at the first step); got {inner_learning_rate!r}"
                 )
             inner_learning_rate = rate
         self.inner_learning_rate = inner_learning_rate
+        self.inner_rate_schedule = validate_choice("inner_rate_schedule", inner_rate_schedule, INNER_RATE_SCHEDULES)
 
-    def inner_rate(self, problem):
-        if self.inner_learning_rate is None:
-            return problem.learning_rate
-        return tf.constant(self.inner_learning_rate, tf.float32)
+    def configured_inner_rate(self):
+        return self.inner_learning_rate
 
     def get_config(self):
-        return {**super().get_config(), "inner_learning_rate": self.inner_learning_rate}
+        return {
+            **super().get_config(),
+            "inner_learning_rate": self.inner_learning_rate,
+            "inner_rate_schedule": self.inner_rate_schedule,
+            "head_learning_rate": self.head_learning_rate,
+        }
 
 
 @register("split_only")
 class SplitOnly(_SharedThenHeads):
-    """Lee & Son's ablation: shared layers on the plain sum of losses, heads updated after.
+    """Lee & Son's ablation: the shared layers step on the plain sum of losses, then the heads.
 
-    It has no inner step, so it takes no `inner_learning_rate`.
+    Args:
+      head_gradients_at: `"updated"` (default: at the shared weights the
+        optimizer produced this step), `"sgd_lookahead"` or `"original"`
+        (with `"original"` split-only is plain sum-of-losses training, since
+        grad_{theta_t^i} sum_j L_j = grad_{theta_t^i} L_i).
+
+    It has no inner step, so no alpha: the heads take the optimizer's learning
+    rate (`head_learning_rate` is fixed to `"optimizer"`; with the paper's
+    alpha = beta that is eq. 4).
+
+    Logs `{task}_weight` = 1 (0 for a task without labels).
+
+    Reference: Lee & Son, section 4.1 ("Split-only").
     """
+

@@ -11,12 +11,29 @@ import math
 
 import tensorflow as tf
 
-from mtl_tf.balancers.base import LossWeightingBalancer, as_task_vector
+from mtl_tf.balancers.base import LossWeightingBalancer, as_task_vector, mask_weights
 from mtl_tf.balancers.registry import register
 
 
 @register("static")
 class Static(LossWeightingBalancer):
+    """Static scaling: the update descends sum_t c_t L_t with fixed weights c.
+
+    Args:
+      weights: one finite number >= 0 per task, a list in head order or a dict
+        keyed by task name; required. Used as given (not renormalised):
+        `[1, 1]` is Lee & Son's "ordinary" sum of losses, `[0.5, 0.5]` uniform.
+
+    Logs `{task}_weight` = c_t, 0 for a task without labels in the batch.
+
+    Raises:
+      ValueError: weights missing, of the wrong length or keys, negative or
+        not finite.
+
+    Reference: Sener & Koltun, NeurIPS 2018, section 4 (grid search of static
+    scalings); Lee & Son, Table 1 ("ordinary").
+    """
+
     def __init__(self, weights=None, **kwargs):
         super().__init__(**kwargs)
         if weights is None:
@@ -31,12 +48,12 @@ class Static(LossWeightingBalancer):
         else:
             self.static_weights = [_as_weight(w, f"weight {i} (0-based)") for i, w in enumerate(weights)]
 
-    def build_for_tasks(self, task_names):
+    def build_for_tasks(self, task_names, losses=None):
         self._weight_vector = as_task_vector("static weights", self.static_weights, task_names)
-        super().build_for_tasks(task_names)
+        super().build_for_tasks(task_names, losses)
 
     def objective(self, problem, losses):
-        weights = tf.constant(self._weight_vector, tf.float32)
+        weights = mask_weights(tf.constant(self._weight_vector, tf.float32), problem.task_mask)
         return tf.reduce_sum(weights * losses), weights
 
     def get_config(self):

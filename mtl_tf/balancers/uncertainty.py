@@ -19,20 +19,88 @@ the same method with a doubled learning rate.
 
 import tensorflow as tf
 
-from mtl_tf.balancers.base import LossWeightingBalancer, as_task_vector, validate_choice
+from mtl_tf.balancers.base import LossWeightingBalancer, as_task_vector, mask_weights, validate_choice
 from mtl_tf.balancers.registry import register
 
 TASK_TYPES = {"regression": 0.5, "classification": 1.0}
 
+# Keras' losses by the likelihood they are the negative log of (up to constants).
+_CLASSIFICATION = (
+    "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
+    "binary_focal_crossentropy", "categorical_focal_crossentropy",
+)
+_REGRESSION = (
+    "mean_squared_error", "mean_absolute_error", "huber", "log_cosh",
+    "mean_squared_logarithmic_error", "mean_absolute_percentage_error",
+)
+
+
+def task_type_of(loss):
+    """`"classification"`, `"regression"` or None (unknown) for a Keras loss object.
+
+    A loss may say it itself with a `likelihood` attribute (`mtl_tf.losses`'
+    losses do); otherwise Keras' loss classes and functions are recognised by
+    name: the cross-entropies are classification, MSE, MAE, Huber, log-cosh,
+    MSLE and MAPE regression.
+    """
+    declared = getattr(loss, "likelihood", None)
+    if declared is not None:
+        return declared
+    fn = getattr(loss, "fn", None)  # a loss function wrapped as a Loss
+    names = [getattr(fn, "__name__", "")] if fn is not None else []
+    for klass in type(loss).__mro__:
+        names.append(_snake(klass.__name__))
+    for name in names:
+        if name in _CLASSIFICATION:
+            return "classification"
+        if name in _REGRESSION:
+            return "regression"
+    return None
+
+
+def _snake(name):
+    """`MeanSquaredError` -> `mean_squared_error` (Keras' class and function names agree so)."""
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
 
 @register("uncertainty")
 class Uncertainty(LossWeightingBalancer):
-    def __init__(self, task_types="regression", **kwargs):
+    """Homoscedastic uncertainty weighting: sum_t c_t exp(-s_t) L_t + s_t / 2, s_t learnt.
+
+    Args:
+      task_types: `None` (default: each task's form from its loss: a
+        cross-entropy is `classification`, MSE, MAE, Huber and the like are
+        `regression`), one of `"classification"` / `"regression"` for every
+        task, or a list (head order) / dict (by task) of them.
+
+    Logs `{task}_weight` = c_t exp(-s_t) (0 for a task without labels in the
+    batch, whose s_t then does not move).
+
+    Raises:
+      ValueError: an unknown task type, or (with `task_types=None`) a task
+        whose loss is not recognised; the message names the task.
+
+    Reference: Kendall, Gal & Cipolla, CVPR 2018, eqs. 7 and 10.
+    """
+
+    def __init__(self, task_types=None, **kwargs):
         super().__init__(**kwargs)
         self.task_types = task_types
 
-    def build_for_tasks(self, task_names):
-        if isinstance(self.task_types, str):
+    def build_for_tasks(self, task_names, losses=None):
+        if self.task_types is None:
+            types = []
+            for t in task_names:
+                kind = task_type_of((losses or {}).get(t))
+                if kind is None:
+                    loss_name = type((losses or {}).get(t)).__name__ if losses else "unknown (no losses given)"
+                    raise ValueError(
+                        f"uncertainty cannot tell whether task {t!r} (loss {loss_name}) is a classification "
+                        "or a regression task; give task_types, e.g. "
+                        f"balancer_options={{'task_types': {{{t!r}: 'regression'}}}}"
+                    )
+                types.append(kind)
+        elif isinstance(self.task_types, str):
             types = [self.task_types] * len(task_names)
         else:
             types = as_task_vector("uncertainty task_types", self.task_types, task_names)
@@ -42,14 +110,15 @@ class Uncertainty(LossWeightingBalancer):
         self.log_variances = self.add_weight(
             name="log_variances", shape=(len(task_names),), initializer="zeros", trainable=True
         )
-        super().build_for_tasks(task_names)
+        super().build_for_tasks(task_names, losses)
 
     def objective(self, problem, losses):
         s = tf.cast(self.log_variances, tf.float32)
-        weights = tf.constant(self._likelihood_scale, tf.float32) * tf.exp(-s)
+        labelled = tf.cast(problem.task_mask, tf.float32)
+        weights = mask_weights(tf.constant(self._likelihood_scale, tf.float32) * tf.exp(-s), problem.task_mask)
         # The task losses are already divided by the number of replicas; the
         # regulariser must be too, since the optimizer sums replica gradients.
-        regulariser = 0.5 * tf.reduce_sum(s) / problem.num_replicas
+        regulariser = 0.5 * tf.reduce_sum(labelled * s) / problem.num_replicas
         return tf.reduce_sum(weights * losses) + regulariser, weights
 
     def get_config(self):

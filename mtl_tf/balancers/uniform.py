@@ -3,6 +3,9 @@
 The "uniform scaling" baseline of Sener & Koltun, "Multi-Task Learning as
 Multi-Objective Optimization", NeurIPS 2018, section 4. (Lee & Son's "ordinary"
 baseline is the plain sum, weight 1 per task: `static` with weights [1, ..., 1].)
+
+A task without labels in the batch is left out of the mean: the weights are
+1/T' over the T' labelled tasks, the step of a model without that task.
 """
 
 import tensorflow as tf
@@ -13,6 +16,15 @@ from mtl_tf.balancers.registry import register
 
 @register("uniform")
 class Uniform(LossWeightingBalancer):
+    """Uniform scaling: the update descends the mean of the task losses.
+
+    No options. Logs `{task}_weight` = 1/T' for the T' tasks labelled in the
+    batch, 0 for the others.
+
+    Reference: Sener & Koltun, NeurIPS 2018, section 4 ("uniform scaling").
+    """
+
     def objective(self, problem, losses):
-        weights = tf.fill([self.num_tasks], 1.0 / self.num_tasks)
+        labelled = tf.cast(problem.task_mask, tf.float32)
+        weights = labelled / tf.maximum(tf.reduce_sum(labelled), 1.0)
         return tf.reduce_sum(weights * losses), weights

@@ -276,8 +276,12 @@ def two_task_alpha(gram):
 # -- running the Keras model ---------------------------------------------------------------
 
 
-def build_model(setup, balancer, options=None, tasks=None, counting=False):
-    """A compiled MultiTaskModel holding `setup.params`, heads in the order `tasks`."""
+def build_model(setup, balancer, options=None, tasks=None, counting=False, optimizer=None):
+    """A compiled MultiTaskModel holding `setup.params`, heads in the order `tasks`.
+
+    optimizer: a Keras optimizer config dict (`keras.optimizers.serialize`);
+    default plain SGD at `LEARNING_RATE`.
+    """
     params = setup.params
     encoder_cls = CountingEncoder if counting else Linear
     encoder = encoder_cls(params["W"], params["b"], name="encoder")
@@ -289,7 +293,11 @@ def build_model(setup, balancer, options=None, tasks=None, counting=False):
         balancer=balancer,
         balancer_options=options,
     )
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=LEARNING_RATE))
+    if optimizer is None:
+        optimizer = keras.optimizers.SGD(learning_rate=LEARNING_RATE)
+    else:
+        optimizer = keras.optimizers.deserialize(copy.deepcopy(optimizer))
+    model.compile(optimizer=optimizer)
     return model
 
 
@@ -322,7 +330,7 @@ def fit(model, setup, epochs=1):
 _MODELS = {}
 
 
-def run(setup, balancer, options=None, epochs=1, tasks=None):
+def run(setup, balancer, options=None, epochs=1, tasks=None, optimizer=None):
     """Fits `epochs` one-batch steps from `setup.params`; returns (model, per-step logs).
 
     Models are cached per (method, options, head order, shapes): a cached model
@@ -331,12 +339,15 @@ def run(setup, balancer, options=None, epochs=1, tasks=None):
     its traced step is reused (tracing costs ~10x the tiny step).
     """
     tasks = tuple(tasks or setup.tasks)
-    key = (balancer, repr(sorted((options or {}).items())), tasks, setup.params["b"] is None, setup.x.shape)
+    key = (balancer, repr(sorted((options or {}).items())), tasks, setup.params["b"] is None, setup.x.shape,
+           repr(optimizer))
     if key not in _MODELS:
-        model = build_model(setup, balancer, options, tasks=tasks)
+        model = build_model(setup, balancer, options, tasks=tasks, optimizer=optimizer)
         model.build(setup.x.shape)
         model.optimizer.build(model.trainable_variables)
         state = list(model.balancer.variables) + list(model.optimizer.variables)
+        if model.head_optimizer is not None:
+            state += list(model.head_optimizer.variables)
         _MODELS[key] = (model, state, [np.array(keras.ops.convert_to_numpy(v)) for v in state])
     model, state, initial = _MODELS[key]
     load_params(model, setup.params)
