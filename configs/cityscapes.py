@@ -25,6 +25,11 @@ Run (any method of `mtl_tf.balancers.available()`, `single_task` or `grid`):
 
 With ImageNet weights for the encoder (a keras.applications ResNet50 "notop" .h5 file), also set
 --config.model.encoder_weights=/path/resnet50_notop.h5 --config.data.normalization=caffe.
+
+Initialisation (model.initializer): torch (the default), PyTorch's default, kernels and biases
+uniform in +-1/sqrt(fan_in), which Sener's official decoders start from; it also draws the
+encoder's random start (the official encoder starts from ImageNet weights instead: see above).
+keras gives keras.applications' glorot-uniform kernels and zero biases.
 """
 
 import ml_collections
@@ -87,6 +92,8 @@ def get_config(arg=None):
             "pool_scales": (1, 2, 3, 6),
             "decoder_channels": 512,
             "dropout_rate": 0.1,
+            # Sener's code is PyTorch and its decoders keep PyTorch's default initialisation.
+            "initializer": "torch",
         }
     )
     config.evaluation = ml_collections.ConfigDict({"baseline_results": placeholder(object)})

@@ -9,6 +9,11 @@ learning rate 1e-4 halved after 100 epochs, 200 epochs, batch 8 for Cityscapes (
 code's NYUv2 script uses batch 2). MTAN's val folder is the test split (MTAN and Lee & Son report
 it); data.val_size holds the last training images out for model selection.
 
+Initialisation (model.initializer): mtan (the default) is MTAN's official code, which
+re-initialises every convolution with xavier_normal_ and zero biases after construction, so
+PyTorch's own layer default is not its start; torch (kernels and biases uniform in
++-1/sqrt(fan_in)) and keras (glorot-uniform, zero biases) are the alternatives.
+
 Variants (`--config=configs/cityscapes_segnet.py:VARIANT`):
   (none)  the paper's setting;
   smoke   a pipeline check on the real data (16 images, one epoch): not a result.
@@ -61,7 +66,8 @@ def segnet_config(benchmark, image_size, batch_size, task_types, variants):
         }
     )
     config.model = ml_collections.ConfigDict(
-        {"filters": (64, 128, 256, 512, 512), "convs_per_block": (2, 2, 3, 3, 3)}
+        # MTAN's code (PyTorch) overrides PyTorch's default initialisation with its own ("mtan").
+        {"filters": (64, 128, 256, 512, 512), "convs_per_block": (2, 2, 3, 3, 3), "initializer": "mtan"}
     )
     config.evaluation = ml_collections.ConfigDict({"baseline_results": placeholder(object)})
     config.train.tensorboard_update_freq = 50

@@ -6,7 +6,9 @@ tasks, one SegNet decoder per task (the normal decoder's output L2-normalised).
 
 Hyper-parameters (MTAN's code, which Lee & Son follow): Adam, learning rate 1e-4 halved after 100
 epochs, 200 epochs, batch 2. MTAN's val folder is the test split; data.val_size holds the last
-training images out for model selection.
+training images out for model selection. Initialisation (model.initializer): mtan, MTAN's own
+(xavier-normal kernels, zero biases, which its code sets over PyTorch's defaults); torch or keras
+as alternatives (see configs/cityscapes_segnet.py).
 
 Variants (`--config=configs/nyuv2.py:VARIANT`):
   (none)  the paper's setting;

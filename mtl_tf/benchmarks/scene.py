@@ -51,7 +51,11 @@ Config fields read (see ``configs/cityscapes.py``, ``configs/cityscapes_segnet.p
 ``model.batch_norm_momentum``, ``model.encoder_blocks``, ``model.encoder_width``
 (None: ResNet-50; smaller for tests), ``model.pool_scales``, ``model.decoder_channels``,
 ``model.dropout_rate`` (PSP); ``model.filters``, ``model.convs_per_block``
-(SegNet); ``evaluation.baseline_results``.
+(SegNet); ``model.initializer`` (encoder and decoders: ``torch`` or ``keras``
+for Cityscapes, see ``mtl_tf.nets.pspnet``; ``mtan``, ``torch`` or ``keras``
+for SegNet, see ``mtl_tf.nets.segnet``; a config without it gets each net's
+behaviour from before the field existed, ``keras`` and ``mtan``);
+``evaluation.baseline_results``.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from mtl_tf import metrics as dense_metrics
 from mtl_tf.benchmarks.registry import Benchmark, register
 from mtl_tf.data import cityscapes as cityscapes_data
 from mtl_tf.data import mtan as mtan_data
+from mtl_tf.nets import initializers as init_lib
 from mtl_tf.nets import pspnet, segnet
 
 SUMMARY_KEY = "multi_task"
@@ -302,7 +307,12 @@ def build_cityscapes(config) -> Benchmark:
         drop_remainder=bool(_get(data_config, "drop_remainder", False)),
         check_files=bool(_get(data_config, "check_files", True)),
     )
-    encoder_options = {"output_stride": output_stride, "weights_path": _get(model_config, "encoder_weights")}
+    initializer = init_lib.check_initializer(_get(model_config, "initializer", "keras"), owner="model.initializer")
+    encoder_options = {
+        "output_stride": output_stride,
+        "weights_path": _get(model_config, "encoder_weights"),
+        "initializer": initializer,
+    }
     # Unset fields keep the net's defaults (ResNet-50 itself, keras.applications' batch norm).
     for field, option, cast in (
         ("encoder_blocks", "blocks", lambda v: tuple(int(b) for b in v)),
@@ -317,6 +327,7 @@ def build_cityscapes(config) -> Benchmark:
         pool_scales=tuple(int(p) for p in _get(model_config, "pool_scales", pspnet.PSP_POOL_SCALES)),
         channels=int(_get(model_config, "decoder_channels", 512)),
         dropout_rate=float(_get(model_config, "dropout_rate", 0.1)),
+        initializer=initializer,
     )
     outputs = {"segmentation": cityscapes_data.NUM_CLASSES, "instance": 2, "disparity": 1}
     heads = {
@@ -379,6 +390,9 @@ def _build_segnet(config, name: str, dataset: str) -> Benchmark:
     structure = dict(
         filters=tuple(int(f) for f in _get(model_config, "filters", segnet.SEGNET_FILTERS)),
         convs_per_block=tuple(int(c) for c in _get(model_config, "convs_per_block", segnet.SEGNET_CONVS_PER_BLOCK)),
+        initializer=init_lib.check_initializer(
+            _get(model_config, "initializer", "mtan"), segnet.INITIALIZERS, "model.initializer"
+        ),
     )
     encoder = segnet.segnet_encoder(seed=seed, **structure)
     outputs = {"segmentation": (spec.num_classes, "linear"), "depth": (1, "linear"), "normal": (3, "l2_normalize")}

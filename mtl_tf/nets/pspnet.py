@@ -33,8 +33,13 @@ ImageNet weights load unchanged. The output is ``[B, ceil(H/8), ceil(W/8),
 2048]`` (exactly H/8 x W/8 when H and W are multiples of 8) for any input
 size.
 
-Weights: ``weights_path=None`` gives Keras' default random initialisation; a
-path to a keras.applications ResNet50 "notop" weights file (e.g.
+Weights: ``weights_path=None`` gives a random initialisation, chosen by
+``initializer``: ``"keras"`` (the default) is keras.applications' (glorot-uniform
+kernels, zero biases), ``"torch"`` PyTorch's default (kernels and biases uniform
+in +-1/sqrt(fan_in), ``mtl_tf.nets.initializers``). Sener's code starts the
+encoder from ImageNet weights (its ResNet is torchvision-style and
+re-initialises itself before loading them, so neither choice is its random
+start); a path to a keras.applications ResNet50 "notop" weights file (e.g.
 ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``) is read by
 ``keras.applications.ResNet50(weights=path)`` and copied layer by layer by
 name. Nothing is downloaded. Those weights expect ``keras.applications
@@ -53,7 +58,10 @@ Decoder (``PyramidPoolingDecoder``), for features ``[B, h, w, C]``:
 
 with 512 channels by default (PSPNet's and Sener's code's). Outputs are logits
 for segmentation and linear values for offsets and disparity. Decoder batch
-norm uses PyTorch's defaults (momentum 0.1 = Keras 0.9, epsilon 1e-5).
+norm uses PyTorch's defaults (momentum 0.1 = Keras 0.9, epsilon 1e-5). The
+decoder's ``initializer`` is ``"keras"`` (default: glorot-uniform kernels, zero
+bias) or ``"torch"``: PyTorch's default, which Sener's decoders keep (they are
+not re-initialised), so ``"torch"`` is the official random start.
 
 ``AdaptiveAveragePooling2D`` is hand-written because Keras has no adaptive
 pooling: bin i of an axis of length n covers ``[floor(i n / s), ceil((i+1) n
@@ -72,6 +80,8 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
+
+from mtl_tf.nets import initializers as init_lib
 
 __all__ = [
     "AdaptiveAveragePooling2D",
@@ -159,7 +169,18 @@ def _check_weights_path(weights_path):
     return weights_path
 
 
-def _bottleneck(x, filters, stride, dilation, projection, name, batch_norm_momentum):
+def _conv(x, filters, kernel_size, initializer, **kwargs):
+    """``keras.layers.Conv2D(filters, kernel_size, **kwargs)`` applied to ``x``.
+
+    ``"torch"`` initialisers take their fan-in from ``x``'s channels;
+    ``"keras"`` leaves the layer's defaults (keras.applications' own).
+    """
+    if initializer == "torch":
+        kwargs.update(init_lib.torch_initializers(kernel_size * kernel_size * int(x.shape[-1])))
+    return keras.layers.Conv2D(filters, kernel_size, **kwargs)(x)
+
+
+def _bottleneck(x, filters, stride, dilation, projection, name, batch_norm_momentum, initializer="keras"):
     """keras.applications' ResNet v1 bottleneck block (same layers and names), with dilation."""
 
     def norm(suffix):
@@ -168,27 +189,30 @@ def _bottleneck(x, filters, stride, dilation, projection, name, batch_norm_momen
         )
 
     if projection:
-        shortcut = keras.layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(x)
+        shortcut = _conv(x, 4 * filters, 1, initializer, strides=stride, name=f"{name}_0_conv")
         shortcut = norm(0)(shortcut)
     else:
         shortcut = x
-    x = keras.layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
+    x = _conv(x, filters, 1, initializer, strides=stride, name=f"{name}_1_conv")
     x = keras.layers.Activation("relu", name=f"{name}_1_relu")(norm(1)(x))
-    x = keras.layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, name=f"{name}_2_conv")(x)
+    x = _conv(x, filters, 3, initializer, padding="same", dilation_rate=dilation, name=f"{name}_2_conv")
     x = keras.layers.Activation("relu", name=f"{name}_2_relu")(norm(2)(x))
-    x = keras.layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
+    x = _conv(x, 4 * filters, 1, initializer, name=f"{name}_3_conv")
     x = norm(3)(x)
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
 def build_resnet50_trunk(
-    output_stride=8, blocks=RESNET50_BLOCKS, width=64, batch_norm_momentum=0.99, name="resnet50_trunk"
+    output_stride=8, blocks=RESNET50_BLOCKS, width=64, batch_norm_momentum=0.99, name="resnet50_trunk",
+    initializer="keras",
 ):
     """Functional ResNet-50 trunk (keras.applications' layers and names), dilated to ``output_stride``.
 
     Returns a ``keras.Model`` mapping ``[B, H, W, 3]`` to ``[B, ceil(H/s), ceil(W/s), 32 * width]``.
+    ``initializer``: ``"keras"`` (keras.applications' defaults) or ``"torch"``.
     """
+    init_lib.check_initializer(initializer)
     if output_stride not in STAGE_DILATIONS:
         raise ValueError(f"output_stride must be one of {sorted(STAGE_DILATIONS)}; got {output_stride!r}")
     blocks = tuple(int(b) for b in blocks)
@@ -198,7 +222,7 @@ def build_resnet50_trunk(
     dilations = STAGE_DILATIONS[output_stride]
     inputs = keras.Input((None, None, 3), name="image")
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
-    x = keras.layers.Conv2D(width, 7, strides=2, name="conv1_conv")(x)
+    x = _conv(x, width, 7, initializer, strides=2, name="conv1_conv")
     x = keras.layers.BatchNormalization(axis=3, epsilon=1.001e-5, momentum=batch_norm_momentum, name="conv1_bn")(x)
     x = keras.layers.Activation("relu", name="conv1_relu")(x)
     x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
@@ -217,6 +241,7 @@ def build_resnet50_trunk(
                 projection=block == 1,
                 name=f"{stage_name}_block{block}",
                 batch_norm_momentum=batch_norm_momentum,
+                initializer=initializer,
             )
     return keras.Model(inputs, x, name=name)
 
@@ -244,23 +269,33 @@ class DilatedResNet50(keras.layers.Layer):
         has 32 * width channels). Smaller values are for tests.
       batch_norm_momentum: Keras momentum of the batch norms (keras.applications'
         0.99; PyTorch's default, which Sener's code trains with, is 0.9).
+      initializer: random initialisation without ``weights_path``: ``"keras"``
+        (default, keras.applications') or ``"torch"`` (PyTorch's default).
+
+    Raises:
+      ValueError: an unknown ``initializer`` or ``output_stride``; ImageNet
+        weights with a non-default structure.
     """
 
     def __init__(
-        self, output_stride=8, weights_path=None, blocks=RESNET50_BLOCKS, width=64, batch_norm_momentum=0.99, **kwargs
+        self, output_stride=8, weights_path=None, blocks=RESNET50_BLOCKS, width=64, batch_norm_momentum=0.99,
+        initializer="keras", **kwargs
     ):
         super().__init__(**kwargs)
         self.output_stride = int(output_stride)
         self.blocks = tuple(int(b) for b in blocks)
         self.width = int(width)
         self.batch_norm_momentum = float(batch_norm_momentum)
+        self.initializer = init_lib.check_initializer(initializer)
         weights_path = _check_weights_path(weights_path)
         if weights_path is not None and (self.blocks != RESNET50_BLOCKS or self.width != 64):
             raise ValueError(
                 f"{self.name}: ImageNet weights fit only ResNet-50 itself (blocks={RESNET50_BLOCKS}, width=64); "
                 f"got blocks={self.blocks}, width={self.width}"
             )
-        self.trunk = build_resnet50_trunk(self.output_stride, self.blocks, self.width, self.batch_norm_momentum)
+        self.trunk = build_resnet50_trunk(
+            self.output_stride, self.blocks, self.width, self.batch_norm_momentum, initializer=self.initializer
+        )
         if weights_path is not None:
             load_resnet50_weights(self.trunk, weights_path)
         self.built = True  # The functional trunk is built for any input size.
@@ -289,6 +324,7 @@ class DilatedResNet50(keras.layers.Layer):
             "blocks": list(self.blocks),
             "width": self.width,
             "batch_norm_momentum": self.batch_norm_momentum,
+            "initializer": self.initializer,
         }
 
 
@@ -306,16 +342,27 @@ class PyramidPoolingDecoder(keras.layers.Layer):
       channels: width of the branch and fusion convolutions (512 in the paper's net;
         tests use a few).
       dropout_rate: channel dropout before the classifier.
-      seed: seed of the dropout mask (None: unseeded).
+      seed: seed of the dropout mask and, with ``initializer="torch"``, of
+        the initialisers (None: unseeded).
+      initializer: ``"keras"`` (default: glorot-uniform kernels, zero bias) or
+        ``"torch"`` (PyTorch's default, the official decoders' start).
+
+    Raises:
+      ValueError: an unknown ``initializer``, non-positive sizes; at build,
+        unknown input channels.
     """
 
-    def __init__(self, num_outputs, pool_scales=PSP_POOL_SCALES, channels=512, dropout_rate=0.1, seed=None, **kwargs):
+    def __init__(
+        self, num_outputs, pool_scales=PSP_POOL_SCALES, channels=512, dropout_rate=0.1, seed=None,
+        initializer="keras", **kwargs
+    ):
         super().__init__(**kwargs)
         self.num_outputs = int(num_outputs)
         self.pool_scales = tuple(int(s) for s in pool_scales)
         self.channels = int(channels)
         self.dropout_rate = float(dropout_rate)
         self.seed = seed
+        self.initializer = init_lib.check_initializer(initializer)
         if self.num_outputs < 1 or self.channels < 1 or not self.pool_scales or min(self.pool_scales) < 1:
             raise ValueError(
                 f"{type(self).__name__}: num_outputs, channels and pool_scales must be positive; got "
@@ -337,14 +384,20 @@ class PyramidPoolingDecoder(keras.layers.Layer):
             raise ValueError(f"{self.name}: the number of input channels must be known; got shape {input_shape}")
         for pool, conv, norm in zip(self.pools, self.branch_convs, self.branch_norms):
             pooled = pool.compute_output_shape(input_shape)
-            conv.build(pooled)
+            self._build_conv(conv, pooled)
             norm.build(conv.compute_output_shape(pooled))
         fused_in = (batch, height, width, channels + self.channels * len(self.pool_scales))
-        self.fuse_conv.build(fused_in)
+        self._build_conv(self.fuse_conv, fused_in)
         fused = self.fuse_conv.compute_output_shape(fused_in)
         self.fuse_norm.build(fused)
-        self.classifier.build(fused)
+        self._build_conv(self.classifier, fused)
         self.built = True
+
+    def _build_conv(self, conv, input_shape):
+        init_lib.set_layer_initializers(
+            conv, input_shape, self.initializer, seed=init_lib.derive_seed(self.seed, conv.name)
+        )
+        conv.build(input_shape)
 
     def call(self, inputs, training=None):
         size = tf.shape(inputs)[1:3]
@@ -372,6 +425,7 @@ class PyramidPoolingDecoder(keras.layers.Layer):
             "channels": self.channels,
             "dropout_rate": self.dropout_rate,
             "seed": self.seed,
+            "initializer": self.initializer,
         }
 
 

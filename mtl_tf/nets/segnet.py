@@ -40,9 +40,15 @@ in PyTorch), and whose gradient reaches only that maximum. They need even
 sizes, so the input's height and width must be multiples of 32 (MTAN's
 128x256 and 288x384 are).
 
-Initialisation follows MTAN: convolution kernels Xavier (Glorot) normal, not
-truncated; biases zero; batch norm with PyTorch's momentum 0.1 (Keras 0.9) and
-epsilon 1e-5. ``filters`` can be scaled down for tests.
+Initialisation (``initializer``, one of :data:`INITIALIZERS`): ``"mtan"``, the
+default, follows MTAN's official code, which re-initialises every convolution
+after construction (``nn.init.xavier_normal_`` kernels, not truncated; zero
+biases); ``"torch"`` is PyTorch's layer default (kernels and biases uniform in
++-1/sqrt(fan_in), what the same PyTorch layers start from without that
+re-initialisation); ``"keras"`` is Keras' (glorot-uniform kernels, zero
+biases). Batch norm starts at scale 1 and offset 0 (as MTAN sets it), with
+PyTorch's momentum 0.1 (Keras 0.9) and epsilon 1e-5. ``filters`` can be scaled
+down for tests.
 """
 
 from __future__ import annotations
@@ -50,7 +56,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from mtl_tf.nets import initializers as init_lib
+
 __all__ = [
+    "INITIALIZERS",
     "ConvBatchNormReLU",
     "MaxPoolingWithSwitches",
     "MaxUnpoolingWithSwitches",
@@ -63,11 +72,33 @@ __all__ = [
 SEGNET_FILTERS = (64, 128, 256, 512, 512)
 SEGNET_CONVS_PER_BLOCK = (2, 2, 3, 3, 3)
 OUTPUT_ACTIVATIONS = ("linear", "l2_normalize")
+INITIALIZERS = ("mtan", "torch", "keras")
 
 
 def xavier_normal(seed=None):
     """PyTorch's ``xavier_normal_``: normal with variance 2 / (fan_in + fan_out), not truncated."""
     return keras.initializers.VarianceScaling(1.0, "fan_avg", "untruncated_normal", seed=seed)
+
+
+def _check_initializer(initializer):
+    return init_lib.check_initializer(initializer, INITIALIZERS)
+
+
+def _conv(filters, kernel_size, initializer, seed, name, padding="same"):
+    """A ``Conv2D`` with bias; "torch" initialisers are set at build (``_build_conv``)."""
+    if initializer == "keras":
+        kernel_initializer = keras.initializers.GlorotUniform(seed=seed)
+    else:
+        kernel_initializer = xavier_normal(seed)
+    return keras.layers.Conv2D(
+        filters, kernel_size, padding=padding, kernel_initializer=kernel_initializer, name=name
+    )
+
+
+def _build_conv(conv, input_shape, initializer, seed):
+    if initializer == "torch":
+        init_lib.set_layer_initializers(conv, input_shape, "torch", seed)
+    conv.build(input_shape)
 
 
 def _check_structure(filters, convs_per_block):
@@ -83,19 +114,27 @@ def _check_structure(filters, convs_per_block):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class ConvBatchNormReLU(keras.layers.Layer):
-    """3x3 "same" convolution (with bias) -> batch norm -> ReLU, MTAN's ``conv_layer``."""
+    """3x3 "same" convolution (with bias) -> batch norm -> ReLU, MTAN's ``conv_layer``.
 
-    def __init__(self, filters, seed=None, **kwargs):
+    Args:
+      filters: output channels.
+      seed: seed of the convolution's initialisers (None: unseeded).
+      initializer: one of :data:`INITIALIZERS` (default ``"mtan"``); see the module doc.
+
+    Raises:
+      ValueError: an unknown ``initializer``.
+    """
+
+    def __init__(self, filters, seed=None, initializer="mtan", **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.seed = seed
-        self.conv = keras.layers.Conv2D(
-            self.filters, 3, padding="same", kernel_initializer=xavier_normal(seed), name="conv"
-        )
+        self.initializer = _check_initializer(initializer)
+        self.conv = _conv(self.filters, 3, self.initializer, seed, "conv")
         self.norm = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn")
 
     def build(self, input_shape):
-        self.conv.build(input_shape)
+        _build_conv(self.conv, input_shape, self.initializer, self.seed)
         self.norm.build(self.conv.compute_output_shape(input_shape))
         self.built = True
 
@@ -106,7 +145,7 @@ class ConvBatchNormReLU(keras.layers.Layer):
         return (*tuple(input_shape)[:3], self.filters)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "seed": self.seed}
+        return {**super().get_config(), "filters": self.filters, "seed": self.seed, "initializer": self.initializer}
 
 
 def _windows(x):
@@ -184,16 +223,26 @@ class SegNetEncoder(keras.layers.Layer):
       filters: widths of the five blocks (paper: 64, 128, 256, 512, 512).
       convs_per_block: convolutions per block (paper: 2, 2, 3, 3, 3).
       seed: seed of the kernel initialisers.
+      initializer: one of :data:`INITIALIZERS` (default ``"mtan"``); see the module doc.
+
+    Raises:
+      ValueError: an unknown ``initializer`` or a malformed structure.
     """
 
-    def __init__(self, filters=SEGNET_FILTERS, convs_per_block=SEGNET_CONVS_PER_BLOCK, seed=None, **kwargs):
+    def __init__(
+        self, filters=SEGNET_FILTERS, convs_per_block=SEGNET_CONVS_PER_BLOCK, seed=None, initializer="mtan", **kwargs
+    ):
         super().__init__(**kwargs)
         self.filters, self.convs_per_block = _check_structure(filters, convs_per_block)
         self.seed = seed
+        self.initializer = _check_initializer(initializer)
         self.convs, self.pools = [], []
         for block, (width, count) in enumerate(zip(self.filters, self.convs_per_block), start=1):
             for i in range(1, count + 1):
-                self.convs.append(ConvBatchNormReLU(width, seed=_offset(seed, len(self.convs)), name=f"block{block}_conv{i}"))
+                self.convs.append(ConvBatchNormReLU(
+                    width, seed=_offset(seed, len(self.convs)), initializer=self.initializer,
+                    name=f"block{block}_conv{i}",
+                ))
             self.pools.append(MaxPoolingWithSwitches(name=f"block{block}_pool"))
 
     @property
@@ -243,6 +292,7 @@ class SegNetEncoder(keras.layers.Layer):
             "filters": list(self.filters),
             "convs_per_block": list(self.convs_per_block),
             "seed": self.seed,
+            "initializer": self.initializer,
         }
 
 
@@ -255,6 +305,11 @@ class SegNetDecoder(keras.layers.Layer):
       output_activation: "linear" (logits / depth) or "l2_normalize" (unit normals).
       filters, convs_per_block: the encoder's structure (mirrored).
       seed: seed of the kernel initialisers.
+      initializer: one of :data:`INITIALIZERS` (default ``"mtan"``); see the module doc.
+
+    Raises:
+      ValueError: an unknown ``initializer`` or ``output_activation``, a
+        non-positive ``num_outputs``, a malformed structure.
     """
 
     def __init__(
@@ -264,6 +319,7 @@ class SegNetDecoder(keras.layers.Layer):
         filters=SEGNET_FILTERS,
         convs_per_block=SEGNET_CONVS_PER_BLOCK,
         seed=None,
+        initializer="mtan",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -277,21 +333,19 @@ class SegNetDecoder(keras.layers.Layer):
         self.output_activation = output_activation
         self.filters, self.convs_per_block = _check_structure(filters, convs_per_block)
         self.seed = seed
+        self.initializer = _check_initializer(initializer)
         self.unpools, self.convs = [], []
         # Deepest block first; every conv of block k outputs block k-1's width.
         for block in reversed(range(len(self.filters))):
             width = self.filters[max(block - 1, 0)]
             self.unpools.append(MaxUnpoolingWithSwitches(name=f"block{block + 1}_unpool"))
             for i in range(1, self.convs_per_block[block] + 1):
-                self.convs.append(
-                    ConvBatchNormReLU(width, seed=_offset(seed, len(self.convs)), name=f"block{block + 1}_conv{i}")
-                )
-        self.prediction_conv = keras.layers.Conv2D(
-            self.filters[0], 3, padding="same", kernel_initializer=xavier_normal(_offset(seed, 100)), name="pred_conv"
-        )
-        self.prediction = keras.layers.Conv2D(
-            self.num_outputs, 1, kernel_initializer=xavier_normal(_offset(seed, 101)), name="pred"
-        )
+                self.convs.append(ConvBatchNormReLU(
+                    width, seed=_offset(seed, len(self.convs)), initializer=self.initializer,
+                    name=f"block{block + 1}_conv{i}",
+                ))
+        self.prediction_conv = _conv(self.filters[0], 3, self.initializer, _offset(seed, 100), "pred_conv")
+        self.prediction = _conv(self.num_outputs, 1, self.initializer, _offset(seed, 101), "pred", padding="valid")
 
     def _check_input(self, input_shape):
         if not isinstance(input_shape, dict) or "features" not in input_shape or "switches" not in input_shape:
@@ -315,8 +369,10 @@ class SegNetDecoder(keras.layers.Layer):
                 conv = next(layers)
                 conv.build(shape)
                 shape = conv.compute_output_shape(shape)
-        self.prediction_conv.build(shape)
-        self.prediction.build(self.prediction_conv.compute_output_shape(shape))
+        _build_conv(self.prediction_conv, shape, self.initializer, _offset(self.seed, 100))
+        _build_conv(
+            self.prediction, self.prediction_conv.compute_output_shape(shape), self.initializer, _offset(self.seed, 101)
+        )
         self.built = True
 
     def call(self, inputs, training=None):
@@ -344,6 +400,7 @@ class SegNetDecoder(keras.layers.Layer):
             "filters": list(self.filters),
             "convs_per_block": list(self.convs_per_block),
             "seed": self.seed,
+            "initializer": self.initializer,
         }
 
 

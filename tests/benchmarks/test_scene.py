@@ -171,6 +171,20 @@ def test_missing_data_dir_and_mismatched_target_size(cityscapes_root):
         benchmarks.build(cityscapes_config(cityscapes_root, **{"data.target_size": (8, 8)}))
 
 
+def test_model_initializer_reaches_the_nets(cityscapes_root, mtan_roots):
+    bench = benchmarks.build(cityscapes_config(cityscapes_root))
+    assert bench.encoder.initializer == "torch" and all(h.initializer == "torch" for h in bench.heads.values())
+    bench = benchmarks.build(cityscapes_config(cityscapes_root, **{"model.initializer": "keras"}))
+    assert bench.encoder.initializer == "keras" and all(h.initializer == "keras" for h in bench.heads.values())
+    with pytest.raises(ValueError, match=r"model.initializer='mtan' is not valid; expected one of \['keras', 'torch'\]"):
+        benchmarks.build(cityscapes_config(cityscapes_root, **{"model.initializer": "mtan"}))
+    for choice in ("mtan", "torch", "keras"):
+        bench = benchmarks.build(segnet_config("configs/nyuv2.py", mtan_roots["nyuv2"], **{"model.initializer": choice}))
+        assert bench.encoder.initializer == choice and all(h.initializer == choice for h in bench.heads.values())
+    with pytest.raises(ValueError, match=r"model.initializer='xavier' is not valid; expected one of \['mtan', 'torch', 'keras'\]"):
+        benchmarks.build(segnet_config("configs/nyuv2.py", mtan_roots["nyuv2"], **{"model.initializer": "xavier"}))
+
+
 # -- configs -----------------------------------------------------------------------------------
 
 
@@ -189,6 +203,9 @@ def test_configs_carry_the_papers_settings():
         assert (config.optimizer.name, config.optimizer.learning_rate) == ("adam", 1e-4)
         assert (config.schedule.milestones, config.schedule.factor) == ((100,), 0.5)
         assert config.model.filters == (64, 128, 256, 512, 512)
+        # MTAN's code re-initialises its convolutions (xavier normal, zero bias) over PyTorch's defaults.
+        assert config.model.initializer == "mtan"
+    assert sener.model.initializer == "torch"  # Sener's decoders keep PyTorch's defaults
     for path in ("configs/cityscapes.py", "configs/cityscapes_segnet.py", "configs/nyuv2.py"):
         smoke = experiment.load_config(f"{path}:smoke")
         assert smoke.epochs == 1 and smoke.data.max_train_examples

@@ -232,3 +232,69 @@ def test_resnet_choices():
     assert type(plain) is keras.layers.Dense and np.all(_values(plain.bias) == 0)
     with pytest.raises(ValueError, match="initializer='pytorch'"):
         resnet.resnet18_encoder(initializer="pytorch")
+
+
+# -- the Cityscapes nets ------------------------------------------------------------------------------
+
+
+def test_pspnet_choices():
+    from mtl_tf.nets import pspnet
+
+    tiny = {"blocks": (1, 1, 1, 1), "width": 4}
+    torch_net = pspnet.DilatedResNet50(initializer="torch", **tiny)
+    keras_net = pspnet.DilatedResNet50(**tiny)
+    # conv1: 7x7 on RGB -> fan_in 147; conv2_block1_2_conv: 3x3 on 4 channels -> 36.
+    for name, fan_in in (("conv1_conv", 147), ("conv2_block1_2_conv", 36)):
+        layer = torch_net.trunk.get_layer(name)
+        bound = 1 / math.sqrt(fan_in)
+        assert np.abs(_values(layer.kernel)).max() <= bound and np.abs(_values(layer.kernel)).max() > 0.8 * bound
+        assert np.abs(_values(layer.bias)).max() <= bound and np.count_nonzero(_values(layer.bias)) == layer.filters
+        assert np.all(_values(keras_net.trunk.get_layer(name).bias) == 0)
+    bn = torch_net.trunk.get_layer("conv1_bn")
+    assert np.all(_values(bn.gamma) == 1) and np.all(_values(bn.beta) == 0)
+    assert pspnet.DilatedResNet50.from_config(torch_net.get_config()).initializer == "torch"
+
+    decoder = pspnet.PyramidPoolingDecoder(19, channels=8, seed=3, initializer="torch")
+    decoder.build((None, 5, 7, 16))
+    # Branch conv 1x1 on 16 channels: fan_in 16; fusion 3x3 on 16 + 4 * 8 = 48: 432; classifier 1x1 on 8: 8.
+    for layer, fan_in in ((decoder.branch_convs[0], 16), (decoder.fuse_conv, 432), (decoder.classifier, 8)):
+        bound = 1 / math.sqrt(fan_in)
+        assert np.abs(_values(layer.kernel)).max() <= bound and np.abs(_values(layer.kernel)).max() > 0.8 * bound
+    classifier_bias = _values(decoder.classifier.bias)
+    assert np.abs(classifier_bias).max() <= 1 / math.sqrt(8) and np.count_nonzero(classifier_bias) == 19
+    assert np.all(_values(decoder.fuse_norm.gamma) == 1) and np.all(_values(decoder.fuse_norm.beta) == 0)
+    again = pspnet.PyramidPoolingDecoder.from_config(decoder.get_config())
+    again.build((None, 5, 7, 16))
+    assert again.initializer == "torch"
+    np.testing.assert_array_equal(_values(again.fuse_conv.kernel), _values(decoder.fuse_conv.kernel))  # seeded
+    plain = pspnet.PyramidPoolingDecoder(19, channels=8)
+    plain.build((None, 5, 7, 16))
+    assert np.all(_values(plain.classifier.bias) == 0)
+
+
+def test_segnet_choices():
+    from mtl_tf.nets import segnet
+
+    kw = {"filters": (4, 8), "convs_per_block": (1, 1), "seed": 2}
+    shape = (None, 32, 32, 3)
+    nets = {choice: segnet.SegNetEncoder(initializer=choice, **kw) for choice in segnet.INITIALIZERS}
+    for net in nets.values():
+        net.build(shape)
+    assert nets["mtan"].initializer == segnet.SegNetEncoder(**kw).initializer == "mtan"  # the default
+    # The second conv: 3x3 on 4 channels -> fan_in 36 (PyTorch); glorot fans 36 and 72 (Keras, MTAN).
+    conv = {choice: net.convs[1].conv for choice, net in nets.items()}
+    torch_kernel = _values(conv["torch"].kernel)
+    assert np.abs(torch_kernel).max() <= 1 / 6 and np.abs(torch_kernel).max() > 0.8 / 6
+    assert np.abs(_values(conv["torch"].bias)).max() <= 1 / 6 and np.count_nonzero(_values(conv["torch"].bias)) == 8
+    assert np.abs(_values(conv["keras"].kernel)).max() <= math.sqrt(6 / (36 + 72))
+    # xavier_normal_: N(0, 2 / (fan_in + fan_out)), not truncated.
+    assert _values(conv["mtan"].kernel).std() == pytest.approx(math.sqrt(2 / (36 + 72)), rel=0.25)
+    for choice in ("mtan", "keras"):
+        assert np.all(_values(conv[choice].bias) == 0)
+    decoder = segnet.SegNetDecoder(3, initializer="torch", **kw)
+    decoder.build(nets["torch"].compute_output_shape(shape))
+    # The 1x1 prediction conv on the 4-channel prediction_conv output: fan_in 4.
+    assert np.abs(_values(decoder.prediction.bias)).max() <= 0.5 and np.count_nonzero(_values(decoder.prediction.bias)) == 3
+    assert segnet.SegNetDecoder.from_config(decoder.get_config()).initializer == "torch"
+    with pytest.raises(ValueError, match=r"expected one of \['mtan', 'torch', 'keras'\]"):
+        segnet.SegNetEncoder(initializer="xavier")
