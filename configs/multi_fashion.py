@@ -15,7 +15,8 @@ Variants (`--config=configs/multi_fashion.py:VARIANT`, comma-separated):
                     PyTorch's default initialisation (model.initializer=torch); Keras'
                     dropout (model.dropout=official selects the official code's unscaled
                     masks, one channel mask per batch).
-  smoke             a few thousand composites, one epoch (a pipeline check, not a result).
+  smoke             a few thousand composites, one epoch, /255 inputs and Keras'
+                    initialisation (a pipeline check, not a result).
 
 Run (any method of `mtl_tf.balancers.available()`, `single_task` or `grid`):
 

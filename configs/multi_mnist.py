@@ -15,7 +15,8 @@ Variants (`--config=configs/multi_mnist.py:VARIANT`, comma-separated):
                    (data.pixel_scale=raw; unit divides by 255) and PyTorch's default
                    initialisation, kernels and biases U(+-1/sqrt(fan_in))
                    (model.initializer=torch; keras gives glorot-uniform and zero biases).
-  smoke            a few thousand composites, one epoch (a pipeline check, not a result).
+  smoke            a few thousand composites, one epoch, /255 inputs and Keras'
+                   initialisation (a pipeline check, not a result).
 
 Run:
 

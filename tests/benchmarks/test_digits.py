@@ -114,6 +114,8 @@ def test_configs_default_to_the_official_recipes():
         config = experiment.load_config(spec)
         assert config.data.protocol == "pareto", spec
         assert (config.data.pixel_scale, config.model.initializer) == ("raw", "torch"), spec
+    smoke = experiment.load_config("configs/multi_fashion.py:smoke")  # a pipeline check keeps the old inputs
+    assert (smoke.data.protocol, smoke.data.pixel_scale, smoke.model.initializer) == ("pareto", "unit", "keras")
     for spec in ("configs/multi_mnist.py", "configs/multi_fashion.py:sener"):
         config = experiment.load_config(spec)
         assert config.data.protocol == "sener", spec
