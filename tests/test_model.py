@@ -336,3 +336,140 @@ def test_nan_gradients_with_finite_losses_stop_fit():
     message = _fit_into_bad_batch(model, *_two_epochs(x, y), bad_epoch=0, bad_batch=2)
     assert "gradients of epoch 1, batch 3 are not finite although every task loss is" in message
     assert "expected finite gradients" in message
+
+
+# -- the issue's three small inputs: precision, stateful heads, unlabelled tasks ----------------------
+
+
+def _ones_model(method, options=None):
+    """The issue's input; returns (head kernel move at the first applied step, loss scales seen)."""
+    encoder = keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")
+    head = keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")
+    model = mtl_tf.MultiTaskModel(encoder, {"t": head}, {"t": "mse"}, balancer=method, balancer_options=options)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    x, y = np.ones((4, 2), "float32"), {"t": np.zeros((4, 1), "float32")}
+    # Under mixed_float16 the first steps overflow at Keras' initial scale 32768
+    # (dL/dk = 8 summed in float16 over 4 examples times 32768 > 65504): the
+    # scaler skips them and halves its scale, as it does for any Keras model.
+    scales = []
+    for _ in range(8):
+        recorder = _StepLogs()
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[recorder])
+        scales.append(recorder.steps[0].get("loss_scale"))
+        if recorder.steps[0]["skipped_update"] == 0.0:
+            break
+    return float(1.0 - np.asarray(head.kernel)[0, 0]), scales
+
+
+SINGLE_TASK_OPTIONS = {"static": {"weights": [1.0]}}
+# z = 2, prediction 2, dL/dk = 2 * 2 * 2 = 8, times lr 0.01 (heads with their own unscaled gradient).
+MOVES_BY_008 = ("uniform", "static", "mgda", "mgda_ub", "gradnorm")
+
+
+@pytest.mark.parametrize("method", balancers.available())
+def test_mixed_float16_head_moves_as_in_float32(method):
+    options = SINGLE_TASK_OPTIONS.get(method)
+    float32_move, _ = _ones_model(method, options)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed_move, scales = _ones_model(method, options)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # Overflows (skipped, scale halved), then the applied step.
+    assert len(scales) >= 2 and scales == [32768.0 / 2**k for k in range(len(scales))], scales
+    np.testing.assert_allclose(mixed_move, float32_move, rtol=2e-3)
+    if method in MOVES_BY_008:
+        np.testing.assert_allclose(mixed_move, 0.08, rtol=2e-3)
+
+
+def test_loss_scale_overflow_is_skipped_and_the_scale_lowered():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        encoder = keras.layers.Dense(4, kernel_initializer="ones")
+        model = mtl_tf.MultiTaskModel(encoder, {"t": keras.layers.Dense(1)}, {"t": "mse"}, balancer="mgda_ub")
+        model.compile(optimizer=keras.optimizers.SGD(1e-6))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    recorder = _StepLogs()
+    # |dL/dprediction| ~ 1e3: times the initial scale 32768 it overflows float16 (max 65504).
+    x, y = np.ones((16, 2), "float32"), {"t": np.full((16, 1), 4000.0, "float32")}
+    model.fit(x, y, batch_size=16, epochs=14, verbose=0, callbacks=[recorder])  # no NonFiniteLossError
+    scales = [s["loss_scale"] for s in recorder.steps]
+    skipped = [s["skipped_update"] for s in recorder.steps]
+    assert skipped[0] == 1.0 and scales[0] == 32768.0
+    assert scales[1] == 16384.0
+    assert skipped[-1] == 0.0, f"never applied: scales {scales}"
+
+
+def test_non_finite_loss_under_loss_scaling_still_stops_fit():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = make_model("mgda_ub")
+        model.compile(optimizer=keras.optimizers.SGD(0.01))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    x, y = make_data(8)
+    x[0, 0] = np.nan
+    with pytest.raises(mtl_tf.model.NonFiniteLossError):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+
+class _StepLogs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append({k: float(np.asarray(v)) for k, v in logs.items()})
+
+
+def test_split_only_head_batch_norm_holds_the_real_pass_statistics():
+    keras.utils.set_random_seed(3)
+    encoder = keras.layers.Dense(2)
+    head = keras.Sequential([keras.layers.BatchNormalization(momentum=0.0), keras.layers.Dense(1)])
+    model = mtl_tf.MultiTaskModel(encoder, {"t": head}, {"t": "mse"}, balancer="split_only")
+    model.compile(optimizer=keras.optimizers.SGD(1.0))
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    y = {"t": np.random.default_rng(1).normal(size=(8, 1)).astype("float32")}
+    model.build((None, 3))
+    kernel, bias = np.asarray(encoder.kernel, np.float64), np.asarray(encoder.bias, np.float64)
+    z = x @ kernel + bias  # the real forward pass, weights before the update
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    np.testing.assert_allclose(np.asarray(head.layers[0].moving_mean), z.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(head.layers[0].moving_variance), z.var(axis=0), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(np.asarray(encoder.kernel), kernel)  # the step did move the encoder
+
+
+@pytest.mark.parametrize("method,options", [
+    ("mgda_ub", None),
+    *[("mgda", {"normalization": n}) for n in ("none", "l2", "loss", "loss+")],
+])
+def test_unlabelled_task_does_not_freeze_mgda(method, options):
+    keras.utils.set_random_seed(4)
+    model = make_model(method, options)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.build((None, NUM_FEATURES))
+    x, y = make_data(4)
+    before = np.array(model.encoder.layers[0].kernel)
+    recorder = _StepLogs()
+    model.fit(x, y, sample_weight={"cls": np.ones(4, "float32"), "reg": np.zeros(4, "float32")},
+              batch_size=4, epochs=1, verbose=0, callbacks=[recorder])
+    logs = recorder.steps[0]
+    assert (logs["cls_weight"], logs["reg_weight"]) == (1.0, 0.0)
+    assert not np.allclose(np.array(model.encoder.layers[0].kernel), before), "the encoder did not move"
+
+
+def test_pareto_mtl_three_tasks_one_unlabelled():
+    keras.utils.set_random_seed(5)
+    heads = {t: keras.layers.Dense(1) for t in ("a", "b", "c")}
+    model = mtl_tf.MultiTaskModel(keras.layers.Dense(4), heads, {t: "mse" for t in heads}, balancer="pareto_mtl")
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 3)).astype("float32")
+    y = {t: rng.normal(size=(4, 1)).astype("float32") for t in heads}
+    recorder = _StepLogs()
+    model.fit(x, y, sample_weight={"a": np.ones(4), "b": np.ones(4), "c": np.zeros(4)}, batch_size=4,
+              verbose=0, callbacks=[recorder])
+    weights = [recorder.steps[0][f"{t}_weight"] for t in heads]
+    # Before: [0, 0, 3], task c's zero gradient taking the whole min-norm point.
+    assert weights[2] == 0.0 and all(np.isfinite(weights)) and (weights[0] != 0.0 or weights[1] != 0.0), weights

@@ -382,6 +382,8 @@ class Balancer(keras.layers.Layer):
     # True when the method's `Update`s carry a `head_learning_rate` (the model
     # then keeps a second optimizer for the heads).
     uses_head_optimizer = False
+    # True when the logged task weights lie on the probability simplex.
+    simplex_weights = False
 
     def __init__(self, **kwargs):
         kwargs.setdefault("name", type(self).__name__.lower())

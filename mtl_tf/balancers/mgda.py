@@ -60,6 +60,8 @@ HEAD_UPDATES = ("paper", "official")
 
 
 class _MinNormBalancer(Balancer):
+    simplex_weights = True
+
     def __init__(
         self,
         normalization="none",

@@ -24,6 +24,8 @@ class Uniform(LossWeightingBalancer):
     Reference: Sener & Koltun, NeurIPS 2018, section 4 ("uniform scaling").
     """
 
+    simplex_weights = True
+
     def objective(self, problem, losses):
         labelled = tf.cast(problem.task_mask, tf.float32)
         weights = labelled / tf.maximum(tf.reduce_sum(labelled), 1.0)
