@@ -151,3 +151,13 @@ def test_properties(num_tasks, scales):
     main = [s for s in logs if s["pareto_init_phase"] == 0.0]
     assert main, "the run should reach the main phase"
     properties.check_weights(main, setup.tasks, abs_total=num_tasks)
+
+
+@pytest.mark.parametrize("preferences,message", [
+    ([[1.0, 0.0], [-0.5, 1.0]], r"preference 1 is \[-0.5, 1.0\]; expected finite entries >= 0"),
+    ([[1.0, 0.0], [0.0, 0.0]], r"non-zero vectors: preference 1 is \[0.0, 0.0\]"),
+])
+def test_bad_preferences_are_refused_by_name(preferences, message):
+    setup = tiny.make_setup(num_tasks=2)
+    with pytest.raises(ValueError, match=message):
+        tiny.build_model(setup, "pareto_mtl", {"preferences": preferences}).build(setup.x.shape)

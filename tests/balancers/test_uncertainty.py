@@ -73,3 +73,50 @@ def test_properties():
     logs = properties.check_permutation_equivariant(setup, "uncertainty", options, permutation=[2, 0, 1], epochs=3)
     weights = properties.check_weights(logs, setup.tasks)
     assert np.all(weights > 0)
+
+
+# -- each task's form from its loss --------------------------------------------------------------
+
+
+def _first_weights(losses, task_types=None):
+    import keras
+
+    import mtl_tf
+
+    heads = {t: keras.layers.Dense(2) for t in losses}
+    options = None if task_types is None else {"task_types": task_types}
+    model = mtl_tf.MultiTaskModel(keras.layers.Dense(3), heads, losses, balancer="uncertainty", balancer_options=options)
+    model.build((None, 4))
+    return [float(w) for w in np.asarray(model.balancer._likelihood_scale)]
+
+
+def test_task_form_is_inferred_from_the_loss():
+    import keras
+
+    losses = {
+        "cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "bin": "binary_crossentropy",
+        "reg": "mse",
+        "l1": keras.losses.MeanAbsoluteError(),
+    }
+    # Kendall eq. 10 (classification, 1/sigma^2) and eq. 7 (regression, 1/(2 sigma^2)).
+    assert _first_weights(losses) == [1.0, 1.0, 0.5, 0.5]
+
+
+def test_masked_losses_of_the_scene_benchmarks_are_regression_and_classification():
+    from mtl_tf import losses as mtl_losses
+
+    losses = {"seg": mtl_losses.MaskedSparseCategoricalCrossentropy(), "depth": mtl_losses.MaskedL1(),
+              "normal": mtl_losses.NormalCosineLoss()}
+    assert _first_weights(losses) == [1.0, 0.5, 0.5]
+
+
+def test_task_types_override_the_inference():
+    assert _first_weights({"a": "mse", "b": "mse"}, {"a": "classification", "b": "regression"}) == [1.0, 0.5]
+
+
+def test_unknown_loss_without_task_types_names_the_task():
+    import keras
+
+    with pytest.raises(ValueError, match=r"task 'odd' \(loss .*KL.*\).*task_types"):
+        _first_weights({"ok": "mse", "odd": keras.losses.KLDivergence()})
