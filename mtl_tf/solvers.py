@@ -40,6 +40,32 @@ Solvers
   stopping test is the Frank-Wolfe duality gap of the returned alpha, a
   certificate computed from M itself: alpha^T M alpha - min over the
   simplex <= 2 * gap.
+* `official` (`method="official"`): the official code's
+  `MinNormSolver.find_min_norm_element` (github.com/isl-org/
+  MultiObjectiveOptimization, `min_norm_solvers.py`; the official Pareto MTL
+  code, github.com/Xi-L/ParetoMTL, ships the same file), for runs that should
+  behave like the published ones. (i) Start at the best pair i < j of points:
+  the two-point routine on (M_ii, M_ij, M_jj), whose vertex cases give
+  gamma = 0.999 (if M_ij >= M_ii, cost M_ii) or 0.001 (elif M_ij >= M_jj,
+  cost M_jj), else gamma = -(M_ij - M_jj) / (M_ii + M_jj - 2 M_ij) with cost
+  M_jj + gamma (M_ij - M_jj); alpha_i = gamma, alpha_j = 1 - gamma (ties: the
+  first pair in (i, j) order). With fewer than 3 points that is the answer.
+  (ii) Projected gradient: grad = -M alpha, proj = grad - sum(grad) / n; the
+  step t starts at 1, is replaced by the smallest -alpha_r / proj_r
+  (proj_r < 0) above 1e-7 if there is one, then capped by the smallest
+  (1 - alpha_r) / proj_r (proj_r > 0) above 1e-7 (so 1 bounds t only when no
+  entry of the first kind counts); next = the sort-based Euclidean projection
+  of alpha + t proj onto the simplex; the two-point routine on
+  (alpha^T M alpha, alpha^T M next, next^T M next) gives
+  new = gamma alpha + (1 - gamma) next. It stops when sum |new - alpha| <
+  `tolerance` (1e-5) and then returns alpha, the point before that last step,
+  as the code does; or after `max_iterations` (250). The official loop never
+  increments its counter, so there the cap never applies (it loops until the
+  change is small); here it is real. It is not exact: its answer can sit
+  visibly above the optimum, and the vertex weights are 0.999 / 0.001, not
+  1 / 0. Its constants 1e-7 and 1 are in the units of the caller's Gram
+  matrix, as in the code (M is divided by its largest diagonal entry inside,
+  and they are scaled with it), so the iterates are the code's.
 
 Implementation details of the Wolfe solver (what makes it exact in float32 too)
   * M is symmetrised and divided by its largest (allowed) diagonal entry, which
@@ -79,7 +105,8 @@ Implementation details of the Wolfe solver (what makes it exact in float32 too)
 Deviations from the official code (github.com/isl-org/MultiObjectiveOptimization,
 `min_norm_solvers.py`)
   * The two-task closed form and the Frank-Wolfe line search clip to [0, 1] as
-    the paper says; the code clips to [0.001, 0.999].
+    the paper says; the code clips to [0.001, 0.999] (`method="official"`
+    keeps the code's rule).
   * The default solver iterates to the exact min-norm point instead of stopping
     Frank-Wolfe after a small change.
   * `frank_wolfe` starts from alpha = 1/T as Algorithm 2 says (the code starts
@@ -89,6 +116,13 @@ Deviations from the official code (github.com/isl-org/MultiObjectiveOptimization
     here the cap is real.
   * Everything runs on the device; alpha is a constant for autodiff (the Gram
     matrix goes through `tf.stop_gradient`).
+  * `official` departs from the code only where the code has no answer: the
+    iteration cap is real (see above); the points outside `mask` take no part
+    (n counts the allowed points); one allowed point gets weight 1 (the code
+    fails without a pair); the code's 1e8 start for the best pair cost (an
+    error when every pair costs more) is not kept; and the contract below for
+    zero or non-finite input (uniform weights) applies as for every method
+    (the code returns [0.999, 0.001, 0, ...] for all-zero gradients).
 
 Gradient normalisation (`normalize_gram`, the official `normalization_type`):
 g_t is divided by s_t, with s_t = 1 (`none`), ||g_t|| (`l2`), |L_t| (`loss`) or
@@ -107,10 +141,17 @@ NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 NORMALIZATION_KINDS = NORMALIZATIONS
 
 DEFAULT_METHOD = "wolfe"
-METHODS = ("wolfe", "frank_wolfe")
+METHODS = ("wolfe", "frank_wolfe", "official")
 
 FRANK_WOLFE_MAX_ITERATIONS = 250
 FRANK_WOLFE_TOLERANCE = 1e-5
+# The official `MinNormSolver`'s constants: MAX_ITER, STOP_CRIT (on the L1
+# change of alpha), the clipped vertex weights of its two-point routine, and
+# the smallest step to the simplex boundary it counts (in the Gram matrix's units).
+OFFICIAL_MAX_ITERATIONS = 250
+OFFICIAL_TOLERANCE = 1e-5
+OFFICIAL_GAMMA_RANGE = (0.001, 0.999)
+OFFICIAL_STEP_FLOOR = 1e-7
 WOLFE_TOLERANCE = {tf.float64: 1e-12, tf.float32: 1e-9}
 
 # A Schur complement or Frank-Wolfe gap below this many units of its own
@@ -171,11 +212,12 @@ def _as_mask(mask, num_tasks):
     return tf.reshape(mask, [num_tasks] if isinstance(num_tasks, int) else [-1])
 
 
-def _prepare(gram, mask):
+def _prepare(gram, mask, with_scale=False):
     """Symmetric, masked, scale-normalised Gram matrix and the solver state.
 
     Returns (normalised gram, allowed mask, uniform weights over the allowed
-    points, degenerate flag, caller dtype). Rows and columns of excluded points
+    points, degenerate flag, caller dtype), and with `with_scale` the divisor
+    as a sixth entry (1 when degenerate). Rows and columns of excluded points
     are zeroed (so NaN or inf there cannot leak in); the matrix is divided by
     its largest allowed diagonal entry. `degenerate` is True when no point is
     allowed, every allowed gradient is zero, or an allowed entry is not finite
@@ -200,6 +242,8 @@ def _prepare(gram, mask):
     count = tf.reduce_sum(allowed_f)
     uniform = tf.math.divide_no_nan(allowed_f, count)
     degenerate = tf.logical_not(usable)
+    if with_scale:
+        return gram, allowed, uniform, degenerate, out_dtype, safe_scale
     return gram, allowed, uniform, degenerate, out_dtype
 
 
@@ -531,6 +575,141 @@ def min_norm_point(gram, max_iterations=None, tolerance=None, mask=None):
 
 
 # ----------------------------------------------------------------------------
+# The official code's solver (Sener & Koltun's `MinNormSolver`, reused as is by
+# the official Pareto MTL code).
+
+
+def _official_segment(v1v1, v1v2, v2v2):
+    """(gamma, cost) of the official two-point routine; gamma weights the first point.
+
+    The exact minimiser of ||gamma x + (1 - gamma) y||^2 over [0, 1], except
+    that the two vertex cases give 0.999 and 0.001 (with the vertex's cost),
+    not 1 and 0. Elementwise, so it serves every pair at once.
+    """
+    first = v1v2 >= v1v1
+    second = v1v2 >= v2v2
+    # In the interior case both differences are positive, so their sum is a
+    # positive denominator; it equals the official v1v1 + v2v2 - 2 v1v2.
+    denom = (v1v1 - v1v2) + (v2v2 - v1v2)
+    interior = tf.logical_not(tf.logical_or(first, second))
+    safe = tf.where(tf.logical_and(interior, denom > 0), denom, tf.ones_like(denom))
+    gamma_interior = -(v1v2 - v2v2) / safe
+    gamma = tf.where(
+        first,
+        tf.fill(tf.shape(v1v1), tf.constant(OFFICIAL_GAMMA_RANGE[1], v1v1.dtype)),
+        tf.where(second, tf.fill(tf.shape(v1v1), tf.constant(OFFICIAL_GAMMA_RANGE[0], v1v1.dtype)), gamma_interior),
+    )
+    cost = tf.where(first, v1v1, tf.where(second, v2v2, v2v2 + gamma_interior * (v1v2 - v2v2)))
+    return gamma, cost
+
+
+def _official_start(gram, allowed):
+    """The official start: the best pair (i < j) of allowed points, sol_i = gamma, sol_j = 1 - gamma.
+
+    Ties go to the first pair in (i, j) order, as the official double loop
+    keeps the first strict improvement. One allowed point gets weight 1.
+    """
+    dtype = gram.dtype
+    n = _length(allowed)
+    index = tf.range(n)
+    diag = tf.linalg.diag_part(gram)
+    gamma, cost = _official_segment(
+        diag[:, None] + tf.zeros_like(gram), gram, diag[None, :] + tf.zeros_like(gram)
+    )
+    pairs = tf.logical_and(
+        tf.logical_and(allowed[:, None], allowed[None, :]), index[:, None] < index[None, :]
+    )
+    inf = tf.constant(float("inf"), dtype)
+    cost = tf.where(pairs, cost, tf.fill(tf.shape(cost), inf))
+    flat_index = index[:, None] * n + index[None, :]
+    best = tf.logical_and(pairs, tf.equal(cost, tf.reduce_min(cost)))
+    chosen = tf.reduce_min(tf.where(best, flat_index, tf.fill(tf.shape(flat_index), n * n)))
+    pick = tf.cast(tf.equal(flat_index, chosen), dtype)
+    gamma_best = tf.reduce_sum(pick * gamma)
+    pair_sol = gamma_best * tf.reduce_sum(pick, axis=1) + (1.0 - gamma_best) * tf.reduce_sum(pick, axis=0)
+    single = tf.one_hot(tf.argmax(tf.cast(allowed, tf.int32), output_type=tf.int32), n, dtype=dtype)
+    single = single * tf.cast(tf.reduce_any(allowed), dtype)
+    return tf.where(tf.reduce_any(best), pair_sol, single)
+
+
+def _simplex_projection(y, allowed, count):
+    """The official `_projection2simplex` of the allowed entries of y (zeros elsewhere).
+
+    Sorted descending, the threshold is the first (s_i - 1) / i (s_i the sum
+    of the i largest, i < n) above the next value, else (sum(y) - 1) / n; the
+    result is max(y - threshold, 0).
+    """
+    dtype = y.dtype
+    n = _length(y)
+    k = tf.range(n)
+    position = tf.cast(k, dtype)
+    inf = tf.constant(float("inf"), dtype)
+    ranked = tf.sort(tf.where(allowed, y, tf.fill(tf.shape(y), -inf)), direction="DESCENDING")
+    ranked = tf.where(position < count, ranked, tf.zeros_like(ranked))
+    threshold = (tf.cumsum(ranked) - 1.0) / (position + 1.0)
+    following = tf.concat([ranked[1:], tf.zeros([1], dtype)], axis=0)
+    hit = tf.logical_and(position + 1.0 < count, threshold > following)
+    first = tf.reduce_min(tf.where(hit, k, tf.fill(tf.shape(k), n)))
+    at_first = tf.reduce_sum(tf.where(tf.equal(k, first), threshold, tf.zeros_like(threshold)))
+    fallback = (tf.reduce_sum(tf.where(allowed, y, tf.zeros_like(y))) - 1.0) / count
+    theta = tf.where(tf.reduce_any(hit), at_first, fallback)
+    return tf.where(allowed, tf.maximum(y - theta, tf.zeros_like(y)), tf.zeros_like(y))
+
+
+def _official(gram, allowed, scale, max_iterations, tolerance):
+    """`MinNormSolver.find_min_norm_element` on a prepared Gram matrix -> (alpha, iterations).
+
+    `gram` is the caller's matrix divided by `scale`. The step-size constants
+    of the official code (the 1e-7 floor and the default step 1) are in the
+    caller's units, so they are multiplied by `scale` here: the iterates are
+    those of the official code on the caller's matrix.
+    """
+    dtype = gram.dtype
+    allowed_f = tf.cast(allowed, dtype)
+    count = tf.reduce_sum(allowed_f)
+    inf = tf.constant(float("inf"), dtype)
+    floor = tf.constant(OFFICIAL_STEP_FLOOR, dtype) * scale
+    default_step = scale
+    tol = tf.constant(tolerance, dtype)
+
+    def body(it, sol, done):
+        m_sol = tf.linalg.matvec(gram, sol)
+        grad = -m_sol
+        proj = allowed_f * (grad - tf.reduce_sum(allowed_f * grad) / count)
+        down = tf.logical_and(allowed, proj < 0)
+        up = tf.logical_and(allowed, proj > 0)
+        safe = tf.where(tf.logical_or(down, up), proj, tf.ones_like(proj))
+        to_zero = -sol / safe  # the official tm1
+        to_one = (1.0 - sol) / safe  # the official tm2
+        counted_zero = tf.logical_and(down, to_zero > floor)
+        counted_one = tf.logical_and(up, to_one > floor)
+        t_zero = tf.reduce_min(tf.where(counted_zero, to_zero, tf.fill(tf.shape(sol), inf)))
+        t_one = tf.reduce_min(tf.where(counted_one, to_one, tf.fill(tf.shape(sol), inf)))
+        # Official order: t = 1, replaced (not capped) by the smallest counted
+        # tm1, then capped by the smallest counted tm2. So the default step 1
+        # bounds t only when no tm1 counts.
+        t = tf.minimum(tf.where(tf.reduce_any(counted_zero), t_zero, default_step), t_one)
+        target = _simplex_projection(sol + t * proj, allowed, count)
+        m_target = tf.linalg.matvec(gram, target)
+        gamma, _ = _official_segment(
+            tf.reduce_sum(sol * m_sol), tf.reduce_sum(sol * m_target), tf.reduce_sum(target * m_target)
+        )
+        new = gamma * sol + (1.0 - gamma) * target
+        stop = tf.reduce_sum(tf.abs(new - sol)) < tol
+        # On a small change the official code returns the point before it.
+        return it + 1, tf.where(stop, sol, new), stop
+
+    def cond(it, sol, done):
+        return tf.logical_not(done)
+
+    start = _official_start(gram, allowed)
+    # With fewer than 3 points the best pair is the answer (no iteration).
+    state = (tf.constant(0, tf.int32), start, count < 3.0)
+    it, alpha, _ = tf.while_loop(cond, body, state, maximum_iterations=max_iterations)
+    return alpha, it
+
+
+# ----------------------------------------------------------------------------
 # Public entry points.
 
 
@@ -540,8 +719,10 @@ def min_norm_weights_with_info(gram, method=DEFAULT_METHOD, max_iterations=None,
 
     `iterations` is a scalar int32 tensor: the solver steps taken (Wolfe: major
     cycles that add or swap a point, minor cycles that drop one, and the final
-    test; Frank-Wolfe: line-search steps), never more than `max_iterations`; 0
-    for the two-task closed form.
+    test; Frank-Wolfe and official: line-search steps, the official one's last
+    step being the one whose change was below the tolerance), never more than
+    `max_iterations`; 0 for the two-task closed form and for the official
+    routine on fewer than 3 points.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown min-norm method {method!r}; valid methods: {', '.join(METHODS)}.")
@@ -549,9 +730,16 @@ def min_norm_weights_with_info(gram, method=DEFAULT_METHOD, max_iterations=None,
         raise ValueError(f"max_iterations must be a positive integer or None, got {max_iterations!r}.")
     if isinstance(tolerance, bool) or (isinstance(tolerance, (int, float)) and not tolerance >= 0):
         raise ValueError(f"tolerance must be a non-negative number or None, got {tolerance!r}.")
-    gram, allowed, uniform, degenerate, out_dtype = _prepare(gram, mask)
+    gram, allowed, uniform, degenerate, out_dtype, scale = _prepare(gram, mask, with_scale=True)
     num_tasks = _num_tasks(gram)
     static = isinstance(num_tasks, int)
+
+    if method == "official":
+        # Its own two-point rule ([0.001, 0.999]) covers T = 2: no eq. 4 here.
+        cap = OFFICIAL_MAX_ITERATIONS if max_iterations is None else max_iterations
+        tol = OFFICIAL_TOLERANCE if tolerance is None else tolerance
+        alpha, its = _official(gram, allowed, scale, cap, tol)
+        return _finish(alpha, allowed, uniform, degenerate, out_dtype), its
 
     if method == "frank_wolfe":
         cap = FRANK_WOLFE_MAX_ITERATIONS if max_iterations is None else max_iterations
@@ -595,14 +783,18 @@ def min_norm_weights(gram, method=DEFAULT_METHOD, max_iterations=None, tolerance
       gram: T x T Gram matrix of the task gradients (float32 or float64; other
         dtypes are solved in float32 and cast back). It is symmetrised; it need
         not be exactly positive semi-definite (round-off is tolerated).
-      method: "wolfe" (default; Wolfe's exact minimum-norm-point method) or
-        "frank_wolfe" (the paper's Algorithm 2). T = 2 always uses the closed
-        form (eq. 4) unless `mask` excludes a point.
-      max_iterations: iteration cap (Wolfe: 10 T + 50 steps; Frank-Wolfe: 250).
+      method: "wolfe" (default; Wolfe's exact minimum-norm-point method),
+        "frank_wolfe" (the paper's Algorithm 2) or "official" (the official
+        code's `MinNormSolver.find_min_norm_element`, see the module
+        docstring). With "wolfe" and "frank_wolfe", T = 2 uses the closed form
+        (eq. 4) unless `mask` excludes a point; "official" uses its own
+        two-point rule (vertex weights 0.999 / 0.001).
+      max_iterations: iteration cap (Wolfe: 10 T + 50 steps; Frank-Wolfe and
+        official: 250).
       tolerance: Wolfe: Frank-Wolfe gap relative to the largest squared
         gradient norm (1e-12 float64, 1e-9 float32; it also stops at the gap's
         round-off level); Frank-Wolfe: the step size gamma below which it stops
-        (1e-5).
+        (1e-5); official: the L1 change of alpha below which it stops (1e-5).
       mask: optional boolean vector of length T; only points with mask True
         may get weight, alpha is 0 elsewhere (the result is the solution of the
         sub-problem on the allowed points). An all-False mask returns zeros.

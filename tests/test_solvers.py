@@ -7,6 +7,9 @@ a brute force over all supports. Accuracy is judged on the objective
 ||G^T alpha||^2 evaluated from the float64 gradients, as the issue states it:
 within `rel` of the optimum, or within `abs` times the mean squared gradient
 norm (mean diagonal of M) when the optimum is ~0.
+
+`method="official"` is not exact by design; it is compared step for step
+with a NumPy transcription of the official routine (`tiny.official_min_norm`).
 """
 
 import numpy as np
@@ -15,6 +18,7 @@ import tensorflow as tf
 
 from mtl_tf import solvers
 from tests import solver_reference as ref
+from tests.balancers import tiny
 
 # (relative, times mean diag) tolerances on the objective, from the issue.
 TOLERANCES = {np.float64: (1e-6, 1e-9), np.float32: (1e-4, 1e-6)}
@@ -288,6 +292,146 @@ def test_frank_wolfe_stays_far_from_a_zero_optimum_the_default_reaches(rng, T, D
 
 
 # ----------------------------------------------------------------------------
+# The official code's solver (`method="official"`) against a NumPy
+# transcription of the routine (`tiny.official_min_norm`, written from its
+# description: best pair, projected gradient, clipped two-point line search).
+
+_solve_xla = tf.function(solvers.min_norm_weights_with_info, jit_compile=True)
+
+
+def solve_official(gram, dtype, compiled=_solve_graph, **options):
+    alpha, iterations = compiled(tf.constant(np.asarray(gram, dtype)), method="official", **options)
+    assert alpha.dtype == tf.as_dtype(dtype)
+    return alpha.numpy().astype(np.float64), int(iterations)
+
+
+def _official_masks(rng, T):
+    masks = [np.ones(T, bool), rng.random(T) < 0.7]
+    if T > 2:
+        masks.append(np.arange(T) < 2)  # two allowed points: the best pair is the answer
+    return [m for m in masks if m.any()]
+
+
+@pytest.mark.parametrize("T", [2, 3, 5, 10])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_official_matches_its_numpy_transcription(rng, T, dtype):
+    # D > T gaussian gradients: a positive definite M with one best pair and
+    # a path that round-off does not move (on ill-conditioned M, 1e-16
+    # differences can grow over hundreds of projected-gradient steps).
+    saw_iterations = 0
+    for _ in range(3):
+        G = rng.standard_normal((T, T + 3))
+        M = G @ G.T
+        for mask in _official_masks(rng, T):
+            expected, iterations = tiny.official_min_norm(M, mask)
+            saw_iterations = max(saw_iterations, iterations)
+            for name, compiled in [("graph", _solve_graph), ("xla", _solve_xla)]:
+                context = f"T={T} mask={mask.astype(int)} {np.dtype(dtype).name} {name}"
+                alpha, used = solve_official(M, dtype, compiled, mask=tf.constant(mask))
+                np.testing.assert_array_equal(alpha[~mask], 0.0, err_msg=context)
+                assert_on_simplex(alpha, context, atol=1e-5)
+                if dtype == np.float64:
+                    np.testing.assert_allclose(alpha, expected, rtol=0, atol=1e-10, err_msg=context)
+                    assert used == iterations, f"{context}: {used} iterations, the transcription {iterations}"
+                else:
+                    # float32 round-off moves where the 1e-5 stop triggers.
+                    np.testing.assert_allclose(alpha, expected, rtol=0, atol=5e-4, err_msg=context)
+                if mask.sum() < 3:
+                    assert used == 0, f"{context}: fewer than 3 points take no iteration"
+    if T > 2:
+        assert saw_iterations > 3, "the cases should exercise the projected-gradient loop"
+
+
+def test_official_two_point_rule_clips_to_0001_0999():
+    # g1 . g2 = 2 >= g1 . g1 = 1: the exact optimum is the vertex g1.
+    G = np.array([[1.0, 0.0], [2.0, 1.0]])
+    M = G @ G.T
+    for dtype in DTYPES:
+        alpha, used = solve_official(M, dtype)
+        np.testing.assert_allclose(alpha, [0.999, 0.001], rtol=0, atol=1e-7)
+        assert used == 0
+        swapped, _ = solve_official(M[::-1, ::-1], dtype)
+        np.testing.assert_allclose(swapped, [0.001, 0.999], rtol=0, atol=1e-7)
+        exact, _ = solve(M, dtype)
+        np.testing.assert_allclose(exact, [1.0, 0.0], rtol=0, atol=1e-7)
+        # The same pair inside a larger problem whose other points are masked out.
+        M3 = np.zeros((3, 3))
+        M3[np.ix_([0, 2], [0, 2])] = M
+        masked, _ = solve_official(M3, dtype, mask=tf.constant([True, False, True]))
+        np.testing.assert_allclose(masked, [0.999, 0.0, 0.001], rtol=0, atol=1e-7)
+    # Interior optimum: the unclipped two-point formula, the same as eq. 4.
+    G = np.array([[1.0, 0.0], [0.0, 2.0]])
+    alpha, _ = solve_official(G @ G.T, np.float64)
+    np.testing.assert_allclose(alpha, [0.8, 0.2], rtol=0, atol=1e-12)
+
+
+def test_official_stops_on_a_small_l1_change_and_returns_the_point_before_it():
+    rng = np.random.default_rng(5)
+    G = rng.standard_normal((6, 9))
+    M = G @ G.T
+    expected, iterations = tiny.official_min_norm(M)
+    assert 3 < iterations < 250
+    alpha, used = solve_official(M, np.float64)
+    assert used == iterations
+    np.testing.assert_allclose(alpha, expected, rtol=0, atol=1e-12)
+    # The last step changed alpha by less than 1e-5 and was not taken: the
+    # answer is the iterate after iterations - 1 steps, which the step before
+    # it moved by at least 1e-5 in L1.
+    before, used_before = solve_official(M, np.float64, max_iterations=tf.constant(iterations - 1))
+    assert used_before == iterations - 1
+    np.testing.assert_allclose(before, alpha, rtol=0, atol=1e-15)
+    earlier, _ = solve_official(M, np.float64, max_iterations=tf.constant(iterations - 2))
+    assert np.sum(np.abs(before - earlier)) >= 1e-5
+    # A looser L1 threshold stops earlier, where the transcription does.
+    loose_expected, loose_iterations = tiny.official_min_norm(M, tolerance=1e-2)
+    loose, loose_used = solve_official(M, np.float64, tolerance=1e-2)
+    assert loose_used == loose_iterations < iterations
+    np.testing.assert_allclose(loose, loose_expected, rtol=0, atol=1e-12)
+
+
+def test_official_iteration_cap_is_real():
+    rng = np.random.default_rng(2)
+    G = rng.normal(size=(8, 10)) * np.exp(rng.uniform(-1.5, 1.5, (8, 1)))  # norms spread over ~1.3 decades
+    M = G @ G.T
+    # The official loop (no counter) would run on past 250 steps here.
+    _, uncapped = tiny.official_min_norm(M, max_iterations=100_000)
+    assert uncapped > 250
+    expected, iterations = tiny.official_min_norm(M)
+    assert iterations == 250
+    alpha, used = solve_official(M, np.float64)
+    assert used == 250
+    np.testing.assert_allclose(alpha, expected, rtol=0, atol=1e-9)
+    for cap in [1, 2, 7, 40]:
+        expected, _ = tiny.official_min_norm(M, max_iterations=cap)
+        alpha, used = solve_official(M, np.float64, max_iterations=tf.constant(cap))
+        assert used == cap
+        np.testing.assert_allclose(alpha, expected, rtol=0, atol=1e-12, err_msg=f"cap {cap}")
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1e-4, 1e4, 1e9])
+def test_official_step_constants_are_in_the_callers_units(scale):
+    # The 1e-7 floor and the default step 1 act on the caller's numbers, so
+    # the official path depends on the scale of M; the solver divides M by
+    # its largest diagonal entry inside and must still follow that path.
+    rng = np.random.default_rng(5)
+    G = rng.standard_normal((6, 9))
+    M = scale * (G @ G.T)
+    expected, iterations = tiny.official_min_norm(M)
+    alpha, used = solve_official(M, np.float64)
+    assert used == iterations
+    np.testing.assert_allclose(alpha, expected, rtol=0, atol=1e-10)
+
+
+def test_official_path_depends_on_the_scale():
+    # Guards the test above: were the path scale-free, it could not tell.
+    rng = np.random.default_rng(5)
+    G = rng.standard_normal((6, 9))
+    M = G @ G.T
+    base, _ = tiny.official_min_norm(M)
+    assert np.max(np.abs(tiny.official_min_norm(1e-9 * M)[0] - base)) > 1e-2
+
+
+# ----------------------------------------------------------------------------
 # Two tasks: the closed form (eq. 4).
 
 
@@ -499,6 +643,10 @@ def test_unknown_number_of_tasks_in_a_graph(rng):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_permuting_tasks_permutes_alpha(rng, dtype, method):
     atol = 1e-9 if dtype == np.float64 else 1e-4
+    if method == "official" and dtype == np.float32:
+        # It stops on a small step of a slowly converging projected gradient,
+        # so where it stops follows the round-off along the way.
+        atol = 1e-3
     T = 8
     for D in [10, 30]:  # D > T: M is positive definite, the optimum unique
         G = gradients(rng, T, D, "gaussian")
