@@ -28,6 +28,17 @@ Preferences: `preferences` as a K x T list, otherwise for T = 2 the official
 default 5, so index 2 is the equal preference), and for T > 2 the T unit
 vectors plus the normalised all-ones vector (index T is the equal preference).
 `preference_index` defaults to the equal preference.
+
+Min-norm solver (`solver`): `wolfe` (default) solves both min-norm problems
+exactly (`mtl_tf.solvers.min_norm_weights`, Wolfe's method); `official` uses
+the official code's routine instead (`method="official"`: Sener & Koltun's
+`MinNormSolver.find_min_norm_element`, which the official Pareto MTL code
+ships unchanged: best pair, projected gradient, two-point rule with the vertex
+weights 0.999 / 0.001, stop on an L1 change below 1e-5; here with a real cap
+of 250 steps, which the official loop lacks). It is not exact, so the weights
+differ from `wolfe`'s where it stops short or clips a vertex. With a single
+active constraint in the initial phase both give it weight 1, as the official
+code does without calling the solver.
 """
 
 import math
@@ -40,10 +51,13 @@ from mtl_tf.balancers.base import (
     Update,
     global_parameter_gram,
     stack_first_axis,
+    validate_choice,
     weighted_sum,
     zeros_for_none,
 )
 from mtl_tf.balancers.registry import register
+
+SOLVERS = ("wolfe", "official")
 
 
 def default_preferences(num_tasks, num_preferences=5):
@@ -66,6 +80,8 @@ class ParetoMTL(Balancer):
       preference_index: k, the preference this model follows (default: the
         equal preference).
       init_max_steps: cap of the initial feasibility phase (>= 0; default 1000).
+      solver: `"wolfe"` (default; exact) or `"official"` (the official code's
+        min-norm routine), for both min-norm problems.
 
     Logs `{task}_weight` = w_t (sum |w_t| = T' over the T' labelled tasks) and
     `pareto_init_phase` (1 while in the initial phase).
@@ -85,8 +101,11 @@ class ParetoMTL(Balancer):
         ),
     }
 
-    def __init__(self, preferences=None, num_preferences=5, preference_index=None, init_max_steps=1000, **kwargs):
+    def __init__(
+        self, preferences=None, num_preferences=5, preference_index=None, init_max_steps=1000, solver="wolfe", **kwargs
+    ):
         super().__init__(**kwargs)
+        self.solver = validate_choice("solver", solver, SOLVERS)
         self.preferences = preferences
         self.num_preferences = int(num_preferences)
         self.preference_index = preference_index
@@ -166,12 +185,13 @@ class ParetoMTL(Balancer):
         # solver can stop visibly short of the optimum on it.
         gram64, directions64 = tf.cast(gram, tf.float64), tf.cast(directions, tf.float64)
         constraint_gram = directions64 @ gram64 @ tf.transpose(directions64)
-        init_beta = tf.cast(solvers.min_norm_weights(constraint_gram, mask=active), tf.float32)
+        init_beta = tf.cast(solvers.min_norm_weights(constraint_gram, method=self.solver, mask=active), tf.float32)
         init_weights = tf.linalg.matvec(directions, init_beta, transpose_a=True)
 
         extended = tf.concat([tf.eye(T, dtype=tf.float64), directions64], axis=0)
         extended_gram = extended @ gram64 @ tf.transpose(extended)
-        beta = tf.cast(solvers.min_norm_weights(extended_gram, mask=tf.concat([mask, active], axis=0)), tf.float32)
+        extended_mask = tf.concat([mask, active], axis=0)
+        beta = tf.cast(solvers.min_norm_weights(extended_gram, method=self.solver, mask=extended_mask), tf.float32)
         main_weights = beta[:T] + tf.linalg.matvec(directions, beta[T:], transpose_a=True)
         total = tf.reduce_sum(labelled)
         main_weights = main_weights * total / tf.maximum(tf.reduce_sum(tf.abs(main_weights)), 1e-12)
@@ -197,4 +217,5 @@ class ParetoMTL(Balancer):
             "num_preferences": self.num_preferences,
             "preference_index": self.preference_index,
             "init_max_steps": self.init_max_steps,
+            "solver": self.solver,
         }

@@ -19,7 +19,9 @@ import math
 import numpy as np
 import pytest
 
+import mtl_tf
 from tests.balancers import properties, tiny
+from tests.balancers import test_properties as suite
 
 
 def default_preferences(num_tasks):
@@ -42,8 +44,19 @@ def full_gradients(params, setup):
     return np.array(rows)
 
 
-def reference_steps(setup, steps, preferences=None, index=None, init_max_steps=1000):
-    """Returns (params, [(weights, in initial phase, active set) per step], init steps, feasible)."""
+def official_weights(gram):
+    """The official min-norm routine's weights (NumPy transcription in `tiny`)."""
+    return tiny.official_min_norm(gram)[0]
+
+
+MIN_NORM = {"wolfe": tiny.exact_min_norm, "official": official_weights}
+
+
+def reference_steps(setup, steps, preferences=None, index=None, init_max_steps=1000, min_norm=tiny.exact_min_norm):
+    """Returns (params, [(weights, in initial phase, active set) per step], init steps, feasible).
+
+    min_norm: gram -> the min-norm weights (exact by default).
+    """
     if preferences is None:
         preferences, index = default_preferences(setup.num_tasks)
     U = np.array(preferences, np.float64)
@@ -59,11 +72,11 @@ def reference_steps(setup, steps, preferences=None, index=None, init_max_steps=1
         DA = D[active]
         if in_init:
             vectors = DA @ G
-            beta = tiny.exact_min_norm(vectors @ vectors.T)
+            beta = min_norm(vectors @ vectors.T)
             weights = DA.T @ beta
         else:
             vectors = np.concatenate([G, DA @ G])
-            beta = tiny.exact_min_norm(vectors @ vectors.T)
+            beta = min_norm(vectors @ vectors.T)
             weights = beta[:T] + DA.T @ beta[T:]
             weights = weights * T / np.abs(weights).sum()
         history.append((weights, in_init, np.flatnonzero(active)))
@@ -75,7 +88,10 @@ def reference_steps(setup, steps, preferences=None, index=None, init_max_steps=1
 
 def _check(setup, options, steps, expect_phases=None, expect_active=None):
     model, logs = tiny.run(setup, "pareto_mtl", options, epochs=steps)
-    reference_options = {"init_max_steps": options.get("init_max_steps", 1000)}
+    reference_options = {
+        "init_max_steps": options.get("init_max_steps", 1000),
+        "min_norm": MIN_NORM[options.get("solver", "wolfe")],
+    }
     if "preferences" in options:
         reference_options.update(preferences=options["preferences"], index=options["preference_index"])
     params, history, init_steps, feasible = reference_steps(setup, steps, **reference_options)
@@ -161,3 +177,59 @@ def test_bad_preferences_are_refused_by_name(preferences, message):
     setup = tiny.make_setup(num_tasks=2)
     with pytest.raises(ValueError, match=message):
         tiny.build_model(setup, "pareto_mtl", {"preferences": preferences}).build(setup.x.shape)
+
+
+# -- solver="official": the official code's min-norm routine ---------------------------------------
+
+
+def test_official_solver_matches_numpy_steps_and_clips_a_vertex():
+    # Initial phase with two active constraints (the routine's best pair and
+    # projected gradient on 2 points), then the main phase, whose last step
+    # has its optimum at a vertex: the official rule gives it 0.999, so after
+    # the rescaling to sum |w| = 2 the weights are 1.998 / 0.002, not 2 / 0.
+    setup = tiny.make_setup(num_tasks=2, seed=61, target_scales=[3.0, 0.6])
+    _, history = _check(setup, {"solver": "official"}, steps=4, expect_phases=[1, 1, 0, 0])
+    np.testing.assert_allclose(history[3][0], [1.998, 0.002], atol=1e-12)
+    _, exact, _, _ = reference_steps(setup, 4)
+    np.testing.assert_allclose(exact[3][0], [2.0, 0.0], atol=1e-12)
+    assert np.max(np.abs(exact[0][0] - history[0][0])) > 1e-4, "the solvers should differ in the initial phase"
+
+
+def test_official_solver_back_in_the_main_phase_with_active_constraints():
+    setup = tiny.make_setup(num_tasks=2, seed=61, target_scales=[1.0, 1.0])
+    _, history = _check(setup, {"solver": "official"}, steps=4, expect_phases=[1, 1, 0, 0],
+                        expect_active=[2, 1, 0, 2])
+    _, exact, _, _ = reference_steps(setup, 4)
+    assert np.max(np.abs(exact[3][0] - history[3][0])) > 1e-4, "the solvers should differ in the last step"
+
+
+def test_official_solver_three_tasks():
+    # Five points in the main phase's problem (3 tasks and up to 2 active
+    # constraints), so the projected-gradient loop runs.
+    setup = tiny.make_setup(num_tasks=3, seed=63, target_scales=[3.0, 1.0, 0.5])
+    _check(setup, {"solver": "official"}, steps=3, expect_phases=[1, 0, 0], expect_active=[1, 0, 1])
+
+
+def test_official_solver_properties():
+    setup = tiny.make_setup(num_tasks=3, seed=63, target_scales=[3.0, 1.0, 0.5])
+    logs = properties.check_permutation_equivariant(setup, "pareto_mtl", {"solver": "official"}, epochs=3)
+    properties.check_weights(logs, setup.tasks)
+
+
+def test_unknown_solver_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"solver='frank_wolfe' is not valid; expected one of \['official', 'wolfe'\]"):
+        mtl_tf.balancers.get("pareto_mtl", solver="frank_wolfe")
+
+
+@pytest.mark.parametrize("rule", ["mixed_precision", "stateful_layers", "unlabelled_task", "unlabelled_task_2_replicas"])
+def test_contract_rules_with_the_official_solver(rule, monkeypatch, request):
+    """The property suite's cases (tests/balancers/test_properties.py) with solver="official"."""
+    monkeypatch.setitem(suite.OPTIONS, "pareto_mtl", {"solver": "official"})
+    if rule == "mixed_precision":
+        suite.mixed_precision_case("pareto_mtl")
+    elif rule == "stateful_layers":
+        suite.test_stateful_layers_move_once_from_the_real_pass("pareto_mtl")
+    elif rule == "unlabelled_task":
+        suite.unlabelled_case("pareto_mtl")
+    else:
+        suite.unlabelled_case("pareto_mtl", request.getfixturevalue("mirrored_strategy"))
