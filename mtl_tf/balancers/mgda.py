@@ -28,18 +28,41 @@ Options:
   normalization: `none`, `l2`, `loss`, `loss+` (the official code's
     `normalization_type`); it changes alpha only, the update uses the raw losses.
   head_update: `paper` (default; Algorithm 2 lines 1-3: each head descends its
-    own unscaled loss gradient) or `official` (the official training loop
-    back-propagates sum_t alpha_t L_t through everything, so head t gets
-    alpha_t times its gradient).
+    own unscaled loss gradient, and alpha and the shared gradient are taken at
+    the heads before that step), `paper_sequential` (Algorithm 2 in its order,
+    see below) or `official` (the official training loop back-propagates
+    sum_t alpha_t L_t through everything, so head t gets alpha_t times its
+    gradient).
   solver, max_iterations, tolerance: passed to `mtl_tf.solvers.min_norm_weights`.
     The default solver reaches the exact min-norm point; `solver="frank_wolfe"` is
-    the paper's plain Frank-Wolfe.
+    the paper's plain Frank-Wolfe; `solver="official"` is the official code's
+    `MinNormSolver.find_min_norm_element` (best pair, projected gradient,
+    vertex weights 0.999 / 0.001, L1 stop; see `mtl_tf.solvers`).
 
-Deviations from the official code: the solver is exact and runs on the device
-inside the compiled step (the official one loops on the host); the two-task
-closed form clips to [0, 1] as the paper says (the code clips to
-[0.001, 0.999]); under data parallelism alpha comes from the Gram matrix of the
-global batch, so every replica applies the same update.
+`head_update="paper_sequential"` follows the order of Algorithm 2: lines 1-3
+first move every head, theta^t <- theta^t - eta grad_{theta^t} L_t(theta_sh,
+theta^t); lines 4-5 then solve for alpha and step the shared parameters with
+sum_t alpha_t grad_sh L_t(theta_sh, theta^t) at the moved heads. The model's
+optimizer applies every gradient in one step, so the moved heads are computed
+here as the plain-SGD look-ahead theta^t - lr g_t (lr the optimizer's current
+learning rate, g_t the global-batch gradient of L_t with respect to theta^t),
+and the heads are run again statelessly at those values on identity copies of
+Z (`MultiTaskProblem.heads_with`; same dropout masks, no state moves) to get
+dL_t/dZ there and the losses there (read by the `loss` and `loss+`
+normalisations). alpha and the shared update come from those gradients as in
+the other modes (`mgda`: their encoder gradients). The heads' own update is
+still g_t at the old point, unscaled by alpha, as Algorithm 2 line 2 says.
+This is exact for plain SGD (no momentum, weight decay or clipping), the
+paper's optimizer; with any other optimizer (momentum, Adam, ...) the heads
+move by that optimizer's step while the shared gradient is taken at their
+plain-SGD look-ahead. It costs one more backward pass through the heads.
+
+Deviations from the official code: the default solver is exact and runs on
+the device inside the compiled step (the official one loops on the host); the
+two-task closed form clips to [0, 1] as the paper says (the code clips to
+[0.001, 0.999]; `solver="official"` keeps the code's solver and its rule); under
+data parallelism alpha comes from the Gram matrix of the global batch, so every
+replica applies the same update.
 """
 
 import tensorflow as tf
@@ -53,10 +76,11 @@ from mtl_tf.balancers.base import (
     stack_first_axis,
     validate_choice,
     weighted_sum,
+    zeros_for_none,
 )
 from mtl_tf.balancers.registry import register
 
-HEAD_UPDATES = ("paper", "official")
+HEAD_UPDATES = ("paper", "official", "paper_sequential")
 
 
 class _MinNormBalancer(Balancer):
@@ -92,8 +116,36 @@ class _MinNormBalancer(Balancer):
         normalised = solvers.normalize_gram(gram, global_losses, self.normalization)
         return tf.stop_gradient(solvers.min_norm_weights(normalised, mask=problem.task_mask, **options))
 
+    def after_head_step(self, problem, z, own_gradients):
+        """(losses, [T] dL_t/dZ) at the heads after their own SGD step (`paper_sequential`).
+
+        own_gradients: {task: gradients of S L_t (this replica) w.r.t. the
+        head's variables}, from the real pass. The returned gradients are of
+        S L_t and the losses unscaled, as `representation_gradients` gives them.
+        """
+        tasks = problem.task_names
+        own = {t: zeros_for_none(own_gradients[t], problem.head_variables[t]) for t in tasks}
+        # The optimizer applies the replicas' summed head gradients divided by
+        # S: the look-ahead must use that same global, true gradient.
+        own = problem.unscale(problem.all_reduce_sum(own))
+        lr = problem.learning_rate
+        moved = {
+            t: [v.value - tf.cast(lr, v.dtype) * tf.cast(g, v.dtype) for v, g in zip(problem.head_variables[t], own[t])]
+            for t in tasks
+        }
+        copies = {t: tf.nest.map_structure(tf.identity, z) for t in tasks}
+        with tf.GradientTape() as tape:
+            tape.watch(tf.nest.flatten(copies))
+            _, losses = problem.heads_with(copies, head_values=moved)
+            total = tf.add_n([problem.scale(loss) for loss in losses])
+        grads = tape.gradient(total, [copies[t] for t in tasks])
+        grads = [
+            tf.nest.map_structure(lambda g, ref: tf.zeros_like(ref) if g is None else g, dz, z) for dz in grads
+        ]
+        return losses, grads
+
     def head_gradients(self, own_gradients, alpha):
-        if self.head_update == "paper":
+        if self.head_update in ("paper", "paper_sequential"):
             return own_gradients
         return {
             t: [None if g is None else tf.cast(alpha[i], g.dtype) * g for g in grads]
@@ -126,6 +178,8 @@ class MGDA(_MinNormBalancer):
         with tf.GradientTape(persistent=not self.jacobian) as tape:
             z = problem.encode()
         losses, representation_grads, heads = problem.representation_gradients(z)
+        if self.head_update == "paper_sequential":
+            losses, representation_grads = self.after_head_step(problem, z, heads)
 
         def encoder_gradients(dz):
             grads = tape.gradient(z, shared_vars, output_gradients=dz)
@@ -163,6 +217,8 @@ class MGDAUB(_MinNormBalancer):
         with tf.GradientTape() as encoder_tape:
             z = problem.encode()
         losses, representation_grads, heads = problem.representation_gradients(z)
+        if self.head_update == "paper_sequential":
+            losses, representation_grads = self.after_head_step(problem, z, heads)
         # Z is split across replicas by example, so the global Gram matrix is the
         # sum of the replicas' Gram matrices.
         gram = problem.all_reduce_sum(gram_matrix(representation_grads))
