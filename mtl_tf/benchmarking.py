@@ -307,8 +307,19 @@ def model_shape(name, smoke=False, batch_size=None) -> ModelShape:
 # Method labels.
 
 
+# Options of a method label that set up the step rather than the balancer:
+# `policy` (a Keras dtype policy, e.g. mixed_float16) and `loss_scaling`
+# (False: under mixed_float16, train with the plain optimizer, no loss scale,
+# to isolate what the scaling itself costs).
+STEP_OPTIONS = ("policy", "loss_scaling")
+
+
 def parse_method(label):
-    """`"mgda:jacobian=True"` -> ("mgda", {"jacobian": True}); checks the name and options."""
+    """`"mgda:jacobian=True"` -> ("mgda", {"jacobian": True}); checks the name and options.
+
+    `policy=...` and `loss_scaling=...` (see `STEP_OPTIONS`) are accepted too;
+    `build_model` takes them out.
+    """
     name, *parts = str(label).split(":")
     if name not in balancers.available():
         raise ValueError(f"unknown balancing method {name!r} in {label!r}; expected one of {balancers.available()}")
@@ -317,7 +328,7 @@ def parse_method(label):
         key, sep, value = part.partition("=")
         if not sep or not key:
             raise ValueError(f"method option {part!r} in {label!r} must be key=value, e.g. mgda:jacobian=True")
-        if key not in balancers.option_names(name):
+        if key not in balancers.option_names(name) and key not in STEP_OPTIONS:
             raise ValueError(
                 f"method {name!r} has no option {key!r} (in {label!r}); its options are {list(balancers.option_names(name))}"
             )
@@ -397,13 +408,23 @@ def _wait(logs):
 def build_model(shape: ModelShape, method_label, jit_compile, seed=0):
     """A compiled MultiTaskModel of `shape` with the labelled method, train function made."""
     name, options = parse_method(method_label)
+    policy = options.pop("policy", None)
+    loss_scaling = bool(options.pop("loss_scaling", True))
     if name == "static" and "weights" not in options:
         # Lee & Son's "ordinary" baseline: every task weight 1.
         options["weights"] = [1.0] * shape.num_tasks
     keras.utils.set_random_seed(seed)
-    encoder, heads, losses, metrics = shape.build()
-    model = MultiTaskModel(encoder, heads, losses, metrics, balancer=name, balancer_options=options)
-    model.compile(optimizer=shape.optimizer(), jit_compile=bool(jit_compile))
+    previous = keras.mixed_precision.global_policy()
+    if policy is not None:
+        keras.mixed_precision.set_global_policy(policy)
+    try:
+        encoder, heads, losses, metrics = shape.build()
+        model = MultiTaskModel(encoder, heads, losses, metrics, balancer=name, balancer_options=options)
+        model.compile(optimizer=shape.optimizer(), jit_compile=bool(jit_compile))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    if not loss_scaling and isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
+        model.optimizer = model.optimizer.inner_optimizer
     model.make_train_function()
     return model
 

@@ -83,3 +83,27 @@ def test_properties():
     logs = properties.check_permutation_equivariant(setup, "gradnorm", options, permutation=[2, 0, 1], epochs=3)
     weights = properties.check_weights(logs, setup.tasks, simplex_total=setup.num_tasks)
     assert np.all(weights > 0)
+
+
+def test_initial_loss_of_a_task_comes_from_its_first_labelled_batch():
+    import keras
+    import tensorflow as tf
+
+    import mtl_tf
+
+    keras.utils.set_random_seed(0)
+    heads = {t: keras.layers.Dense(1) for t in ("a", "b")}
+    model = mtl_tf.MultiTaskModel(keras.layers.Dense(3), heads, {t: "mse" for t in heads}, balancer="gradnorm")
+    model.compile(optimizer=keras.optimizers.SGD(0.0))  # lr 0: the losses of both batches are known up front
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 4, 2)).astype("float32")
+    y = {t: rng.normal(size=(2, 4, 1)).astype("float32") for t in heads}
+    weights = {"a": np.ones((2, 4), "float32"), "b": np.array([[0.0] * 4, [1.0] * 4], "float32")}
+    data = tf.data.Dataset.from_tensor_slices((x, y, weights))
+    model.fit(data, epochs=1, verbose=0)
+    predictions = {t: model.predict(x[1], verbose=0)[t] for t in heads}
+    first_a = float(np.mean((model.predict(x[0], verbose=0)["a"] - y["a"][0]) ** 2))
+    second_b = float(np.mean((predictions["b"] - y["b"][1]) ** 2))
+    np.testing.assert_allclose(np.asarray(model.balancer.has_initial_losses), [1.0, 1.0])
+    # a: its first batch; b: unlabelled in the first batch, so its second.
+    np.testing.assert_allclose(np.asarray(model.balancer.initial_losses), [first_a, second_b], rtol=1e-5)

@@ -155,3 +155,19 @@ def test_method_labels():
         benchmarking.parse_method("mgda:jacobian")
     with pytest.raises(ValueError, match="unknown model shape 'resnet50'"):
         benchmarking.model_shape("resnet50")
+
+
+def test_method_labels_set_the_precision_policy():
+    import keras
+
+    from mtl_tf import benchmarking
+
+    shape = benchmarking.model_shape("multilenet", smoke=True)
+    scaled = benchmarking.build_model(shape, "uniform:policy=mixed_float16", jit_compile=False)
+    plain = benchmarking.build_model(shape, "uniform:policy=mixed_float16:loss_scaling=False", jit_compile=False)
+    assert isinstance(scaled.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert not isinstance(plain.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled.encoder.dtype_policy.name == "mixed_float16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(ValueError, match="has no option 'polcy'"):
+        benchmarking.parse_method("uniform:polcy=mixed_float16")
