@@ -165,7 +165,34 @@ class _MinNormBalancer(Balancer):
 
 @register("mgda")
 class MGDA(_MinNormBalancer):
-    """Exact MGDA on the gradients with respect to the shared parameters."""
+    """Exact MGDA: the min-norm combination of the task gradients w.r.t. all shared parameters.
+
+    Costs T backward passes through the encoder per step (or one vectorised
+    pass with `jacobian=True`).
+
+    Args:
+      normalization: `"none"` (default), `"l2"`, `"loss"` or `"loss+"`: how each
+        task gradient is scaled before the min-norm problem (the official
+        code's `normalization_type`); alpha only, the update uses the raw losses.
+      head_update: `"paper"` (default: Algorithm 2, each head descends its own
+        unscaled gradient), `"paper_sequential"` (Algorithm 2's order: alpha and
+        the shared gradient at the heads' SGD look-ahead) or `"official"` (the
+        official loop: head t gets alpha_t times its gradient).
+      solver: None (default `"wolfe"`, the exact min-norm point), `"frank_wolfe"`
+        (the paper's Algorithm 2 solver) or `"official"` (the official routine).
+      max_iterations, tolerance: the solver's cap and stopping tolerance (None:
+        the solver's defaults, see `mtl_tf.solvers.min_norm_weights`).
+      jacobian: False (default: T backward passes) or True (one pass
+        vectorised over the tasks with `tf.vectorized_map`; T times the memory).
+
+    Logs `{task}_weight` = alpha_t (on the simplex; 0 for a task without
+    labels in the batch).
+
+    Raises:
+      ValueError: an unknown normalization, head update or solver.
+
+    Reference: Sener & Koltun, NeurIPS 2018, sections 3.1-3.2, Algorithm 2.
+    """
 
     def __init__(self, jacobian=False, **kwargs):
         super().__init__(**kwargs)
@@ -208,7 +235,32 @@ class MGDA(_MinNormBalancer):
 
 @register("mgda_ub")
 class MGDAUB(_MinNormBalancer):
-    """MGDA-UB: the min-norm problem on gradients with respect to the representation."""
+    """MGDA-UB: the min-norm problem on the gradients w.r.t. the shared representation Z.
+
+    One forward pass, one backward pass through the heads for every dL_t/dZ,
+    one backward pass through the encoder with sum_t alpha_t dL_t/dZ.
+
+    Args:
+      normalization: `"none"` (default), `"l2"`, `"loss"` or `"loss+"`: how each
+        task gradient is scaled before the min-norm problem (the official
+        code's `normalization_type`); alpha only, the update uses the raw losses.
+      head_update: `"paper"` (default: Algorithm 2, each head descends its own
+        unscaled gradient), `"paper_sequential"` (Algorithm 2's order: alpha and
+        the shared gradient at the heads' SGD look-ahead) or `"official"` (the
+        official loop: head t gets alpha_t times its gradient).
+      solver: None (default `"wolfe"`, the exact min-norm point), `"frank_wolfe"`
+        (the paper's Algorithm 2 solver) or `"official"` (the official routine).
+      max_iterations, tolerance: the solver's cap and stopping tolerance (None:
+        the solver's defaults, see `mtl_tf.solvers.min_norm_weights`).
+
+    Logs `{task}_weight` = alpha_t (on the simplex; 0 for a task without
+    labels in the batch).
+
+    Raises:
+      ValueError: an unknown normalization, head update or solver.
+
+    Reference: Sener & Koltun, NeurIPS 2018, section 3.3 (eq. 7, Theorem 1).
+    """
 
     def compute_update(self, problem):
         # The encoder is recorded on its own tape and the heads on another, so
