@@ -473,3 +473,31 @@ def test_pareto_mtl_three_tasks_one_unlabelled():
     weights = [recorder.steps[0][f"{t}_weight"] for t in heads]
     # Before: [0, 0, 3], task c's zero gradient taking the whole min-norm point.
     assert weights[2] == 0.0 and all(np.isfinite(weights)) and (weights[0] != 0.0 or weights[1] != 0.0), weights
+
+
+def test_head_optimizer_state_round_trips(tmp_path):
+    """single_step's heads have their own optimizer moments: weights files and `.keras` files carry them."""
+
+    def build():
+        keras.utils.set_random_seed(0)
+        model = mtl_tf.MultiTaskModel(keras.layers.Dense(4), {"a": keras.layers.Dense(1), "b": keras.layers.Dense(1)},
+                                      {"a": "mse", "b": "mse"}, balancer="single_step")
+        model.build((None, 3))
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        return model
+
+    model = build()
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 3)).astype("float32")
+    y = {t: rng.random((8, 1)).astype("float32") for t in ("a", "b")}
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert int(model.head_optimizer.iterations) == 4
+    model.save_weights(str(tmp_path / "w.weights.h5"))
+    restored = build()
+    restored.load_weights(str(tmp_path / "w.weights.h5"))
+    model.save(str(tmp_path / "m.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "m.keras"))
+    for other in (restored, loaded):
+        assert len(other.head_optimizer.variables) == len(model.head_optimizer.variables) > 2
+        for a, b in zip(model.head_optimizer.variables, other.head_optimizer.variables, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
