@@ -85,12 +85,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import json
 import logging
-import os
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -98,7 +95,9 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from mtl_tf.data import _cache, _sources
 from mtl_tf.data import idx as idx_lib
+from mtl_tf.data._cache import CACHE_ENV, DEFAULT_CACHE_DIR
 
 __all__ = [
     "CACHE_ENV",
@@ -146,8 +145,6 @@ CANVAS_SIZE = 36
 ITEM_SIZE = 28
 
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-CACHE_ENV = "MTL_TF_CACHE"
-DEFAULT_CACHE_DIR = Path("~/.cache/mtl_tf")
 _FORMAT_VERSION = 1
 
 # Data set name -> (left source, right source).
@@ -160,7 +157,7 @@ _PRETTY = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 _ARRAY_KEYS = ("images", "left", "right", "left_index", "right_index", "offsets")
 
 
-class SourceNotFoundError(FileNotFoundError):
+class SourceNotFoundError(_sources.SourceNotFoundError):
     """A source data set (MNIST or Fashion-MNIST) is nowhere to be found."""
 
 
@@ -177,10 +174,7 @@ class _Source:
 
 
 def _dir_source(kind: str, directory: Path, files: dict[str, Path]) -> _Source:
-    stats = []
-    for role in sorted(files):
-        st = files[role].stat()
-        stats.append(f"{files[role].resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    fingerprint = _cache.files_fingerprint("idx", [files[role] for role in sorted(files)])
 
     def load():
         ds = idx_lib.load_idx_dataset(directory)
@@ -199,27 +193,21 @@ def _dir_source(kind: str, directory: Path, files: dict[str, Path]) -> _Source:
                 )
         return arrays
 
-    return _Source(kind, f"IDX files in {directory}", "idx|" + "|".join(stats), load)
+    return _Source(kind, f"IDX files in {directory}", fingerprint, load)
 
 
 def _tfds_source(kind: str, tfds_data_dir, download: bool) -> tuple[_Source | None, str]:
     """The prepared TFDS data set, or ``(None, reason)``; never raises."""
-    try:
-        import tensorflow_datasets as tfds
-
-        builder = tfds.builder(kind, data_dir=tfds_data_dir)
-        if not builder.is_prepared():
-            if not download:
-                return None, f"TFDS '{kind}' is not prepared in {builder.data_dir}"
-            builder.download_and_prepare()
-        origin = f"TFDS '{kind}' {builder.version} in {builder.data_dir}"
-    except Exception as e:  # no network, broken install, ...: just unavailable
-        return None, f"TFDS '{kind}' unavailable ({type(e).__name__}: {e})"
+    found, reason = _sources.find_tfds(kind, tfds_data_dir, download)
+    if found is None:
+        return None, reason
 
     def load():
+        import tensorflow_datasets as tfds
+
         arrays = {}
-        for split, tfds_split in (("train", "train"), ("test", "test")):
-            data = tfds.as_numpy(builder.as_dataset(split=tfds_split, batch_size=-1))
+        for split in ("train", "test"):
+            data = tfds.as_numpy(found.builder.as_dataset(split=split, batch_size=-1))
             images = np.asarray(data["image"], dtype=np.uint8)
             if images.ndim == 4:
                 images = images[..., 0]
@@ -227,28 +215,22 @@ def _tfds_source(kind: str, tfds_data_dir, download: bool) -> tuple[_Source | No
             arrays[f"{split}_labels"] = np.asarray(data["label"], dtype=np.uint8)
         return arrays
 
-    return _Source(kind, origin, f"tfds|{origin}", load), ""
+    return _Source(kind, found.origin, f"tfds|{found.origin}", load), ""
 
 
 def _missing_message(kind: str, dataset: str, reasons: list[str], dir_arg: str) -> str:
     files = ", ".join(f"{n}[.gz]" for n in idx_lib.IDX_FILE_NAMES.values())
-    lines = [
-        f"{_PRETTY[kind]} (needed by '{dataset}') was not found. Provide it in one of these ways:",
-        f"  * a directory holding the four IDX files {files}, passed as {dir_arg} "
-        "(the --data_dir flag of the launch scripts);",
-        f"  * the TFDS data set '{kind}', prepared beforehand on a machine with network "
-        f"(python -c \"import tensorflow_datasets as tfds; tfds.builder('{kind}').download_and_prepare()\", "
-        "then copy ~/tensorflow_datasets or set TFDS_DATA_DIR / tfds_data_dir), "
-        "or tfds_download=True to let this call download it;",
+    ways = [
+        f"a directory holding the four IDX files {files}, passed as {dir_arg} "
+        "(the --data_dir flag of the launch scripts)",
+        _sources.tfds_way(kind),
     ]
     if kind == "fashion_mnist":
-        lines.append(
-            "  * the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist), "
-            f"which installs the files in {DEBIAN_FASHION_MNIST_DIR}."
+        ways.append(
+            "the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist), "
+            f"which installs the files in {DEBIAN_FASHION_MNIST_DIR}"
         )
-    if reasons:
-        lines.append("Tried: " + "; ".join(reasons) + ".")
-    return "\n".join(lines)
+    return f"{_PRETTY[kind]} (needed by '{dataset}') was not found. " + _sources.how_to_provide("it", ways, reasons)
 
 
 def _resolve_one(
@@ -464,8 +446,7 @@ def _compose_split(
 
 
 def _cache_root(cache_dir) -> Path:
-    root = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
-    return Path(root).expanduser() / "multi_digits"
+    return _cache.cache_root(cache_dir, "multi_digits")
 
 
 def _params(name, protocol, seed, val_fraction, pareto_sizes, sources) -> dict:
@@ -482,25 +463,7 @@ def _params(name, protocol, seed, val_fraction, pareto_sizes, sources) -> dict:
 
 
 def _cache_stem(params: dict) -> str:
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{params['name']}-{params['protocol']}-seed{params['seed']}-{digest}"
-
-
-def _checksum(array: np.ndarray) -> str:
-    h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
-    h.update(np.ascontiguousarray(array).data)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return f"{params['name']}-{params['protocol']}-seed{params['seed']}-{_cache.cache_key(params)}"
 
 
 def _read_cache(npz_path: Path, json_path: Path, params: dict, split: str):
@@ -516,7 +479,7 @@ def _read_cache(npz_path: Path, json_path: Path, params: dict, split: str):
             for key in _ARRAY_KEYS:
                 full = f"{split}_{key}"
                 array = npz[full]
-                if _checksum(array) != meta["checksums"][full]:
+                if _cache.array_checksum(array) != meta["checksums"][full]:
                     return None, f"checksum mismatch for array '{full}'"
                 out[key] = array
         return out, None
@@ -561,15 +524,16 @@ def _build_and_store(params, sources, npz_path: Path, json_path: Path) -> dict[s
         )
         arrays.update({f"{split}_{k}": v for k, v in part.items()})
     npz_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(npz_path, lambda f: np.savez(f, **arrays))
+    _cache.remove_stale_temporaries(npz_path.parent)
+    _cache.atomic_write(npz_path, lambda f: np.savez(f, **arrays))
     meta = {
         "params": params,
-        "checksums": {k: _checksum(v) for k, v in arrays.items()},
+        "checksums": {k: _cache.array_checksum(v) for k, v in arrays.items()},
         "shapes": {k: list(v.shape) for k, v in arrays.items()},
         "sources": [s.origin for s in sources],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _atomic_write(json_path, lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
+    _cache.atomic_write_json(json_path, meta)
     logger.info(
         "Built %s (%s) in %.1f s from %s.", npz_path, params["protocol"],
         time.perf_counter() - start, " and ".join(dict.fromkeys(s.origin for s in sources)),
