@@ -38,7 +38,7 @@ release's Img/, Anno/, Eval/ folders work too); without it a prepared TFDS `cele
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from mtl_tf import experiment
+from mtl_tf.training.config import base_config
 
 VARIANTS = ("smoke",)
 
@@ -53,7 +53,7 @@ def _variants(arg):
 
 def get_config(arg=None):
     variants = _variants(arg)
-    config = experiment.base_config()
+    config = base_config()
     config.benchmark = "celeba"
     config.seed = 0
     config.epochs = 100

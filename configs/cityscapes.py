@@ -35,7 +35,7 @@ keras gives keras.applications' glorot-uniform kernels and zero biases.
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from mtl_tf import experiment
+from mtl_tf.training.config import base_config
 
 VARIANTS = ("smoke",)
 
@@ -50,7 +50,7 @@ def _variants(arg):
 
 def get_config(arg=None):
     variants = _variants(arg)
-    config = experiment.base_config()
+    config = base_config()
     config.benchmark = "cityscapes"
     config.seed = 0
     config.epochs = 100

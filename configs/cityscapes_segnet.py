@@ -29,7 +29,7 @@ Run (any method of `mtl_tf.balancers.available()`, `single_task` or `grid`):
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from mtl_tf import experiment
+from mtl_tf.training.config import base_config
 
 VARIANTS = ("smoke",)
 
@@ -44,7 +44,7 @@ def _variants(arg):
 
 def segnet_config(benchmark, image_size, batch_size, task_types, variants):
     """The MTAN / Lee & Son SegNet setting shared by the Cityscapes and NYUv2 configs."""
-    config = experiment.base_config()
+    config = base_config()
     config.benchmark = benchmark
     config.seed = 0
     config.epochs = 200

@@ -59,16 +59,13 @@ the test split, e.g. `accuracy` as a fraction in [0, 1], and `loss`),
 from __future__ import annotations
 
 import copy
-import importlib.util
 import inspect
 import itertools
 import json
 import logging
 import math
 import os
-import platform
 import shutil
-import subprocess
 import time
 import uuid
 from fractions import Fraction
@@ -78,161 +75,43 @@ import keras
 import ml_collections
 import numpy as np
 import tensorflow as tf
-from ml_collections.config_dict import FieldReference, placeholder
 
 from mtl_tf import balancers, benchmarks, checkpointing, distribute, monitoring
 from mtl_tf.model import MultiTaskModel
+from mtl_tf.training.config import (  # noqa: F401  (moved; re-exported until the trainer moves)
+    REPO_ROOT,
+    add_data_dir,
+    apply_overrides,
+    balancer_option_names,
+    balancer_options_config,
+    base_config,
+    config_to_dict,
+    parse_value,
+    resolve_config_path,
+)
+from mtl_tf.training.config import load as load_config  # noqa: F401
+from mtl_tf.training.workdir import (  # noqa: F401
+    BACKUP,
+    BEST_WEIGHTS,
+    CONFIG,
+    POINTS,
+    RESULTS,
+    TENSORBOARD,
+    TRAIN_STATE,
+    _git_commit,
+    holds_other_config,
+    load_results,
+    versions,
+    write_json,
+)
+from mtl_tf.training.workdir import clean as clean_workdir
 
 logger = logging.getLogger(__name__)
 
 TRAINER_METHODS = ("single_task", "grid")
-RESULTS = "results.json"
-CONFIG = "config.json"
-BEST_WEIGHTS = "best.weights.h5"
-TRAIN_STATE = "train_state.json"
-BACKUP = "backup"
-TENSORBOARD = "tensorboard"
-POINTS = "points"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- configs ---------------------------------------------------------------------------------
-
-
-def balancer_option_names() -> dict[str, tuple[str, ...]]:
-    """{method: its constructor options}, for every registered balancer.
-
-    Read from the `__init__` signatures along each class's MRO (subclasses pass
-    `**kwargs` up), stopping at the `Balancer` base class.
-    """
-    registry = balancers.registry._REGISTRY  # name -> class; the registry has no public accessor
-    names = {}
-    for method in balancers.available():
-        options = []
-        for cls in registry[method].__mro__:
-            if cls is balancers.Balancer or not issubclass(cls, balancers.Balancer):
-                break
-            if "__init__" not in vars(cls):
-                continue
-            for param in inspect.signature(cls.__init__).parameters.values():
-                if param.name != "self" and param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-                    options.append(param.name)
-        names[method] = tuple(dict.fromkeys(options))
-    return names
-
-
-def balancer_options_config() -> ml_collections.ConfigDict:
-    """A ConfigDict with every balancer option as an empty field (None = the method's default).
-
-    The fields are typed `object`, so a command line like
-    `--config.balancer.weights="(0.2, 0.8)"` or `--config.balancer.normalization=loss+`
-    parses as a Python literal, falling back to a string.
-    """
-    fields = sorted({o for options in balancer_option_names().values() for o in options})
-    return ml_collections.ConfigDict({name: placeholder(object) for name in fields})
-
-
-def base_config() -> ml_collections.ConfigDict:
-    """The trainer's fields with their defaults; a benchmark config fills in the rest."""
-    config = ml_collections.ConfigDict()
-    config.benchmark = ""
-    config.seed = 0
-    config.epochs = 100
-    config.batch_size = 256
-    config.method = "uniform"
-    config.balancer = balancer_options_config()
-    config.method_options = ml_collections.ConfigDict()
-    config.optimizer = ml_collections.ConfigDict({"name": "sgd", "learning_rate": 1e-3, "momentum": 0.0})
-    config.schedule = ml_collections.ConfigDict({"name": "constant", "milestones": (), "factor": 0.5})
-    config.single_task = ml_collections.ConfigDict({"task": ""})
-    config.grid = ml_collections.ConfigDict({"divisions": 10, "include_vertices": False, "total": 1.0})
-    config.train = ml_collections.ConfigDict(
-        {
-            "steps_per_execution": 1,
-            "jit_compile": FieldReference("auto", field_type=object),
-            "tensorboard_update_freq": 100,
-            "patience": 0,
-        }
-    )
-    config.data = ml_collections.ConfigDict({"data_dir": placeholder(str)})
-    config.model = ml_collections.ConfigDict()
-    return config
-
-
-def resolve_config_path(path: str) -> Path:
-    """A config file path as given, else relative to the repository root."""
-    candidate = Path(path).expanduser()
-    if candidate.exists():
-        return candidate.resolve()
-    if not candidate.is_absolute() and (REPO_ROOT / candidate).exists():
-        return REPO_ROOT / candidate
-    raise FileNotFoundError(f"config file {path!r} not found (looked in {Path.cwd()} and {REPO_ROOT})")
-
-
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """`path/to/config.py[:variant]` -> `get_config(variant)`, as `--config=` reads it."""
-    path, _, arg = str(spec).partition(":")
-    file = resolve_config_path(path)
-    module_name = f"_mtl_tf_config_{file.stem}_{uuid.uuid4().hex[:8]}"
-    module_spec = importlib.util.spec_from_file_location(module_name, file)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"config file {file} has no get_config(arg=None) function")
-    return module.get_config(arg) if arg else module.get_config()
-
-
-def parse_value(text: str):
-    """A command-line value: a Python literal when it parses as one, else the string."""
-    import ast
-
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
-    """Sets dotted fields (`{"balancer.weights": (1, 1), "seed": 2}`) in place.
-
-    A field must exist already (as with `--config.<field>=`), so a typo is an
-    error, not a silently ignored setting.
-    """
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for i, part in enumerate(parents):
-            if part not in node:
-                raise KeyError(f"config has no field {'.'.join(parents[: i + 1])!r} (overriding {dotted!r})")
-            node = node[part]
-        if leaf not in node:
-            raise KeyError(
-                f"config has no field {dotted!r}; fields here: {sorted(node.keys())}"
-            )
-        current = node[leaf]
-        if isinstance(current, str) and not isinstance(value, str):
-            value = str(value)
-        if isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
-        node[leaf] = value
-    return config
-
-
-def config_to_dict(config) -> dict:
-    """A JSON-ready dict of a ConfigDict (tuples become lists)."""
-    return json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else dict(config), default=_json_default))
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return repr(obj)
 
 
 def _get(config, dotted: str, default=None):
@@ -280,7 +159,7 @@ def balancer_spec(config) -> tuple[str, dict]:
     if user is not None:
         options.update({k: v for k, v in user.items() if v is not None})
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
-    accepted = balancer_option_names()[name]
+    accepted = balancers.option_names(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(
@@ -476,21 +355,6 @@ def build_model(config, benchmark, strategy=None) -> MultiTaskModel:
 # -- callbacks ---------------------------------------------------------------------------
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, data) -> None:
-    """Writes JSON atomically (a reader sees the old file or the whole new one)."""
-    _atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=_json_default) + "\n")
-
-
 def _scalar(value) -> float:
     return float(np.asarray(value))
 
@@ -601,63 +465,6 @@ def evaluate_model(model, benchmark, dataset, verbose=0) -> tuple[dict, dict]:
     return tasks, logs
 
 
-def versions() -> dict:
-    """Library versions, plus the git commit when mtl_tf runs from a checkout.
-
-    A results.json must say which code produced it; an installed wheel has a version, a checkout
-    has a commit (with "-dirty" when the tree has uncommitted changes).
-    """
-    import mtl_tf
-
-    return {
-        "mtl_tf": mtl_tf.__version__,
-        "mtl_tf_commit": _git_commit(Path(mtl_tf.__file__).resolve().parent.parent),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-def _git_commit(source_root: Path) -> str | None:
-    if not (source_root / ".git").exists():
-        return None  # an installed package, not a checkout
-    try:
-        # The full hash even where tags exist (--exclude="*"), "-dirty" for uncommitted changes.
-        return subprocess.run(
-            ["git", "-C", str(source_root), "describe", "--always", "--dirty", "--abbrev=40", "--exclude=*"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):  # git missing or not a repository
-        return None
-
-
-def _same_config(workdir: Path, config) -> bool:
-    path = workdir / CONFIG
-    if not path.exists():
-        return True
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return False
-    return saved == config_to_dict(config)
-
-
-def clean_workdir(workdir: Path) -> None:
-    """Removes what a run writes (results, weights, state, backup, logs, grid points)."""
-    workdir = Path(workdir)
-    for name in (RESULTS, CONFIG, BEST_WEIGHTS, TRAIN_STATE):
-        (workdir / name).unlink(missing_ok=True)
-    for name in (BACKUP, TENSORBOARD, POINTS):
-        shutil.rmtree(workdir / name, ignore_errors=True)
-
-
-def load_results(workdir) -> dict | None:
-    path = Path(workdir) / RESULTS
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def train_and_evaluate(config, workdir, *, strategy=None, overwrite: bool = False, verbose=1) -> dict:
     """Trains the config's run in `workdir` (resuming it if a backup is there) and returns its results.
 
@@ -673,7 +480,7 @@ def train_and_evaluate(config, workdir, *, strategy=None, overwrite: bool = Fals
         logger.info("%s exists: the run is finished; pass overwrite=True (--overwrite) to train again", workdir / RESULTS)
         return finished
     method = check_method(config)
-    if not _same_config(workdir, config):
+    if holds_other_config(workdir, config_to_dict(config)):
         raise ValueError(
             f"{workdir} holds an unfinished run of a different config ({workdir / CONFIG}); resuming it "
             "with this config would mix two runs. Use another --workdir or --overwrite."
@@ -839,19 +646,3 @@ def format_metrics(tasks: dict) -> str:
     for task, metrics in tasks.items():
         lines.append(f"{task}: " + " ".join(f"{m}={v:.4f}" for m, v in sorted(metrics.items())))
     return "\n".join(lines)
-
-
-def add_data_dir(config, data_dir) -> None:
-    """Points the config's data set at `data_dir` (the launch scripts' --data_dir)."""
-    with config.unlocked() if hasattr(config, "unlocked") else _nullcontext():
-        if "data" not in config or config.data is None:
-            config.data = ml_collections.ConfigDict()
-        config.data.data_dir = str(data_dir)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

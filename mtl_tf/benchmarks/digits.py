@@ -174,13 +174,13 @@ def parse_variants(arg) -> list[str]:
 
 def make_config(name: str, arg=None, default_protocol: str = "pareto") -> ml_collections.ConfigDict:
     """The config of benchmark `name` for the variants in `arg` (see `configs/multi_*.py`)."""
-    from mtl_tf import experiment  # the trainer's fields; imported here to keep imports pointing down
+    from mtl_tf.training.config import base_config  # the trainer's fields (this builder leaves for configs/)
 
     if name not in NAMES:
         raise ValueError(f"unknown digits benchmark {name!r}; expected one of {list(NAMES)}")
     variants = parse_variants(arg)
     protocol = "sener" if "sener" in variants else "pareto" if "pareto" in variants else default_protocol
-    config = experiment.base_config()
+    config = base_config()
     config.benchmark = name
     config.seed = 0
     config.epochs = 100

@@ -1,0 +1,123 @@
+"""A run's directory: its file names, atomic JSON, the finished run's results, the code's versions.
+
+Layout (written by `mtl_tf.training.trainer.train_and_evaluate`):
+
+  config.json        the config of the run;
+  best.weights.h5    the weights of the best validation epoch (the last epoch
+                     when the benchmark has no validation split);
+  train_state.json   per-epoch history, best epoch, elapsed time (kept across resumes);
+  backup/            `mtl_tf.training.callbacks.AtomicBackupAndRestore`: a killed run
+                     restarts at the last finished epoch; removed once results.json exists;
+  tensorboard/       `keras.callbacks.TensorBoard` logs;
+  points/            the runs of a `grid` baseline, one directory per weight vector;
+  results.json       written last and atomically: the run is finished when it exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import mtl_tf
+
+RESULTS = "results.json"
+CONFIG = "config.json"
+BEST_WEIGHTS = "best.weights.h5"
+TRAIN_STATE = "train_state.json"
+BACKUP = "backup"
+TENSORBOARD = "tensorboard"
+POINTS = "points"
+
+
+def json_default(obj):
+    """What `json.dumps` cannot write itself: NumPy scalars and arrays, paths; anything else as its repr."""
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return repr(obj)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path, data) -> None:
+    """Writes JSON atomically (a reader sees the old file or the whole new one)."""
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=json_default) + "\n")
+
+
+def load_results(workdir) -> dict | None:
+    """The run's results.json, or None while the run is not finished."""
+    path = Path(workdir) / RESULTS
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def holds_other_config(workdir, config_dict: dict) -> bool:
+    """True when `workdir` has a config.json that is not `config_dict` (or is unreadable)."""
+    path = Path(workdir) / CONFIG
+    if not path.exists():
+        return False
+    try:
+        return json.loads(path.read_text()) != config_dict
+    except json.JSONDecodeError:
+        return True
+
+
+def clean(workdir) -> None:
+    """Removes what a run writes (results, weights, state, backup, logs, grid points)."""
+    workdir = Path(workdir)
+    for name in (RESULTS, CONFIG, BEST_WEIGHTS, TRAIN_STATE):
+        (workdir / name).unlink(missing_ok=True)
+    for name in (BACKUP, TENSORBOARD, POINTS):
+        shutil.rmtree(workdir / name, ignore_errors=True)
+
+
+def versions() -> dict:
+    """Library versions, plus the git commit when mtl_tf runs from a checkout.
+
+    A results.json must say which code produced it; an installed wheel has a version, a checkout
+    has a commit (with "-dirty" when the tree has uncommitted changes).
+    """
+    return {
+        "mtl_tf": mtl_tf.__version__,
+        "mtl_tf_commit": _git_commit(Path(mtl_tf.__file__).resolve().parent.parent),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _git_commit(source_root: Path) -> str | None:
+    if not (source_root / ".git").exists():
+        return None  # an installed package, not a checkout
+    try:
+        # The full hash even where tags exist (--exclude="*"), "-dirty" for uncommitted changes.
+        return subprocess.run(
+            ["git", "-C", str(source_root), "describe", "--always", "--dirty", "--abbrev=40", "--exclude=*"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # git missing or not a repository
+        return None

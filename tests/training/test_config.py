@@ -1,0 +1,29 @@
+"""Configs (mtl_tf.training.config): the balancer fields, overrides, command-line values."""
+
+import pytest
+
+from mtl_tf import balancers
+from mtl_tf.training import config as config_lib
+
+
+def test_every_balancer_option_is_a_config_field():
+    options = config_lib.balancer_option_names()
+    assert set(options) == set(balancers.available())
+    assert options["mgda_ub"] == ("normalization", "head_update", "solver", "max_iterations", "tolerance")
+    assert "weights" in options["static"] and options["uniform"] == ()
+    fields = config_lib.base_config().balancer
+    assert {o for names in options.values() for o in names} == set(fields.keys())
+    assert all(fields[name] is None for name in fields.keys())
+
+
+def test_apply_overrides_sets_existing_fields_only():
+    config = config_lib.base_config()
+    config_lib.apply_overrides(config, {"seed": 4, "balancer.weights": [0.2, 0.8], "optimizer.learning_rate": 2,
+                                        "benchmark": 7})
+    assert config.seed == 4 and config.balancer.weights == [0.2, 0.8]
+    assert config.optimizer.learning_rate == 2.0 and config.benchmark == "7"
+    with pytest.raises(KeyError, match="no field 'sed'"):
+        config_lib.apply_overrides(config, {"sed": 1})
+    with pytest.raises(KeyError, match="no field 'optimiser'"):
+        config_lib.apply_overrides(config, {"optimiser.momentum": 1})
+    assert config_lib.parse_value("(1, 2)") == (1, 2) and config_lib.parse_value("loss+") == "loss+"
