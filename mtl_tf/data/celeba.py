@@ -69,19 +69,17 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from mtl_tf.data.multi_digits import CACHE_ENV, DEFAULT_CACHE_DIR
+from mtl_tf.data import _cache, _sources
 
 __all__ = [
     "ATTRIBUTES",
@@ -139,7 +137,7 @@ _FORMAT_VERSION = 1
 _DECODE_BATCH = 256
 
 
-class SourceNotFoundError(FileNotFoundError):
+class SourceNotFoundError(_sources.SourceNotFoundError):
     """CelebA is neither in the given directory nor prepared in TFDS."""
 
 
@@ -296,8 +294,7 @@ def find_official_files(data_dir) -> dict[str, Path]:
     data_dir = Path(data_dir).expanduser()
     found, missing = {}, []
     for part, candidates in _CANDIDATES.items():
-        paths = [data_dir / c for c in candidates]
-        hit = next((p for p in paths if (p.is_dir() if part == "images" else p.is_file())), None)
+        hit, paths = _sources.find_first(data_dir, candidates, directory=part == "images")
         if hit is None:
             missing.append(" or ".join(str(p) for p in paths))
         else:
@@ -342,17 +339,14 @@ def load_official_index(data_dir) -> CelebAIndex:
 
 
 def _how_to_provide() -> str:
-    return (
-        "Provide CelebA in one of these ways:\n"
-        f"  * data_dir (the --data_dir flag of the launch scripts) in the official layout: "
+    files_way = (
+        "data_dir (the --data_dir flag of the launch scripts) in the official layout: "
         f"{IMAGE_DIR}/*.jpg, {ATTRIBUTE_FILE} and {PARTITION_FILE} (from "
         "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html; the Img/, Anno/ and Eval/ folders "
-        "of the release are found too);\n"
-        f"  * the TFDS data set '{TFDS_NAME}', prepared beforehand (python -c \"import "
-        f"tensorflow_datasets as tfds; tfds.builder('{TFDS_NAME}').download_and_prepare()\", "
-        "then set TFDS_DATA_DIR or tfds_data_dir), or tfds_download=True to let this call "
-        "download it (its file host often refuses with a quota error)."
+        "of the release are found too)"
     )
+    tfds_way = _sources.tfds_way(TFDS_NAME, "its file host often refuses with a quota error")
+    return _sources.how_to_provide("CelebA", [files_way, tfds_way])
 
 
 # --------------------------------------------------------------------------
@@ -369,11 +363,6 @@ class _Source:
     size: Callable  # split -> number of examples
 
 
-def _stat(path: Path) -> str:
-    st = path.stat()
-    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-
-
 def _resize_uint8(image, image_size):
     image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
@@ -381,7 +370,7 @@ def _resize_uint8(image, image_size):
 
 def _files_source(data_dir) -> _Source:
     files = find_official_files(data_dir)
-    fingerprint = "files|" + "|".join(_stat(files[k]) for k in ("attributes", "partition", "images"))
+    fingerprint = _cache.files_fingerprint("files", [files[k] for k in ("attributes", "partition", "images")])
     index_cache = {}
 
     def index():
@@ -443,21 +432,15 @@ def _locate_bad_image(paths, start, error) -> CelebAFormatError:
 
 def _tfds_source(tfds_data_dir, download: bool) -> tuple[_Source | None, str]:
     """The prepared TFDS ``celeb_a``, or ``(None, reason)``; never raises."""
-    try:
-        import tensorflow_datasets as tfds
-
-        builder = tfds.builder(TFDS_NAME, data_dir=tfds_data_dir)
-        if not builder.is_prepared():
-            if not download:
-                return None, f"TFDS '{TFDS_NAME}' is not prepared in {builder.data_dir}"
-            builder.download_and_prepare()
-        origin = f"TFDS '{TFDS_NAME}' {builder.version} in {builder.data_dir}"
-        num_examples = {s: int(builder.info.splits[TFDS_SPLITS[s]].num_examples) for s in SPLITS}
-    except Exception as e:  # no network, quota, broken install, ...: just unavailable
-        return None, f"TFDS '{TFDS_NAME}' unavailable ({type(e).__name__}: {e})"
+    found, reason = _sources.find_tfds(
+        TFDS_NAME, tfds_data_dir, download,
+        inspect=lambda builder: {s: int(builder.info.splits[TFDS_SPLITS[s]].num_examples) for s in SPLITS},
+    )
+    if found is None:
+        return None, reason
 
     def decode(split, image_size, write):
-        dataset = builder.as_dataset(split=TFDS_SPLITS[split], shuffle_files=False)
+        dataset = found.builder.as_dataset(split=TFDS_SPLITS[split], shuffle_files=False)
 
         def convert(example):
             labels = tf.stack([tf.cast(example["attributes"][a], tf.uint8) for a in ATTRIBUTES])
@@ -470,7 +453,7 @@ def _tfds_source(tfds_data_dir, download: bool) -> tuple[_Source | None, str]:
             start += len(images)
         return start
 
-    return _Source("tfds", origin, f"tfds|{origin}", decode, lambda split: num_examples[split]), ""
+    return _Source("tfds", found.origin, f"tfds|{found.origin}", decode, lambda split: found.info[split]), ""
 
 
 def _resolve_source(data_dir, tfds_data_dir, tfds_download) -> _Source:
@@ -489,14 +472,8 @@ def _resolve_source(data_dir, tfds_data_dir, tfds_download) -> _Source:
 
 
 def _cache_dir(cache_dir, source: _Source, image_size: int) -> Path:
-    root = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
     params = {"format": _FORMAT_VERSION, "image_size": int(image_size), "source": source.fingerprint}
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(root).expanduser() / "celeba" / f"{source.kind}-{image_size}px-{key}"
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    return _cache.cache_root(cache_dir, "celeba") / f"{source.kind}-{image_size}px-{_cache.cache_key(params)}"
 
 
 def _read_cached_split(directory: Path, split: str, image_size: int):
@@ -522,10 +499,10 @@ def _build_split(directory: Path, source: _Source, split: str, image_size: int):
     if n == 0:
         raise CelebAFormatError(f"{source.origin}: the {split} split has no images")
     directory.mkdir(parents=True, exist_ok=True)
+    _cache.remove_stale_temporaries(directory)
     start_time = time.perf_counter()
     images_path, labels_path = directory / f"{split}-images.npy", directory / f"{split}-labels.npy"
-    images_tmp, labels_tmp = _tmp_name(images_path), _tmp_name(labels_path)
-    try:
+    with _cache.atomic_paths(images_path, labels_path) as (images_tmp, labels_tmp):
         images = np.lib.format.open_memmap(images_tmp, mode="w+", dtype=np.uint8, shape=(n, image_size, image_size, 3))
         labels = np.zeros((n, len(ATTRIBUTES)), np.uint8)
 
@@ -543,11 +520,6 @@ def _build_split(directory: Path, source: _Source, split: str, image_size: int):
         del images
         with open(labels_tmp, "xb") as f:
             np.save(f, labels)
-        os.replace(images_tmp, images_path)
-        os.replace(labels_tmp, labels_path)
-    finally:
-        images_tmp.unlink(missing_ok=True)
-        labels_tmp.unlink(missing_ok=True)
     meta = {
         "num_examples": n,
         "image_size": image_size,
@@ -555,10 +527,7 @@ def _build_split(directory: Path, source: _Source, split: str, image_size: int):
         "fingerprint": source.fingerprint,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    meta_path = directory / f"{split}.json"
-    tmp = _tmp_name(meta_path)
-    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-    os.replace(tmp, meta_path)
+    _cache.atomic_write_json(directory / f"{split}.json", meta)
     logger.info("Decoded %d CelebA %s images from %s into %s in %.1f s.", n, split, source.origin,
                 directory, time.perf_counter() - start_time)
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from mtl_tf.data import _cache, multi_digits as md
+from mtl_tf.data import _cache, celeba, multi_digits as md
 from tests.data import fixtures
 
 
@@ -209,3 +209,16 @@ def test_building_an_entry_clears_leftovers_of_a_killed_build(tmp_path):
     leftover.write_bytes(b"half a zip")
     md.load_multi_digits_arrays("multi_mnist", "sener", "val", **kw)
     assert not leftover.exists()
+
+
+def test_celeba_decode_failing_mid_split_leaves_no_partial_cache(tmp_path, monkeypatch):
+    from tests.data.test_celeba import write_celeba_dir
+
+    _, filenames, partition = write_celeba_dir(tmp_path / "data", num_images=12)
+    train = [name for name, p in zip(filenames, partition) if p == 0]
+    (tmp_path / "data" / "img_align_celeba" / train[-1]).write_bytes(b"\xff\xd8 not a jpeg")
+    monkeypatch.setattr(celeba, "_DECODE_BATCH", 2)  # earlier batches are in the file when it fails
+    with pytest.raises(celeba.CelebAFormatError, match="cannot be decoded"):
+        celeba.load_celeba_arrays("train", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+    (directory,) = (tmp_path / "cache" / "celeba").iterdir()
+    assert _entries(directory) == []
