@@ -50,7 +50,8 @@ which is what ``scipy.misc.imresize`` (PIL bilinear) did. Normalisation
 Cache. The resized uint8 images and the labels of each split are decoded once
 and stored as ``.npy`` files under
 ``<cache>/celeba/<source>-<size>px-<key>/{split}-images.npy`` (and
-``{split}-labels.npy``, ``{split}.json``), written atomically; ``<cache>`` is
+``{split}-labels.npy``, ``{split}.json``), written atomically (the rules of
+:mod:`mtl_tf.data._cache`); ``<cache>`` is
 ``cache_dir``, else ``$MTL_TF_CACHE``, else ``~/.cache/mtl_tf``; ``<key>``
 hashes the image size, a format version and the source (path, size and
 modification time of the two list files and of the image directory, or the
@@ -80,8 +81,11 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_tf.data import _cache, _sources
+from mtl_tf.data._cache import CACHE_ENV, DEFAULT_CACHE_DIR  # noqa: F401
 # The two list files' formats and parsers: their public names are this module's too.
-from mtl_tf.data._celeba_lists import ATTRIBUTES, CelebAFormatError, read_attribute_file, read_partition_file
+from mtl_tf.data._celeba_lists import (  # noqa: F401
+    ATTRIBUTES, PARTITION_IDS, CelebAFormatError, read_attribute_file, read_partition_file,
+)
 
 __all__ = [
     "ATTRIBUTES",

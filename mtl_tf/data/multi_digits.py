@@ -78,7 +78,9 @@ else ``~/.cache/mtl_tf``; ``<key>`` hashes the parameters (data set, protocol,
 seed, val_fraction, pareto sizes, format version and a fingerprint of each
 source: path, size and mtime of the IDX files, or TFDS name, version and
 directory).  Changed parameters give another file; a checksum mismatch or an
-unreadable file is rebuilt with a warning.
+unreadable file is rebuilt with a warning.  Both files are written atomically
+(temporary, fsync, rename: never a partial file), and a build first deletes the
+temporaries a killed build left; :mod:`mtl_tf.data._cache` holds these rules.
 """
 
 from __future__ import annotations
