@@ -12,7 +12,7 @@ model at a reduced resolution), each `jit_compile` setting and each method, it w
 reports the median and spread of the step time, its ratio to `uniform` measured in the same
 rounds, the process CPU time and the step's peak memory. Then it times the min-norm solver
 alone inside a compiled function (T in --solver_tasks) and compares its objective with an exact
-QP solution. How everything is measured: `mtl_tf.benchmarking`.
+QP solution. How everything is measured: `mtl_tf.timing`.
 
 Flags:
   --shapes            comma-separated, from multilenet, resnet18, cityscapes (default: all;
@@ -47,6 +47,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from absl import app, flags  # noqa: E402
+
+from mtl_tf import balancers  # noqa: E402
+from mtl_tf.timing import shapes, solver, steps, tables  # noqa: E402
 
 _SHAPES = flags.DEFINE_list("shapes", ["multilenet", "resnet18", "cityscapes"], "Model shapes to time.")
 _METHODS = flags.DEFINE_list("methods", None, "Method labels (default: every registered method).")
@@ -102,20 +105,18 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import tensorflow as tf
 
-    from mtl_tf import balancers, benchmarking
-
     # Every model traces its own step function; TensorFlow's retracing warning says nothing here.
     tf.get_logger().setLevel("ERROR")
 
-    unknown = [s for s in _SHAPES.value if s not in benchmarking.SHAPES]
+    unknown = [s for s in _SHAPES.value if s not in shapes.SHAPES]
     if unknown or not (_SHAPES.value or _SOLVER.value):
         raise app.UsageError(
-            f"--shapes takes names from {list(benchmarking.SHAPES)} (empty: the solver alone); got {_SHAPES.value}"
+            f"--shapes takes names from {list(shapes.SHAPES)} (empty: the solver alone); got {_SHAPES.value}"
         )
     methods = _METHODS.value or balancers.available()
     for label in methods:
         try:
-            benchmarking.parse_method(label)
+            shapes.parse_method(label)
         except ValueError as error:
             raise app.UsageError(str(error)) from error
     smoke = _SMOKE.value
@@ -137,11 +138,11 @@ def main(argv):
     for dtype in solver_dtypes:
         if dtype not in ("float32", "float64"):
             raise app.UsageError(f"--solver_dtypes takes float32 and/or float64; got {dtype!r}")
-    for solver in solver_methods:
-        if solver not in ("wolfe", "frank_wolfe"):
-            raise app.UsageError(f"--solver_methods takes wolfe and/or frank_wolfe; got {solver!r}")
+    for method in solver_methods:
+        if method not in ("wolfe", "frank_wolfe"):
+            raise app.UsageError(f"--solver_methods takes wolfe and/or frank_wolfe; got {method!r}")
     jit_settings = _jit_settings(jit_values)
-    batch_sizes = _batch_overrides(_BATCH.value, list(benchmarking.SHAPES))
+    batch_sizes = _batch_overrides(_BATCH.value, list(shapes.SHAPES))
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     started = time.time()
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -149,10 +150,10 @@ def main(argv):
 
     step_rows = []
     for name in shape_names:
-        shape = benchmarking.model_shape(name, smoke=smoke, batch_size=batch_sizes.get(name))
+        shape = shapes.model_shape(name, smoke=smoke, batch_size=batch_sizes.get(name))
         for jit in jit_settings:
             print(f"{shape.name}: {shape.description}, {shape.num_tasks} tasks, batch {shape.batch_size}, jit_compile={jit}")
-            step_rows += benchmarking.benchmark_steps(
+            step_rows += steps.benchmark_steps(
                 shape,
                 methods,
                 jit,
@@ -164,10 +165,10 @@ def main(argv):
     solver_rows = []
     if _SOLVER.value:
         tasks = [int(t) for t in _SOLVER_TASKS.value] if _SOLVER_TASKS.value else (
-            [2, 10] if smoke else list(benchmarking.SOLVER_TASKS)
+            [2, 10] if smoke else list(solver.SOLVER_TASKS)
         )
         print(f"min-norm solver alone: T in {tasks}")
-        solver_rows = benchmarking.benchmark_solver(
+        solver_rows = solver.benchmark_solver(
             task_counts=tasks,
             dtypes=solver_dtypes,
             methods=solver_methods,
@@ -184,9 +185,9 @@ def main(argv):
     )
     markdown = header
     if step_rows:
-        markdown += "\n### Training step\n\n" + benchmarking.step_table(step_rows) + "\n"
+        markdown += "\n### Training step\n\n" + tables.step_table(step_rows) + "\n"
     if solver_rows:
-        markdown += "\n### Min-norm solver alone\n\n" + benchmarking.solver_table(solver_rows) + "\n"
+        markdown += "\n### Min-norm solver alone\n\n" + tables.solver_table(solver_rows) + "\n"
     print()
     print(markdown)
     if _MARKDOWN.value:

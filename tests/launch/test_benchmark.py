@@ -1,4 +1,4 @@
-"""`launch/benchmark.py` in smoke mode, and the pieces of `mtl_tf.benchmarking` it rests on.
+"""`launch/benchmark.py` in smoke mode, and the pieces of `mtl_tf.timing` it rests on.
 
 The figures themselves are not asserted (they depend on the machine and its
 load); the test checks the output's schema, that every ratio is a finite
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtl_tf import benchmarking
+from mtl_tf.timing import reference, shapes, solver
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP_KEYS = {
@@ -74,7 +74,7 @@ def test_smoke_solver_rows(smoke_run):
     out, _ = smoke_run
     rows = json.loads((out / "solver.json").read_text())
     assert {(r["tasks"], r["case"]) for r in rows} == {
-        (t, c) for t in (2, 3) for c in benchmarking.SOLVER_CASES
+        (t, c) for t in (2, 3) for c in solver.SOLVER_CASES
     }
     for row in rows:
         for key, kind in SOLVER_KEYS.items():
@@ -106,35 +106,35 @@ def _brute_force_min_norm(g):
             if np.all(weights >= -1e-12):
                 alpha = np.zeros(num_tasks)
                 alpha[s] = np.maximum(weights, 0) / np.maximum(weights, 0).sum()
-                value = benchmarking.min_norm_objective(g, alpha)
+                value = reference.min_norm_objective(g, alpha)
                 if value < best_value:
                     best_value, best = value, alpha
     return best_value, best
 
 
-@pytest.mark.parametrize("case", benchmarking.SOLVER_CASES)
+@pytest.mark.parametrize("case", solver.SOLVER_CASES)
 @pytest.mark.parametrize("num_tasks", [2, 3, 5])
 def test_exact_reference_matches_brute_force(num_tasks, case):
-    for g in benchmarking.solver_problems(num_tasks, case, count=4, seed=1):
-        alpha = benchmarking.exact_min_norm(g)
+    for g in solver.solver_problems(num_tasks, case, count=4, seed=1):
+        alpha = reference.exact_min_norm(g)
         assert np.all(alpha >= 0) and abs(alpha.sum() - 1) < 1e-12
         best_value, _ = _brute_force_min_norm(g)
         scale = np.max(np.sum(g * g, axis=1))
-        assert benchmarking.min_norm_objective(g, alpha) - best_value <= 1e-12 * scale
+        assert reference.min_norm_objective(g, alpha) - best_value <= 1e-12 * scale
 
 
 def test_conflicting_case_has_zero_optimum():
     # The case exists to put 0 in the hull; the reference must find it.
     zero = [
-        benchmarking.min_norm_objective(g, benchmarking.exact_min_norm(g)) <= 1e-20 * np.max(np.sum(g * g, axis=1))
-        for g in benchmarking.solver_problems(10, "conflicting", count=10)
+        reference.min_norm_objective(g, reference.exact_min_norm(g)) <= 1e-20 * np.max(np.sum(g * g, axis=1))
+        for g in solver.solver_problems(10, "conflicting", count=10)
     ]
     assert sum(zero) >= 5
 
 
-@pytest.mark.parametrize("name", benchmarking.SHAPES)
+@pytest.mark.parametrize("name", shapes.SHAPES)
 def test_smoke_shapes_build_and_give_finite_losses(name):
-    shape = benchmarking.model_shape(name, smoke=True)
+    shape = shapes.model_shape(name, smoke=True)
     x, y = shape.batch()
     assert tuple(x.shape) == (shape.batch_size, *shape.input_shape)
     encoder, heads, losses, _ = shape.build()
@@ -145,29 +145,27 @@ def test_smoke_shapes_build_and_give_finite_losses(name):
 
 
 def test_method_labels():
-    assert benchmarking.parse_method("mgda:jacobian=True") == ("mgda", {"jacobian": True})
-    assert benchmarking.parse_method("mgda_ub:normalization=loss+") == ("mgda_ub", {"normalization": "loss+"})
+    assert shapes.parse_method("mgda:jacobian=True") == ("mgda", {"jacobian": True})
+    assert shapes.parse_method("mgda_ub:normalization=loss+") == ("mgda_ub", {"normalization": "loss+"})
     with pytest.raises(ValueError, match="unknown balancing method 'mgda_fast'"):
-        benchmarking.parse_method("mgda_fast")
+        shapes.parse_method("mgda_fast")
     with pytest.raises(ValueError, match="has no option 'jacobain'"):
-        benchmarking.parse_method("mgda:jacobain=True")
+        shapes.parse_method("mgda:jacobain=True")
     with pytest.raises(ValueError, match="must be key=value"):
-        benchmarking.parse_method("mgda:jacobian")
+        shapes.parse_method("mgda:jacobian")
     with pytest.raises(ValueError, match="unknown model shape 'resnet50'"):
-        benchmarking.model_shape("resnet50")
+        shapes.model_shape("resnet50")
 
 
 def test_method_labels_set_the_precision_policy():
     import keras
 
-    from mtl_tf import benchmarking
-
-    shape = benchmarking.model_shape("multilenet", smoke=True)
-    scaled = benchmarking.build_model(shape, "uniform:policy=mixed_float16", jit_compile=False)
-    plain = benchmarking.build_model(shape, "uniform:policy=mixed_float16:loss_scaling=False", jit_compile=False)
+    shape = shapes.model_shape("multilenet", smoke=True)
+    scaled = shapes.build_timed_model(shape, "uniform:policy=mixed_float16", jit_compile=False)
+    plain = shapes.build_timed_model(shape, "uniform:policy=mixed_float16:loss_scaling=False", jit_compile=False)
     assert isinstance(scaled.optimizer, keras.optimizers.LossScaleOptimizer)
     assert not isinstance(plain.optimizer, keras.optimizers.LossScaleOptimizer)
     assert scaled.encoder.dtype_policy.name == "mixed_float16"
     assert keras.mixed_precision.global_policy().name == "float32"
     with pytest.raises(ValueError, match="has no option 'polcy'"):
-        benchmarking.parse_method("uniform:polcy=mixed_float16")
+        shapes.parse_method("uniform:polcy=mixed_float16")
