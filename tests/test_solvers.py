@@ -1,6 +1,6 @@
 """Min-norm solvers (`mtl_tf/solvers.py`) against an exact QP reference.
 
-The reference (`tests/solver_reference.py`) solves the same problem from the
+The reference (`mtl_tf/timing/reference.py`) solves the same problem from the
 gradients themselves, in float64, with scipy's exact active-set NNLS and
 certifies it with the KKT conditions; for small T it is itself checked against
 a brute force over all supports. Accuracy is judged on the objective
@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from mtl_tf import solvers
-from tests import solver_reference as ref
+from mtl_tf.timing import reference as ref
 from tests.balancers import tiny
 
 # (relative, times mean diag) tolerances on the objective, from the issue.
@@ -37,7 +37,7 @@ def solve(gram, dtype, **options):
 
 def excess_over_optimum(G, alpha, alpha_ref):
     """(objective - optimum, optimum, mean squared gradient norm)."""
-    value, optimum = ref.objective(G, alpha), ref.objective(G, alpha_ref)
+    value, optimum = ref.min_norm_objective(G, alpha), ref.min_norm_objective(G, alpha_ref)
     mean_sq_norm = float(np.mean(np.sum(np.asarray(G, np.float64) ** 2, axis=1)))
     return value - optimum, optimum, mean_sq_norm
 
@@ -87,10 +87,10 @@ KINDS = ["gaussian", "aligned", "conflicting", "spread", "clustered"]
 def test_reference_matches_brute_force(rng, T, D):
     for kind in KINDS:
         G = gradients(rng, T, D, kind)
-        alpha = ref.reference_min_norm(G)
+        alpha = ref.exact_min_norm(G)
         best, best_value = ref.enumerate_min_norm(G)
         scale = float(np.max(np.sum(G * G, axis=1)))
-        assert abs(ref.objective(G, alpha) - best_value) <= 1e-12 * scale, (kind, alpha, best)
+        assert abs(ref.min_norm_objective(G, alpha) - best_value) <= 1e-12 * scale, (kind, alpha, best)
         ref.check_kkt(G, best, tolerance=1e-9)
 
 
@@ -115,7 +115,7 @@ def test_default_reaches_the_exact_optimum(rng, T):
                 continue
             G = gradients(rng, T, D, kind)
             M = G @ G.T
-            alpha_ref = ref.reference_min_norm(G)
+            alpha_ref = ref.exact_min_norm(G)
             _, optimum, mean_sq_norm = excess_over_optimum(G, alpha_ref, alpha_ref)
             saw_zero_optimum |= optimum <= 1e-20 * mean_sq_norm
             for dtype in DTYPES:
@@ -131,7 +131,7 @@ def test_default_reaches_the_exact_optimum(rng, T):
 
 def test_default_is_scale_invariant(rng):
     G = gradients(rng, 8, 5, "gaussian")
-    alpha_ref = ref.reference_min_norm(G)
+    alpha_ref = ref.exact_min_norm(G)
     for scale in [1e-12, 1e-6, 1e6, 1e12]:
         for dtype in DTYPES:
             alpha, _ = solve((scale * G) @ (scale * G).T, dtype)
@@ -181,7 +181,7 @@ def test_degenerate_input_gives_finite_weights_on_the_simplex(name, dtype, metho
     assert alpha.shape == (len(G),)
     assert_on_simplex(alpha, f"{name} {np.dtype(dtype).name} {method}", atol=1e-5)
     if method == solvers.DEFAULT_METHOD:
-        assert_near_optimal(G, alpha.astype(np.float64), ref.reference_min_norm(G), dtype, name)
+        assert_near_optimal(G, alpha.astype(np.float64), ref.exact_min_norm(G), dtype, name)
 
 
 def test_degenerate_input_known_answers():
@@ -280,7 +280,7 @@ def test_frank_wolfe_options_follow_algorithm_2(rng):
 def test_frank_wolfe_stays_far_from_a_zero_optimum_the_default_reaches(rng, T, D):
     G = gradients(rng, T, D, "conflicting")
     M = G @ G.T
-    alpha_ref = ref.reference_min_norm(G)
+    alpha_ref = ref.exact_min_norm(G)
     fw_alpha, fw_iterations = solve(M, np.float64, method="frank_wolfe")
     fw_excess, optimum, mean_sq_norm = excess_over_optimum(G, fw_alpha, alpha_ref)
     assert optimum <= 1e-20 * mean_sq_norm
@@ -453,7 +453,7 @@ def test_two_task_closed_form(rng, dtype):
         expected = paper_eq_4(G[0], G[1])
         np.testing.assert_allclose(alpha, [expected, 1 - expected], atol=tol, err_msg=f"G={G}")
         np.testing.assert_array_equal(solvers.min_norm_weights(M).numpy(), alpha)
-        alpha_ref = ref.reference_min_norm(G)
+        alpha_ref = ref.exact_min_norm(G)
         assert_near_optimal(G, alpha.astype(np.float64), alpha_ref, dtype, f"G={G}")
         clipped += expected in (0.0, 1.0)
         if expected in (0.0, 1.0):
@@ -470,7 +470,7 @@ def test_two_task_closed_form_near_identical_gradients_in_float32(rng):
         for order in [(g, factor * g), (factor * g, g)]:
             G = np.vstack(order)
             alpha = solvers.two_task_weights(tf.constant((G @ G.T).astype(np.float32))).numpy()
-            assert_near_optimal(G, alpha.astype(np.float64), ref.reference_min_norm(G), np.float32, f"factor {factor}")
+            assert_near_optimal(G, alpha.astype(np.float64), ref.exact_min_norm(G), np.float32, f"factor {factor}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -524,7 +524,7 @@ def test_normalisations_match_numpy(rng, kind, dtype):
         np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
         # The weights are the min-norm point of the normalised gradients.
         alpha = solvers.min_norm_weights(tf.constant(out)).numpy().astype(np.float64)
-        assert_near_optimal(Gn, alpha, ref.reference_min_norm(Gn), dtype, f"{kind} normalised")
+        assert_near_optimal(Gn, alpha, ref.exact_min_norm(Gn), dtype, f"{kind} normalised")
 
 
 def test_l2_normalisation_makes_unit_norms(rng):
@@ -562,7 +562,7 @@ def test_mask_solves_the_restricted_problem(rng, dtype):
             alpha, _ = solve(M, dtype, mask=tf.constant(mask))
             np.testing.assert_array_equal(alpha[~mask], 0.0, err_msg=context)
             assert_on_simplex(alpha, context)
-            restricted = ref.reference_masked(G, mask)
+            restricted = ref.exact_min_norm_masked(G, mask)
             assert_near_optimal(G[mask], alpha[mask], restricted[mask], dtype, context)
             fw, _ = solve(M, dtype, method="frank_wolfe", mask=tf.constant(mask))
             np.testing.assert_array_equal(fw[~mask], 0.0, err_msg=context)
@@ -577,7 +577,7 @@ def test_mask_edge_cases(rng):
     M_bad[1, :] = M_bad[:, 1] = np.nan
     mask = np.array([True, False, True, True])
     alpha = solvers.min_norm_weights(tf.constant(M_bad), mask=mask).numpy()
-    assert_near_optimal(G[mask], alpha[mask], ref.reference_min_norm(G[mask]), np.float64, "NaN in excluded row")
+    assert_near_optimal(G[mask], alpha[mask], ref.exact_min_norm(G[mask]), np.float64, "NaN in excluded row")
     assert alpha[1] == 0.0
     # T = 2 with one point excluded, and all points excluded.
     np.testing.assert_array_equal(solvers.min_norm_weights(tf.constant(M[:2, :2]), mask=[False, True]).numpy(), [0, 1])
@@ -623,7 +623,7 @@ def test_compiled_matches_eager(rng, dtype):
     mask, losses = args[2].numpy(), args[1].numpy().astype(np.float64)
     Gn = normalised_gradients(G, losses, "loss+")[mask]
     alpha = eager[0][0].astype(np.float64)
-    assert_near_optimal(Gn, alpha[mask], ref.reference_min_norm(Gn), dtype, "compiled case")
+    assert_near_optimal(Gn, alpha[mask], ref.exact_min_norm(Gn), dtype, "compiled case")
     np.testing.assert_array_equal(alpha[~mask], 0.0)
 
 
@@ -632,7 +632,7 @@ def test_unknown_number_of_tasks_in_a_graph(rng):
     for T in [2, 3, 6]:
         G = gradients(rng, T, 4, "gaussian")
         alpha = solve_any(tf.constant(G @ G.T)).numpy()
-        assert_near_optimal(G, alpha, ref.reference_min_norm(G), np.float64, f"dynamic T={T}")
+        assert_near_optimal(G, alpha, ref.exact_min_norm(G), np.float64, f"dynamic T={T}")
 
 
 # ----------------------------------------------------------------------------
@@ -661,7 +661,7 @@ def test_iterations_are_bounded_by_the_cap(rng):
     G = gradients(rng, 30, 60, "gaussian")
     M = tf.constant(G @ G.T)
     _, needed = solvers.min_norm_weights_with_info(M)
-    support = int(np.sum(ref.reference_min_norm(G) > 0))
+    support = int(np.sum(ref.exact_min_norm(G) > 0))
     # Every point of the optimal support has to enter: at least one step each.
     assert support <= int(needed) <= 10 * 30 + 50, (support, int(needed))
     for cap in [1, 5, int(needed) - 1]:

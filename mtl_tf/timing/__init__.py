@@ -13,7 +13,7 @@ set-ups of the papers' data sets.)
   steps       memory meters and the timing of training steps (`benchmark_steps`);
   solver      the min-norm solver alone (`benchmark_solver`);
   reference   the exact float64 min-norm QP solution the solver is compared
-              with;
+              with (also the solver tests' reference);
   tables      the markdown tables of both.
 
 Nothing is imported here, so that `mtl_tf.timing.reference` stays NumPy and

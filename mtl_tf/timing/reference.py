@@ -16,10 +16,13 @@ conditions are verified:
     alpha >= 0,  sum alpha = 1,  (M alpha)_r >= alpha^T M alpha - tol  for all r.
 
 The last line says the Frank-Wolfe gap is below tol, which bounds the objective
-error by 2 tol.
+error by 2 tol. `enumerate_min_norm` is an independent brute force over
+supports for small T, used to check the reference itself.
 
 NumPy and scipy only: nothing here runs TensorFlow.
 """
+
+import itertools
 
 import numpy as np
 import scipy.optimize
@@ -86,3 +89,47 @@ def exact_min_norm(g):
             alpha = polished
     check_kkt(g, alpha)
     return alpha
+
+
+def exact_min_norm_masked(g, mask):
+    """The reference on the sub-problem of the rows with mask True (zeros elsewhere)."""
+    mask = np.asarray(mask, bool)
+    alpha = np.zeros(len(mask))
+    if mask.any():
+        alpha[mask] = exact_min_norm(np.asarray(g)[mask])
+    return alpha
+
+
+def enumerate_min_norm(g, tolerance=1e-10):
+    """Brute force for small T: every support, affine minimiser, KKT filter.
+
+    Returns (alpha, objective) of the best KKT point found.
+    """
+    g = np.asarray(g, np.float64)
+    num_tasks = g.shape[0]
+    scale = float(np.max(np.sum(g * g, axis=1)))
+    gram = g @ g.T / scale
+    best = None
+    for size in range(1, num_tasks + 1):
+        for support in itertools.combinations(range(num_tasks), size):
+            idx = list(support)
+            # min over sum alpha = 1 of alpha^T M_SS alpha via the lifted system.
+            lifted = gram[np.ix_(idx, idx)] + 1.0
+            try:
+                y = np.linalg.solve(lifted, np.ones(size))
+            except np.linalg.LinAlgError:
+                continue
+            if not np.all(np.isfinite(y)) or y.sum() <= 0:
+                continue
+            a_s = y / y.sum()
+            if np.any(a_s < -tolerance):
+                continue
+            alpha = np.zeros(num_tasks)
+            alpha[idx] = np.maximum(a_s, 0.0)
+            alpha /= alpha.sum()
+            if kkt_gap(gram, alpha) > tolerance:
+                continue
+            value = min_norm_objective(g, alpha)
+            if best is None or value < best[1]:
+                best = (alpha, value)
+    return best
