@@ -32,10 +32,21 @@ the mean +- sample standard deviation over seeds, with the number of seeds.
 The figure is Sener & Koltun's Figure 3 style performance profile: task-1 vs
 task-2 test accuracy for every method (error bars over seeds), every grid point,
 and the published numbers as hollow markers.
+
+Every `single_step` run also gets Lee & Son's Figure 3 (section 4.1, "Loss ratio
+of task 1 for multi-MNIST"), `<root>/<table>_fig3_<run>.png`, drawn from the
+run's training history by `draw_fig3` (data: `fig3_curves`): per epoch and task
+the loss at the shared weights, L_i(theta_s, theta_t^i) (`{task}_loss`), and at
+the single-gradient-step point, L_i(theta_s^i, theta_t^i) (`{task}_inner_loss`),
+plus the paper's own quantity, task 1's share of the summed loss at both points
+(black and red in the paper, 0.5 when the tasks are balanced). The paper tracks
+it at every step; a history has epochs only. A run whose history has no inner
+losses is skipped with a printed note.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -232,12 +243,177 @@ def _renderer(paper_rows, published: dict, task_headers):
     return render
 
 
+def _pyplot():
+    import matplotlib
+
+    # Reports are drawn on headless training machines.
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# -- Lee & Son, Figure 3 -------------------------------------------------------------------
+
+FIG3_METHOD = "single_step"
+INNER_SUFFIX = "_inner_loss"
+# How the history holds each curve. `{task}_loss` is the model's loss tracker,
+# a running mean; `{task}_inner_loss` is a balancer log that `MultiTaskModel.
+# train_step` merges unaveraged, and Keras keeps the last step's logs as the
+# epoch's when they carry keys beyond the model's metrics. If the model ever
+# averages balancer logs, change INNER_LOGGED_AS.
+SHARED_LOGGED_AS = "epoch mean"
+INNER_LOGGED_AS = "last batch of the epoch"
+
+
+def _load_run(run) -> tuple[dict, Path | None]:
+    """A loaded results.json dict, or a results.json / workdir path -> (result, workdir or None)."""
+    if isinstance(run, dict):
+        return run, None
+    path = Path(run)
+    if path.is_dir():
+        path = path / "results.json"
+    return json.loads(path.read_text()), path.parent
+
+
+def fig3_tasks(result: dict) -> list[str]:
+    """The tasks with an `{task}_inner_loss` in the run's training history, in log order."""
+    tasks = []
+    for entry in result.get("history") or ():
+        for key in entry:
+            if key.endswith(INNER_SUFFIX) and not key.startswith("val_"):
+                task = key[: -len(INNER_SUFFIX)]
+                if task and task not in tasks:
+                    tasks.append(task)
+    return tasks
+
+
+def fig3_curves(result: dict, tasks=None) -> dict | None:
+    """The data of Lee & Son's Figure 3 for one run, per epoch of its training history.
+
+    Source: Lee & Son, "Multitask Learning with Single Gradient Step Update for
+    Task Balancing", section 4.1 and Fig. 3: the black line is task 1's share
+    L_1 / (L_1 + L_2) of the loss at the shared weights theta_s, the red line the
+    same share at the points theta_s^i of the single gradient step (eq. 2), which
+    the shared update (eq. 3) descends.
+
+    Returns None when the history has no `{task}_inner_loss`, else
+    {"epochs": [n], "tasks": {task: {"shared": [n], "inner": [n]}},
+    "ratio": {"shared": [n], "inner": [n]}} (NumPy float arrays, NaN where an
+    epoch lacks a value); "shared" is `{task}_loss` (L_i(theta_s, theta_t^i)),
+    "inner" `{task}_inner_loss` (L_i(theta_s^i, theta_t^i)), "ratio" the first
+    task's share of the sum over the tasks.
+    """
+    tasks = list(tasks) if tasks is not None else fig3_tasks(result)
+    history = result.get("history") or []
+    if not tasks or not history:
+        return None
+
+    def column(key):
+        return np.array([np.nan if h.get(key) is None else float(h[key]) for h in history], dtype=float)
+
+    curves = {t: {"shared": column(f"{t}_loss"), "inner": column(f"{t}{INNER_SUFFIX}")} for t in tasks}
+    if all(np.isnan(c["inner"]).all() for c in curves.values()):
+        return None
+    epochs = np.array([h.get("epoch", i + 1) for i, h in enumerate(history)], dtype=float)
+    ratio = {}
+    for point in ("shared", "inner"):
+        total = np.sum([curves[t][point] for t in tasks], axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio[point] = np.where(total != 0, curves[tasks[0]][point] / total, np.nan)
+    return {"epochs": epochs, "tasks": curves, "ratio": ratio}
+
+
+def fig3_title(result: dict, workdir=None) -> str:
+    """Names the run, and says the curves are ours, not the paper's."""
+    method = result.get("method") or (run_label(result) if "run_key" in result else "?")
+    seed = result.get("seed", "?")
+    benchmark = result.get("benchmark")
+    where = f", {benchmark}" if benchmark else ""
+    return (
+        f"Lee & Son Fig. 3 layout, this project's measurement: {method}, seed {seed}{where}\n"
+        f"workdir: {workdir if workdir is not None else '?'}"
+    )
+
+
+def draw_fig3(run, path, *, workdir=None, tasks=None) -> Path:
+    """Draws Lee & Son's Figure 3 for one run into the PNG `path` and returns `path`.
+
+    `run` is a loaded results.json dict or a path to a results.json or its
+    workdir. One panel per task with both losses, then the paper's panel, task
+    1's loss ratio (black at theta_s, red at theta_s^i, the paper's colours;
+    0.5 is balance). See `fig3_curves` for the data and the source.
+
+    Raises:
+      ValueError: the history holds no `{task}_inner_loss` (not a single_step run).
+    """
+    result, loaded_from = _load_run(run)
+    workdir = workdir if workdir is not None else loaded_from
+    curves = fig3_curves(result, tasks)
+    if curves is None:
+        raise ValueError(f"run {workdir or result.get('run_key', '?')} has no *{INNER_SUFFIX} in its history")
+    plt = _pyplot()
+    tasks = list(curves["tasks"])
+    epochs = curves["epochs"]
+    fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(4.6 * (len(tasks) + 1), 4.4), squeeze=False)
+    axes = axes[0]
+    for ax, task in zip(axes, tasks):
+        ax.plot(epochs, curves["tasks"][task]["shared"], "o-", color="black", ms=3,
+                label=f"at $\\theta_s$: {task}_loss ({SHARED_LOGGED_AS})")
+        ax.plot(epochs, curves["tasks"][task]["inner"], "o-", color="red", ms=3,
+                label=f"at $\\theta_s^i$: {task}{INNER_SUFFIX} ({INNER_LOGGED_AS})")
+        ax.set_title(f"task {task}: training loss", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+    ax = axes[-1]
+    ax.axhline(0.5, color="0.6", ls=":", lw=1, label="balanced (0.5)")
+    ax.plot(epochs, curves["ratio"]["shared"], "o-", color="black", ms=3,
+            label=f"without the single step ({SHARED_LOGGED_AS})")
+    ax.plot(epochs, curves["ratio"]["inner"], "o-", color="red", ms=3,
+            label=f"after the single step ({INNER_LOGGED_AS})")
+    ax.set_title(f"loss ratio of task 1 ({tasks[0]}), the paper's Fig. 3", fontsize=9)
+    ax.set_xlabel("epoch (the paper: every step)")
+    ax.set_ylabel(f"{tasks[0]} loss / summed loss")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(fig3_title(result, workdir), fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _is_fig3_run(result: dict) -> bool:
+    label = run_label(result) if "run_key" in result else None
+    return result.get("method") == FIG3_METHOD or label == FIG3_METHOD
+
+
+def fig3_figures(results, out_dir: Path, table_name: str, log=print) -> list[Path]:
+    """Figure 3 of every single_step run: `<out_dir>/<table>_fig3_<run key>.png` (runs live in `<out_dir>/<key>`)."""
+    paths = []
+    for result in results:
+        if not _is_fig3_run(result):
+            continue
+        key = result.get("run_key", f"{FIG3_METHOD}-seed{result.get('seed', '?')}")
+        if fig3_curves(result) is None:
+            log(f"{table_name}: {key} has no *{INNER_SUFFIX} in its training history; no Fig. 3 for it")
+            continue
+        paths.append(draw_fig3(result, Path(out_dir) / f"{table_name}_fig3_{key}.png", workdir=Path(out_dir) / key))
+    return paths
+
+
+# -- the performance profile -----------------------------------------------------------------
+
+
 def _figure_maker(table_name: str, title: str, published: dict, paper_rows, axis_labels):
     def figures(results, out_dir: Path):
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = _pyplot()
 
         rows = aggregate(results)
         names = dict(paper_rows)
@@ -273,7 +449,7 @@ def _figure_maker(table_name: str, title: str, published: dict, paper_rows, axis
         path = out_dir / f"{table_name}_profile.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
-        return [path]
+        return [path, *fig3_figures(results, out_dir, table_name)]
 
     return figures
 

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from mtl_tf import reports
-from mtl_tf.experiment import grid_point_key, simplex_grid
 from mtl_tf.reports import digits, runner
+from mtl_tf.training.grid import grid_point_key, simplex_grid
 
 
 def _result(key, seed, left, right, monitor=None, weights=None):
@@ -136,3 +136,84 @@ def test_reproduce_renders_finished_runs_without_training(tmp_path):
     assert outcome["table_path"].exists() and [p.name for p in outcome["figures"]] == [
         "lee_son_table1_multi_fashion_profile.png"
     ]
+
+
+# -- Lee & Son, Figure 3 -----------------------------------------------------------------
+
+# Three epochs of a two-task single_step run, as the trainer's history holds them.
+FIG3_SHARED = {"left": [2.0, 1.2, 0.9], "right": [1.0, 0.8, 0.6]}
+FIG3_INNER = {"left": [1.5, 1.0, 0.7], "right": [1.5, 1.0, 0.8]}
+
+
+def _history(inner=True):
+    history = []
+    for e in range(3):
+        entry = {"epoch": e + 1, "loss": FIG3_SHARED["left"][e] + FIG3_SHARED["right"][e]}
+        for t in ("left", "right"):
+            entry[f"{t}_loss"] = FIG3_SHARED[t][e]
+            entry[f"{t}_weight"] = 1.0
+            entry[f"val_{t}_loss"] = 9.0  # validation losses must not be read as either curve
+            if inner:
+                entry[f"{t}_inner_loss"] = FIG3_INNER[t][e]
+        history.append(entry)
+    return history
+
+
+def _write_run(root, key, seed, inner=True, method="single_step"):
+    result = _result(key, seed, 0.8, 0.7)
+    del result["run_key"]
+    result.update(method=method, benchmark="multi_fashion", history=_history(inner))
+    (root / key).mkdir(parents=True)
+    (root / key / "results.json").write_text(json.dumps(result))
+    return root / key
+
+
+def test_fig3_draws_the_logged_losses_of_one_run(tmp_path):
+    workdir = _write_run(tmp_path, "single_step-seed0", 0)
+    curves = digits.fig3_curves(json.loads((workdir / "results.json").read_text()))
+    assert list(curves["tasks"]) == ["left", "right"]
+    np.testing.assert_array_equal(curves["epochs"], [1, 2, 3])
+    for t in ("left", "right"):
+        np.testing.assert_array_equal(curves["tasks"][t]["shared"], FIG3_SHARED[t])
+        np.testing.assert_array_equal(curves["tasks"][t]["inner"], FIG3_INNER[t])
+    # The paper's quantity: task 1's share of the summed loss, by hand.
+    np.testing.assert_allclose(curves["ratio"]["shared"], [2.0 / 3.0, 1.2 / 2.0, 0.9 / 1.5])
+    np.testing.assert_allclose(curves["ratio"]["inner"], [0.5, 0.5, 0.7 / 1.5])
+
+    png = tmp_path / "fig3.png"
+    assert digits.draw_fig3(workdir, png) == png
+    with Image.open(png) as image:
+        image.verify()
+    with Image.open(png) as image:
+        assert image.format == "PNG" and min(image.size) > 300
+
+    title = digits.fig3_title({"method": "single_step", "seed": 0}, workdir)
+    assert "single_step, seed 0" in title and str(workdir) in title and "this project's measurement" in title
+
+
+def test_fig3_refuses_a_run_without_inner_losses(tmp_path):
+    workdir = _write_run(tmp_path, "split_only-seed0", 0, inner=False, method="split_only")
+    assert digits.fig3_curves(json.loads((workdir / "results.json").read_text())) is None
+    with pytest.raises(ValueError, match="_inner_loss"):
+        digits.draw_fig3(workdir, tmp_path / "fig3.png")
+    assert not (tmp_path / "fig3.png").exists()
+
+
+def test_the_table_report_draws_fig3_for_every_single_step_run(tmp_path, capsys):
+    _write_run(tmp_path, "single_step-seed0", 0)
+    _write_run(tmp_path, "single_step-seed1", 1, inner=False)  # e.g. trained before the balancer logged them
+    _write_run(tmp_path, "uniform-seed0", 0, method="uniform")  # inner losses of another method are not drawn
+    _write_run(tmp_path, "uniform-seed1", 1, inner=False, method="uniform")
+    # Every run is finished, and dry_run makes sure a missing one would not be trained here.
+    outcome = runner.run_table("lee_son_table1_multi_fashion", root=tmp_path, methods=["uniform", "single_step"],
+                               seeds=[0, 1], dry_run=True, log=lambda *_: None)
+    assert outcome["trained"] == [] and len(outcome["skipped"]) == 4
+    assert [p.name for p in outcome["figures"]] == [
+        "lee_son_table1_multi_fashion_profile.png",
+        "lee_son_table1_multi_fashion_fig3_single_step-seed0.png",
+    ]
+    assert outcome["figures"][1].parent == tmp_path
+    with Image.open(outcome["figures"][1]) as image:
+        assert image.format == "PNG"
+    note = capsys.readouterr().out
+    assert "single_step-seed1" in note and "_inner_loss" in note and "single_step-seed0" not in note
