@@ -13,7 +13,9 @@ the trackers and returns the logs, which callbacks and the History see:
   {task}_loss          the task loss
   {task}_{metric}      each task metric
   {task}_weight        the task weight the method used on this step (alpha for MGDA)
-  ...                  method-specific scalars (e.g. `{task}_inner_loss`)
+  ...                  method-specific scalars: epoch means for those the method
+                       lists in `epoch_mean_logs` (e.g. `{task}_inner_loss`), the
+                       step's value for the others
 
 Losses and metrics are running means over the epoch, as in Keras (batch losses
 weighted by batch size); task weights are the values of the current step.
@@ -133,6 +135,11 @@ class MultiTaskModel(keras.Model):
         self.balancer = balancers.get(balancer, **(balancer_options or {}))
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_trackers = {t: keras.metrics.Mean(name=f"{t}_loss") for t in self.task_names}
+        # Method logs that are epoch means like the losses (single_step's `{task}_inner_loss`);
+        # the other method logs are the values of the step, like the task weights.
+        self.method_log_trackers = {
+            name: keras.metrics.Mean(name=name) for name in self.balancer.epoch_mean_logs(self.task_names)
+        }
 
     # -- Keras plumbing ---------------------------------------------------------------
 
@@ -154,7 +161,12 @@ class MultiTaskModel(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, *self.task_loss_trackers.values(), *(m for ms in self.task_metrics.values() for m in ms)]
+        return [
+            self.loss_tracker,
+            *self.task_loss_trackers.values(),
+            *(m for ms in self.task_metrics.values() for m in ms),
+            *self.method_log_trackers.values(),
+        ]
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -231,6 +243,10 @@ class MultiTaskModel(keras.Model):
         for i, t in enumerate(self.task_names):
             logs[f"{t}_weight"] = update.task_weights[i]
         logs.update(update.logs)
+        batch_size = tf.cast(tf.shape(tf.nest.flatten(problem.predictions)[0])[0], tf.float32)
+        for name, tracker in self.method_log_trackers.items():
+            tracker.update_state(update.logs[name], sample_weight=batch_size)
+            logs[name] = tracker.result()
         return logs
 
     def _apply_heads(self, update, problem, applied):

@@ -406,6 +406,14 @@ class Balancer(keras.layers.Layer):
     def compute_update(self, problem: MultiTaskProblem) -> Update:
         raise NotImplementedError
 
+    def epoch_mean_logs(self, task_names):
+        """Names of the method's logs that the model reports as epoch means (batch-size weighted).
+
+        Loss-like logs belong here (they then read like `{task}_loss`); the
+        others are reported as the step's value, like the task weights.
+        """
+        return ()
+
     def call(self, *args, **kwargs):  # A balancer is not part of the forward graph.
         raise TypeError(f"{type(self).__name__} is a balancer; use compute_update().")
 

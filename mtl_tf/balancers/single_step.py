@@ -45,7 +45,7 @@ readings (defaults are the paper's rule):
   and its terms in (3) and (4) vanish: the step of a model without that task.
 
 Extra logs: `{task}_inner_loss`, the loss of task i at theta_s^i (the red curve of
-the paper's Fig. 3), single_step only.
+the paper's Fig. 3), single_step only; like `{task}_loss` an epoch mean.
 """
 
 import math
@@ -215,6 +215,9 @@ class SingleStep(_SharedThenHeads):
 
     def configured_inner_rate(self):
         return self.inner_learning_rate
+
+    def epoch_mean_logs(self, task_names):
+        return tuple(f"{t}_inner_loss" for t in task_names)
 
     def get_config(self):
         return {

@@ -257,13 +257,10 @@ def _pyplot():
 
 FIG3_METHOD = "single_step"
 INNER_SUFFIX = "_inner_loss"
-# How the history holds each curve. `{task}_loss` is the model's loss tracker,
-# a running mean; `{task}_inner_loss` is a balancer log that `MultiTaskModel.
-# train_step` merges unaveraged, and Keras keeps the last step's logs as the
-# epoch's when they carry keys beyond the model's metrics. If the model ever
-# averages balancer logs, change INNER_LOGGED_AS.
+# How the history holds each curve: both are the model's batch-size weighted
+# epoch means (`{task}_inner_loss` is in single_step's `epoch_mean_logs`).
 SHARED_LOGGED_AS = "epoch mean"
-INNER_LOGGED_AS = "last batch of the epoch"
+INNER_LOGGED_AS = "epoch mean"
 
 
 def _load_run(run) -> tuple[dict, Path | None]:

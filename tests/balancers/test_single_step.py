@@ -243,3 +243,22 @@ def test_properties(method):
     setup = tiny.make_setup(num_tasks=3, seed=31, target_scales=[2.0, 0.5, 1.0])
     logs = properties.check_permutation_equivariant(setup, method, {}, permutation=[1, 2, 0])
     properties.check_weights(logs, setup.tasks)
+
+
+def test_inner_loss_is_an_epoch_mean_like_the_loss():
+    """With lr 0 (so alpha 0 and theta_s^i = theta_s) the inner loss equals the loss, epoch mean for epoch mean."""
+    import keras
+    import tensorflow as tf
+
+    import mtl_tf
+
+    keras.utils.set_random_seed(0)
+    heads = {t: keras.layers.Dense(1) for t in ("a", "b")}
+    model = mtl_tf.MultiTaskModel(keras.layers.Dense(3), heads, {t: "mse" for t in heads}, balancer="single_step")
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 4, 2)).astype("float32")
+    y = {t: rng.normal(size=(3, 4, 1)).astype("float32") * (1 + 3 * np.arange(3))[:, None, None] for t in heads}
+    history = model.fit(tf.data.Dataset.from_tensor_slices((x, y)), epochs=1, verbose=0).history
+    for t in heads:
+        np.testing.assert_allclose(history[f"{t}_inner_loss"], history[f"{t}_loss"], rtol=1e-6)
