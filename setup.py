@@ -35,6 +35,8 @@ setuptools.setup(
         "tensorboard>=2.21",
         "matplotlib>=3.8",
         "pillow>=10",
+        # mtl_tf.timing.reference (the exact min-norm QP of launch/benchmark.py).
+        "scipy>=1.11",
     ],
     extras_require={
         "test": ["pytest>=8", "scipy>=1.11"],
