@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
 
-from mtl_tf import distribute, experiment  # noqa: E402
+from mtl_tf import experiment  # noqa: E402
+from mtl_tf.training import distribute  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch/train.py.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "val"], "Split to evaluate.")

@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
 
-from mtl_tf import distribute, reports  # noqa: E402
+from mtl_tf import reports  # noqa: E402
 from mtl_tf.reports import runner  # noqa: E402
+from mtl_tf.training import distribute  # noqa: E402
 
 _TABLE = flags.DEFINE_string("table", None, "Registered paper table.")
 _METHODS = flags.DEFINE_list("methods", [], "Methods (default: the table's).")

@@ -10,7 +10,7 @@ Flags:
   --workdir           where config.json, best.weights.h5, tensorboard/, backup/ and results.json go;
                       a killed run restarts from its last finished epoch, a finished one (results.json
                       present) is not retrained unless --overwrite;
-  --strategy          default | mirrored | multi_worker (see mtl_tf.distribute);
+  --strategy          default | mirrored | multi_worker (see mtl_tf.training.distribute);
   --devices           for mirrored: comma-separated device names (default: all GPUs, else every
                       logical CPU device);
   --num_cpu_devices   split the CPU into N logical devices first (e.g. --strategy=mirrored
@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mtl_tf import distribute, experiment  # noqa: E402
+from mtl_tf import experiment  # noqa: E402
+from mtl_tf.training import distribute  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.", required=True)

@@ -44,7 +44,7 @@ Workdir layout (`train_and_evaluate`):
   best.weights.h5    the weights of the best validation epoch (the last epoch
                      when the benchmark has no validation split);
   train_state.json   per-epoch history, best epoch, elapsed time (kept across resumes);
-  backup/            `mtl_tf.checkpointing.AtomicBackupAndRestore`: a killed run
+  backup/            `mtl_tf.training.callbacks.AtomicBackupAndRestore`: a killed run
                      restarts at the last finished epoch; removed once results.json exists;
   tensorboard/       `keras.callbacks.TensorBoard` logs;
   results.json       written last and atomically: the run is finished when it exists.
@@ -60,24 +60,22 @@ from __future__ import annotations
 
 import copy
 import inspect
-import itertools
 import json
 import logging
 import math
-import os
 import shutil
 import time
-import uuid
-from fractions import Fraction
 from pathlib import Path
 
 import keras
 import ml_collections
-import numpy as np
 import tensorflow as tf
 
-from mtl_tf import balancers, benchmarks, checkpointing, distribute, monitoring
+from mtl_tf import balancers, benchmarks
 from mtl_tf.model import MultiTaskModel
+from mtl_tf.training import distribute
+from mtl_tf.training.callbacks import AtomicBackupAndRestore, BestCheckpoint, TensorBoard, _scalar
+from mtl_tf.training.grid import grid_point_key, simplex_grid  # noqa: F401
 from mtl_tf.training.config import (  # noqa: F401  (moved; re-exported until the trainer moves)
     REPO_ROOT,
     add_data_dir,
@@ -168,36 +166,6 @@ def balancer_spec(config) -> tuple[str, dict]:
             + f"; its options are {list(accepted) or 'none'}. Unset them or pick another method."
         )
     return name, options
-
-
-def simplex_grid(num_tasks: int, divisions: int = 10, include_vertices: bool = False, total: float = 1.0):
-    """Weight vectors c with c_t in {0, 1/d, ..., 1} * total and sum_t c_t = total.
-
-    `include_vertices=False` drops the points with a zero weight (a task with
-    weight 0 is never trained). Ordered lexicographically, first task's weight
-    descending.
-    """
-    if num_tasks < 1 or divisions < 1:
-        raise ValueError(f"simplex_grid needs num_tasks >= 1 and divisions >= 1; got {num_tasks}, {divisions}")
-    points = []
-    for parts in itertools.product(range(divisions, -1, -1), repeat=num_tasks - 1):
-        last = divisions - sum(parts)
-        if last < 0:
-            continue
-        counts = (*parts, last)
-        if not include_vertices and min(counts) == 0:
-            continue
-        points.append(tuple(float(Fraction(c, divisions) * Fraction(str(total))) for c in counts))
-    if not points:
-        raise ValueError(
-            f"the grid with {divisions} divisions for {num_tasks} tasks has no point without a zero weight; "
-            "use more divisions or include_vertices=True"
-        )
-    return points
-
-
-def grid_point_key(weights) -> str:
-    return "w" + "_".join(f"{w:.3f}".rstrip("0").rstrip(".") for w in weights)
 
 
 # -- building ------------------------------------------------------------------------------
@@ -352,86 +320,6 @@ def build_model(config, benchmark, strategy=None) -> MultiTaskModel:
     return model
 
 
-# -- callbacks ---------------------------------------------------------------------------
-
-
-def _scalar(value) -> float:
-    return float(np.asarray(value))
-
-
-class BestCheckpoint(keras.callbacks.Callback):
-    """Keeps the weights of the best validation epoch and a history that survives resumes.
-
-    The monitor is the mean of `val_<key>` over `monitor` keys (e.g. the mean of
-    the task accuracies); it is added to the epoch logs as `val_monitor`, so the
-    progress bar and TensorBoard show it. Without validation data the last epoch
-    is kept. State (history, best epoch and value, elapsed time) lives in
-    `train_state.json`, written atomically at each epoch end before the backup
-    callback runs; after a resume, epochs at or after the restored epoch are
-    dropped from the history. With `patience > 0` training stops once the
-    monitor has not improved for that many epochs.
-    """
-
-    def __init__(self, workdir, monitor, mode="max", has_validation=True, patience=0):
-        super().__init__()
-        if mode not in ("max", "min"):
-            raise ValueError(f"monitor_mode must be 'max' or 'min', got {mode!r}")
-        self.workdir = Path(workdir)
-        self.monitor = list(monitor)
-        self.mode = mode
-        self.has_validation = has_validation
-        self.patience = int(patience or 0)
-        self.state_path = self.workdir / TRAIN_STATE
-        self.weights_path = self.workdir / BEST_WEIGHTS
-        self.state = {"history": [], "best_epoch": None, "best_value": None, "elapsed_s": 0.0}
-        self._resumed_checked = False
-        self._session_start = None
-
-    def on_train_begin(self, logs=None):
-        if self.state_path.exists():
-            self.state = json.loads(self.state_path.read_text())
-        self._session_start = time.perf_counter()
-        self._elapsed_before = float(self.state.get("elapsed_s", 0.0))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if not self._resumed_checked:
-            self._resumed_checked = True
-            self.state["history"] = [h for h in self.state["history"] if h["epoch"] <= epoch]
-
-    def _improved(self, value):
-        best = self.state["best_value"]
-        if best is None or not math.isfinite(best):
-            return math.isfinite(value)
-        return value > best if self.mode == "max" else value < best
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        value = None
-        if self.has_validation:
-            missing = [k for k in self.monitor if f"val_{k}" not in logs]
-            if missing:
-                raise KeyError(
-                    f"the monitor keys {['val_' + k for k in missing]} are not in the epoch logs; "
-                    f"available: {sorted(k for k in logs if k.startswith('val_'))}"
-                )
-            value = float(np.mean([_scalar(logs[f"val_{k}"]) for k in self.monitor]))
-            logs["val_monitor"] = value
-        improved = (not self.has_validation) or self._improved(value)
-        if improved:
-            tmp = self.workdir / f".best.{os.getpid()}.{uuid.uuid4().hex[:8]}.weights.h5"
-            self.model.save_weights(str(tmp))
-            os.replace(tmp, self.weights_path)
-            self.state["best_epoch"] = epoch + 1
-            self.state["best_value"] = value
-        entry = {"epoch": epoch + 1}
-        entry.update({k: _scalar(v) for k, v in logs.items()})
-        self.state["history"].append(entry)
-        self.state["elapsed_s"] = self._elapsed_before + time.perf_counter() - self._session_start
-        write_json(self.state_path, self.state)
-        if self.patience and self.has_validation and epoch + 1 - self.state["best_epoch"] >= self.patience:
-            self.model.stop_training = True
-
-
 # -- training ----------------------------------------------------------------------------
 
 
@@ -506,12 +394,12 @@ def _train_single(config, workdir: Path, *, strategy, verbose) -> dict:
     )
     callbacks = [
         best,
-        monitoring.TensorBoard(  # keras.callbacks.TensorBoard + learning rate every N steps
+        TensorBoard(  # keras.callbacks.TensorBoard + learning rate every N steps
             log_dir=str(workdir / TENSORBOARD),
             update_freq=int(_get(config, "train.tensorboard_update_freq", 100)),
         ),
         # Last, so the best weights and the state are on disk before the epoch counts as done.
-        checkpointing.AtomicBackupAndRestore(workdir / BACKUP, delete_checkpoint=False),
+        AtomicBackupAndRestore(workdir / BACKUP, delete_checkpoint=False),
     ]
     distribute.fit(
         model,

@@ -8,19 +8,6 @@ import tensorflow as tf
 from mtl_tf import balancers, experiment
 
 
-def test_simplex_grid_points():
-    assert experiment.simplex_grid(2, 4) == [(0.75, 0.25), (0.5, 0.5), (0.25, 0.75)]
-    assert experiment.simplex_grid(2, 2, include_vertices=True) == [(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)]
-    assert experiment.simplex_grid(2, 2, total=2.0) == [(1.0, 1.0)]
-    three = experiment.simplex_grid(3, 4)
-    assert sorted(three) == sorted([(0.5, 0.25, 0.25), (0.25, 0.5, 0.25), (0.25, 0.25, 0.5)])
-    assert len(experiment.simplex_grid(3, 10, include_vertices=True)) == 66  # C(12, 2)
-    assert all(sum(p) == pytest.approx(1.0) for p in experiment.simplex_grid(3, 10))
-    with pytest.raises(ValueError, match="no point without a zero weight"):
-        experiment.simplex_grid(3, 2)
-    assert experiment.grid_point_key((0.1, 0.9)) == "w0.1_0.9"
-
-
 def test_balancer_spec_merges_method_defaults_and_overrides():
     config = experiment.base_config()
     config.method = "mgda_ub"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtl_tf import balancers
+from mtl_tf.training.grid import grid_point_key, simplex_grid
+
 GRID_DIVISIONS = 10
 
 
@@ -23,9 +26,6 @@ def expand_shared_method(label: str, tasks) -> list[tuple[str, dict]] | None:
     `single_task` one run per task, `grid` / `gridN` one static run per point of
     the simplex grid, and any balancer name a run of that balancer.
     """
-    from mtl_tf import balancers
-    from mtl_tf.experiment import grid_point_key, simplex_grid
-
     if label == "ordinary":
         return [(label, {"method": "static", "balancer.weights": tuple(1.0 for _ in tasks)})]
     if label == "single_task":

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from mtl_tf.reports import registry
+from mtl_tf.training import distribute
 
 LAUNCHERS = ("auto", "inprocess", "subprocess")
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "launch" / "train.py"
@@ -130,8 +131,6 @@ def run_table(
                 raise RuntimeError(f"run {run.key} failed (exit code {completed.returncode}): {' '.join(command)}")
         else:
             if strategy_object is None:
-                from mtl_tf import distribute
-
                 strategy_object = distribute.make_strategy(strategy)
             _train_inprocess(run, workdir, overrides, strategy=strategy_object, data_dir=data_dir, verbose=verbose)
         trained.append(run.key)

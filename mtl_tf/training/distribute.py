@@ -36,7 +36,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtl_tf import checkpointing
+from mtl_tf.model import NonFiniteLossGuard
+from mtl_tf.training.callbacks import AtomicBackupAndRestore, advance_dataset, read_state
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -104,10 +105,10 @@ def fit(model, train, *, strategy=None, **fit_kwargs):
     if strategy is not None and is_multi_worker(strategy):
         return multi_worker_fit(model, train, strategy=strategy, **fit_kwargs)
     # A resumed run starts at an epoch boundary; its data order must be that
-    # of the same epoch in an uninterrupted run (see checkpointing.advance_dataset).
+    # of the same epoch in an uninterrupted run (see `advance_dataset`).
     restored = restored_epoch(fit_kwargs.get("callbacks"))
     if restored:
-        checkpointing.advance_dataset(train, restored * iterators_per_epoch(train))
+        advance_dataset(train, restored * iterators_per_epoch(train))
     return model.fit(train, **fit_kwargs)
 
 
@@ -133,8 +134,8 @@ def iterators_per_epoch(train) -> int:
 def restored_epoch(callbacks) -> int:
     """The epoch the backup callback among `callbacks` will restore (0: none)."""
     for callback in callbacks or ():
-        if isinstance(callback, checkpointing.AtomicBackupAndRestore):
-            state = checkpointing.read_state(callback.backup_dir)
+        if isinstance(callback, AtomicBackupAndRestore):
+            state = read_state(callback.backup_dir)
             return state["epoch"] if state else 0
     return 0
 
@@ -250,7 +251,7 @@ def multi_worker_fit(
     Runs `model.train_step` (and `test_step` on `validation_data`) under the
     strategy, calls `callbacks` like `fit` does (`on_train_begin`,
     `on_epoch_begin/end`, `on_train_batch_begin/end`, `on_train_end`), so
-    `checkpointing.AtomicBackupAndRestore` restores and backs up the model each
+    `AtomicBackupAndRestore` restores and backs up the model each
     epoch and `keras.callbacks.TensorBoard` logs the same scalars. Epoch logs are
     the metrics over the global batch (as `fit`'s); batch logs add the step's
     `{task}_weight` and `skipped_update`. `shuffle` is ignored (the data set
@@ -267,13 +268,9 @@ def multi_worker_fit(
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
     callbacks = list(callbacks or [])
-    try:
-        from mtl_tf.model import NonFiniteLossGuard  # the guard model.fit adds for MultiTaskModel
-
-        if hasattr(model, "task_names") and not any(isinstance(c, NonFiniteLossGuard) for c in callbacks):
-            callbacks.append(NonFiniteLossGuard())
-    except ImportError:  # pragma: no cover
-        pass
+    # The guard MultiTaskModel.fit adds for itself.
+    if hasattr(model, "task_names") and not any(isinstance(c, NonFiniteLossGuard) for c in callbacks):
+        callbacks.append(NonFiniteLossGuard())
     train_dist = _distribute(strategy, train)
     val_dist = _distribute(strategy, validation_data) if validation_data is not None else None
     steps = steps_per_epoch or _num_batches(train)
@@ -287,7 +284,7 @@ def multi_worker_fit(
     callback_list.on_train_begin()
     start = model._initial_epoch or initial_epoch
     per_epoch = iterators_per_epoch(train)
-    for _ in range(start * per_epoch):  # the data order of an uninterrupted run (checkpointing.advance_dataset)
+    for _ in range(start * per_epoch):  # the data order of an uninterrupted run (advance_dataset)
         iter(train_dist)
     epoch_logs = {}
     for epoch in range(start, epochs):

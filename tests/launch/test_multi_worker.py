@@ -2,7 +2,7 @@
 2 cores); the mirrored end-to-end run is marked slow (`python -m pytest tests/launch/test_multi_worker.py -m slow`).
 
 Two worker processes on loopback (TF_CONFIG, one CPU device each) train MGDA-UB through
-launch/train.py --strategy=multi_worker (the driver loop of mtl_tf.distribute), and end with the
+launch/train.py --strategy=multi_worker (the driver loop of mtl_tf.training.distribute), and end with the
 weights, task weights (alpha) and metrics of a single-process run on the same global batch.
 """
 
@@ -132,7 +132,7 @@ def test_mirrored_over_two_logical_cpus_through_launch_train(fake_fashion_dir, i
 
 
 def test_multi_worker_needs_a_valid_tf_config(monkeypatch):
-    from mtl_tf import distribute
+    from mtl_tf.training import distribute
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="needs the TF_CONFIG environment variable"):

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mtl_tf import checkpointing
+from mtl_tf.training import callbacks
 from tests.launch.conftest import REPO, TINY, flag_args, run_script
 
 ARGS = ["--config=configs/multi_fashion.py:smoke", "--config.method=mgda_ub", "--config.seed=4", "--config.epochs=3",
@@ -26,7 +26,7 @@ KILLER = """
 import os, runpy, signal, sys
 sys.path.insert(0, {repo!r})
 import keras
-from mtl_tf import checkpointing, distribute
+from mtl_tf.training import callbacks, distribute
 where, epoch_to_die = sys.argv[1], int(sys.argv[2])
 
 class KillMidEpoch(keras.callbacks.Callback):
@@ -44,15 +44,15 @@ def fit(model, train, **kwargs):
 distribute.fit = fit
 
 if where == "during_backup_write":
-    real_fsync = checkpointing._fsync_file
+    real_fsync = callbacks._fsync_file
     def fsync(path):  # the new weights are written to a temporary file, not yet renamed
-        if path.name.endswith(".weights.h5") and checkpointing.read_state(path.parent) is not None \\
-                and checkpointing.read_state(path.parent)["epoch"] == epoch_to_die:
+        if path.name.endswith(".weights.h5") and callbacks.read_state(path.parent) is not None \\
+                and callbacks.read_state(path.parent)["epoch"] == epoch_to_die:
             with open(path, "r+b") as f:
                 f.truncate(100)  # and half written when the process dies
             os.kill(os.getpid(), signal.SIGKILL)
         return real_fsync(path)
-    checkpointing._fsync_file = fsync
+    callbacks._fsync_file = fsync
 
 sys.argv = ["train.py", *sys.argv[3:]]
 runpy.run_path({script!r}, run_name="__main__")
@@ -102,19 +102,19 @@ def test_sigkill_in_the_middle_of_an_epoch_then_the_same_command_ends_like_an_un
     args = [*ARGS, f"--data_dir={fake_fashion_dir}", f"--workdir={workdir}"]
     run_until_killed("mid_epoch", 1, args, isolated_env)  # dies in epoch 2, after its second batch
     assert not (workdir / "results.json").exists()
-    assert checkpointing.read_state(workdir / "backup")["epoch"] == 1
+    assert callbacks.read_state(workdir / "backup")["epoch"] == 1
     run_script("train.py", args, isolated_env)
     assert_same_run(workdir, uninterrupted)
     assert not (workdir / "backup").exists()
 
 
-@pytest.mark.slow  # the in-process version: tests/test_checkpointing.py
+@pytest.mark.slow  # the in-process version: tests/training/test_callbacks.py
 def test_sigkill_while_writing_the_backup_keeps_the_previous_one(uninterrupted, fake_fashion_dir, isolated_env, tmp_path):
     workdir = tmp_path / "killed_in_write"
     args = [*ARGS, f"--data_dir={fake_fashion_dir}", f"--workdir={workdir}"]
     run_until_killed("during_backup_write", 1, args, isolated_env)  # dies writing epoch 2's backup
     backup = workdir / "backup"
-    assert checkpointing.read_state(backup) == {"epoch": 1, "weights": "epoch-0001.weights.h5"}
+    assert callbacks.read_state(backup) == {"epoch": 1, "weights": "epoch-0001.weights.h5"}
     assert list(backup.glob(".tmp.*"))  # the half-written file is there, and ignored
     run_script("train.py", args, isolated_env)
     assert_same_run(workdir, uninterrupted)
@@ -123,7 +123,7 @@ def test_sigkill_while_writing_the_backup_keeps_the_previous_one(uninterrupted, 
 def test_a_foreign_or_broken_backup_state_is_a_clear_error(tmp_path):
     (tmp_path / "state.json").write_text("")
     with pytest.raises(ValueError, match="not a backup state written by mtl_tf.checkpointing"):
-        checkpointing.read_state(tmp_path)
+        callbacks.read_state(tmp_path)
     (tmp_path / "state.json").write_text(json.dumps({"epoch": 2, "weights": "epoch-0002.weights.h5"}))
     with pytest.raises(FileNotFoundError, match="epoch-0002.weights.h5, which is missing"):
-        checkpointing.read_state(tmp_path)
+        callbacks.read_state(tmp_path)

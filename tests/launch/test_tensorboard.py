@@ -1,4 +1,4 @@
-"""TensorBoard logs of a smoke run (mtl_tf.monitoring via the trainer): per-task losses and metrics,
+"""TensorBoard logs of a smoke run (mtl_tf.training.callbacks via the trainer): per-task losses and metrics,
 the task weights (alpha) and the learning rate, every N steps and every epoch, written by callbacks
 and not by summary ops inside the compiled train step."""
 

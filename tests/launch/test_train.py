@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from mtl_tf import distribute, experiment
+from mtl_tf import experiment
+from mtl_tf.training import distribute
 from tests.launch.conftest import TINY, run_script
 
 

@@ -1,5 +1,5 @@
-"""mtl_tf.checkpointing: the backup is replaced atomically, restores weights, optimizer state and
-epoch, and a crash while writing leaves the previous backup in force (in process; the SIGKILL
+"""mtl_tf.training.callbacks: the epoch backup is replaced atomically, restores weights, optimizer state
+and epoch, and a crash while writing leaves the previous backup in force (in process; the SIGKILL
 versions are in tests/launch/test_resume.py)."""
 
 import json
@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from mtl_tf import checkpointing
+from mtl_tf.training import callbacks
 from mtl_tf.model import MultiTaskModel
 
 
@@ -36,15 +36,15 @@ def test_backup_restores_weights_optimizer_state_and_epoch(tmp_path):
     keras.utils.set_random_seed(0)
     model = tiny_model()
     x, y = data()
-    backup = checkpointing.AtomicBackupAndRestore(tmp_path / "backup")
+    backup = callbacks.AtomicBackupAndRestore(tmp_path / "backup")
     model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[backup])
-    assert checkpointing.read_state(tmp_path / "backup") == {"epoch": 2, "weights": "epoch-0002.weights.h5"}
+    assert callbacks.read_state(tmp_path / "backup") == {"epoch": 2, "weights": "epoch-0002.weights.h5"}
     assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["epoch-0002.weights.h5", "state.json"]
     saved = snapshot(model)
 
     keras.utils.set_random_seed(1)
     fresh = tiny_model()
-    restorer = checkpointing.AtomicBackupAndRestore(tmp_path / "backup")
+    restorer = callbacks.AtomicBackupAndRestore(tmp_path / "backup")
     restorer.set_model(fresh)
     restorer.on_train_begin()
     assert fresh._initial_epoch == 2 and restorer.restored_epoch == 2
@@ -56,7 +56,7 @@ def test_backup_restores_weights_optimizer_state_and_epoch(tmp_path):
 def test_a_crash_while_writing_keeps_the_previous_backup(tmp_path, monkeypatch):
     keras.utils.set_random_seed(0)
     model = tiny_model()
-    backup = checkpointing.AtomicBackupAndRestore(tmp_path / "backup")
+    backup = callbacks.AtomicBackupAndRestore(tmp_path / "backup")
     backup.set_model(model)
     backup.save(1)
     at_epoch_1 = snapshot(model)
@@ -65,14 +65,14 @@ def test_a_crash_while_writing_keeps_the_previous_backup(tmp_path, monkeypatch):
 
     def crash(path):
         raise KeyboardInterrupt("killed while writing")
-    monkeypatch.setattr(checkpointing, "_fsync_file", crash)
+    monkeypatch.setattr(callbacks, "_fsync_file", crash)
     with pytest.raises(KeyboardInterrupt):
         backup.save(2)
     monkeypatch.undo()
     assert json.loads((tmp_path / "backup" / "state.json").read_text())["epoch"] == 1
 
     fresh = tiny_model()
-    restorer = checkpointing.AtomicBackupAndRestore(tmp_path / "backup")
+    restorer = callbacks.AtomicBackupAndRestore(tmp_path / "backup")
     restorer.set_model(fresh)
     restorer.on_train_begin()
     assert fresh._initial_epoch == 1
@@ -90,13 +90,13 @@ def test_advance_dataset_gives_the_order_of_a_later_epoch():
     orders = [list(uninterrupted.as_numpy_iterator()) for _ in range(3)]
     assert orders[0] != orders[2]
     resumed = make()
-    checkpointing.advance_dataset(resumed, 2)
+    callbacks.advance_dataset(resumed, 2)
     assert list(resumed.as_numpy_iterator()) == orders[2]
 
 
 def test_unbuilt_model_is_refused(tmp_path):
     model = MultiTaskModel(keras.layers.Dense(2), {"a": keras.layers.Dense(1)}, {"a": "mse"})
-    callback = checkpointing.AtomicBackupAndRestore(tmp_path)
+    callback = callbacks.AtomicBackupAndRestore(tmp_path)
     callback.set_model(model)
     with pytest.raises(ValueError, match="must be built"):
         callback.on_train_begin()

@@ -1,4 +1,4 @@
-"""Strategies from the --strategy flag (mtl_tf.distribute).
+"""Strategies from the --strategy flag (mtl_tf.training.distribute).
 
 No MirroredStrategy is created here: one per process, and the session's is the
 `mirrored_strategy` fixture (used by tests/launch/test_train.py).
@@ -7,7 +7,7 @@ No MirroredStrategy is created here: one per process, and the session's is the
 import pytest
 import tensorflow as tf
 
-from mtl_tf import distribute
+from mtl_tf.training import distribute
 
 
 def test_default_strategy():
