@@ -16,8 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
 
-from mtl_tf import experiment  # noqa: E402
-from mtl_tf.training import distribute  # noqa: E402
+from mtl_tf.training import distribute, trainer  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch/train.py.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "val"], "Split to evaluate.")
@@ -30,12 +29,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     strategy = distribute.make_strategy(_STRATEGY.value)
-    tasks = experiment.evaluate_workdir(_WORKDIR.value, split=_SPLIT.value, data_dir=_DATA_DIR.value, strategy=strategy)
+    tasks = trainer.evaluate_workdir(_WORKDIR.value, split=_SPLIT.value, data_dir=_DATA_DIR.value, strategy=strategy)
     if _JSON.value:
         print(json.dumps(tasks, indent=1))
     else:
         print(f"{_SPLIT.value} metrics of {_WORKDIR.value}:")
-        print(experiment.format_metrics(tasks))
+        print(trainer.format_metrics(tasks))
 
 
 if __name__ == "__main__":

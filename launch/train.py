@@ -18,7 +18,7 @@ Flags:
   --data_dir          where the benchmark's data set is (sets config.data.data_dir);
   --verbose           Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
 
-The trainer itself is `mtl_tf.experiment.train_and_evaluate`.
+The trainer itself is `mtl_tf.training.trainer.train_and_evaluate`.
 """
 
 import os
@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mtl_tf import experiment  # noqa: E402
-from mtl_tf.training import distribute  # noqa: E402
+from mtl_tf.training import config as config_lib  # noqa: E402
+from mtl_tf.training import distribute, trainer  # noqa: E402
+from mtl_tf.training.workdir import RESULTS, load_results  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.", required=True)
@@ -53,22 +54,22 @@ def main(argv):
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/multi_fashion.py")
     if _DATA_DIR.value:
-        experiment.add_data_dir(config, _DATA_DIR.value)
-    experiment.check_method(config)
+        config_lib.add_data_dir(config, _DATA_DIR.value)
+    trainer.check_method(config)
     workdir = Path(_WORKDIR.value)
-    if (workdir / experiment.RESULTS).exists() and not _OVERWRITE.value:
-        logging.info("%s exists; the run is finished (pass --overwrite to train again).", workdir / experiment.RESULTS)
-        results = experiment.load_results(workdir)
+    if (workdir / RESULTS).exists() and not _OVERWRITE.value:
+        logging.info("%s exists; the run is finished (pass --overwrite to train again).", workdir / RESULTS)
+        results = load_results(workdir)
     else:
         if _NUM_CPU_DEVICES.value:
             distribute.split_cpu(_NUM_CPU_DEVICES.value)
         strategy = distribute.make_strategy(_STRATEGY.value, _DEVICES.value)
-        results = experiment.train_and_evaluate(
+        results = trainer.train_and_evaluate(
             config, workdir, strategy=strategy, overwrite=_OVERWRITE.value, verbose=_VERBOSE.value
         )
     print(f"method={results['method']} seed={results['seed']} best_epoch={results.get('best_epoch')}")
-    print(experiment.format_metrics(results["tasks"]))
-    print(f"results: {workdir / experiment.RESULTS}")
+    print(trainer.format_metrics(results["tasks"]))
+    print(f"results: {workdir / RESULTS}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ and `config.json` (the training config, when given). A consumer needs only
 `tf.saved_model.load` (see `launch/predict.py`).
 
 `load_trained_model(workdir)` rebuilds a finished run of `launch/train.py`
-(config.json + best.weights.h5) for export.
+(config.json + best.weights.h5) for export, with `mtl_tf.training.trainer.restore_run`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
+
+from mtl_tf.training import trainer
 
 INPUT_NAME = "image"
 SIGNATURE = "serving_default"
@@ -115,25 +117,5 @@ def export_saved_model(model, out_dir, *, input_shape, config=None, task_kinds=N
 
 def load_trained_model(workdir, *, data_dir=None):
     """(model, config, input_shape) of a run of `launch/train.py`, with its best weights loaded."""
-    import ml_collections
-
-    from mtl_tf import experiment
-
-    workdir = Path(workdir)
-    results = experiment.load_results(workdir)
-    if results is not None and results.get("method") == "grid":
-        return load_trained_model(results["selected"]["workdir"], data_dir=data_dir)
-    config_path, weights_path = workdir / experiment.CONFIG, workdir / experiment.BEST_WEIGHTS
-    for path in (config_path, weights_path):
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found: {workdir} is not a (trained) run directory of launch/train.py")
-    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-    if data_dir is not None:
-        experiment.add_data_dir(config, data_dir)
-    keras.utils.set_random_seed(int(config.seed))
-    benchmark = experiment.build_benchmark(config)
-    model = experiment.build_model(config, benchmark)
-    model.optimizer.build(model.trainable_variables)
-    model.load_weights(str(weights_path))
-    input_shape = tuple(benchmark.input_shape) or tuple(benchmark.train.element_spec[0].shape[1:])
-    return model, config, input_shape
+    model, benchmark, config = trainer.restore_run(workdir, data_dir=data_dir)
+    return model, config, trainer.input_shape(benchmark)

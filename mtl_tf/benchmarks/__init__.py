@@ -1,6 +1,6 @@
 """Benchmarks: what a config names, wired into data sets, nets, losses and metrics.
 
-Each module registers one or more benchmark builders; `mtl_tf.experiment`
+Each module registers one or more benchmark builders; `mtl_tf.training.trainer`
 looks them up by `config.benchmark`, so adding a benchmark never touches the
 trainer.
 """

@@ -3,7 +3,7 @@
 A benchmark builder takes the whole experiment config (an
 `ml_collections.ConfigDict` with at least `benchmark`, `seed`, `batch_size`,
 `data` and `model` fields) and returns a `Benchmark`: the batched `tf.data`
-splits and fresh, unbuilt model parts. The trainer (`mtl_tf.experiment`) owns
+splits and fresh, unbuilt model parts. The trainer (`mtl_tf.training.trainer`) owns
 everything else: strategy, optimizer, balancer, callbacks, results.
 
 Builders are registered by module import; `build` imports every module of this

@@ -7,7 +7,7 @@ interrupted reproduction resumes where it stopped, and a finished one only
 re-renders), then hands the loaded results to the table's `render` and
 `figures`, and writes `<root>/<table>.md`.
 
-Runs are trained in this process through `mtl_tf.experiment` (`launcher=
+Runs are trained in this process through `mtl_tf.training.trainer` (`launcher=
 "inprocess"`) or each in a fresh `launch/train.py` process (`"subprocess"`).
 `"auto"` picks the subprocess whenever the strategy is not `default`, because
 TensorFlow allows one `MirroredStrategy` per process.
@@ -20,8 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
+
 from mtl_tf.reports import registry
-from mtl_tf.training import distribute
+from mtl_tf.training import config as config_lib
+from mtl_tf.training import distribute, trainer
 
 LAUNCHERS = ("auto", "inprocess", "subprocess")
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "launch" / "train.py"
@@ -29,14 +32,12 @@ TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "launch" / "train.py"
 
 def parse_overrides(items) -> dict:
     """["a.b=1", "c=x"] -> {"a.b": 1, "c": "x"} (values as Python literals, else strings)."""
-    from mtl_tf.experiment import parse_value
-
     overrides = {}
     for item in items or ():
         key, sep, value = str(item).partition("=")
         if not sep or not key.strip():
             raise ValueError(f"config override {item!r} is not of the form field.path=value")
-        overrides[key.strip()] = parse_value(value.strip())
+        overrides[key.strip()] = config_lib.parse_value(value.strip())
     return overrides
 
 
@@ -51,11 +52,9 @@ def _flag_value(value) -> str:
 def train_command(run: registry.Run, workdir: Path, overrides: dict, *, strategy="default", data_dir=None,
                   verbose=2, train_script=TRAIN_SCRIPT) -> list[str]:
     """The `launch/train.py` command line of one run."""
-    from mtl_tf.experiment import resolve_config_path
-
     # Absolute, so the command works from any directory (tables name configs relative to the repository).
     path, sep, variant = run.config.partition(":")
-    config = f"{resolve_config_path(path)}{sep}{variant}"
+    config = f"{config_lib.resolve_config_path(path)}{sep}{variant}"
     command = [sys.executable, str(train_script), f"--config={config}", f"--workdir={workdir}",
                f"--strategy={strategy}", f"--verbose={verbose}"]
     for key, value in {**run.overrides, **overrides}.items():
@@ -66,16 +65,12 @@ def train_command(run: registry.Run, workdir: Path, overrides: dict, *, strategy
 
 
 def _train_inprocess(run, workdir, overrides, *, strategy, data_dir, verbose):
-    import keras
-
-    from mtl_tf import experiment
-
-    config = experiment.load_config(run.config)
-    experiment.apply_overrides(config, {**run.overrides, **overrides})
+    config = config_lib.load(run.config)
+    config_lib.apply_overrides(config, {**run.overrides, **overrides})
     if data_dir:
-        experiment.add_data_dir(config, data_dir)
+        config_lib.add_data_dir(config, data_dir)
     keras.backend.clear_session()
-    experiment.train_and_evaluate(config, workdir, strategy=strategy, verbose=verbose)
+    trainer.train_and_evaluate(config, workdir, strategy=strategy, verbose=verbose)
 
 
 def run_table(

@@ -59,10 +59,6 @@ import numpy as np
 from mtl_tf.training import workdir as workdir_files
 
 
-def _scalar(value) -> float:
-    return float(np.asarray(value))
-
-
 class BestCheckpoint(keras.callbacks.Callback):
     """Keeps the weights of the best validation epoch and a history that survives resumes.
 
@@ -118,7 +114,7 @@ class BestCheckpoint(keras.callbacks.Callback):
                     f"the monitor keys {['val_' + k for k in missing]} are not in the epoch logs; "
                     f"available: {sorted(k for k in logs if k.startswith('val_'))}"
                 )
-            value = float(np.mean([_scalar(logs[f"val_{k}"]) for k in self.monitor]))
+            value = float(np.mean([workdir_files.scalar(logs[f"val_{k}"]) for k in self.monitor]))
             logs["val_monitor"] = value
         improved = (not self.has_validation) or self._improved(value)
         if improved:
@@ -128,7 +124,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.state["best_epoch"] = epoch + 1
             self.state["best_value"] = value
         entry = {"epoch": epoch + 1}
-        entry.update({k: _scalar(v) for k, v in logs.items()})
+        entry.update({k: workdir_files.scalar(v) for k, v in logs.items()})
         self.state["history"].append(entry)
         self.state["elapsed_s"] = self._elapsed_before + time.perf_counter() - self._session_start
         workdir_files.write_json(self.state_path, self.state)

@@ -51,6 +51,11 @@ def json_default(obj):
     return repr(obj)
 
 
+def scalar(value) -> float:
+    """A logged value (a NumPy or TensorFlow scalar) as the float a JSON file holds."""
+    return float(np.asarray(value))
+
+
 def atomic_write_text(path, text: str) -> None:
     """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
     path = Path(path)

@@ -15,9 +15,11 @@ import keras
 import numpy as np
 import pytest
 
-from mtl_tf import benchmarks, experiment
+from mtl_tf import benchmarks
 from mtl_tf.data import celeba as celeba_data
 from mtl_tf.nets import resnet
+from mtl_tf.training import config as config_lib
+from mtl_tf.training import trainer
 from tests.data.test_celeba import write_celeba_dir
 
 
@@ -29,15 +31,15 @@ def celeba_dir(tmp_path_factory):
 
 
 def _config(celeba_dir, tmp_path, variant=None, **overrides):
-    config = experiment.load_config("configs/celeba.py" + (f":{variant}" if variant else ""))
-    experiment.add_data_dir(config, celeba_dir)
+    config = config_lib.load("configs/celeba.py" + (f":{variant}" if variant else ""))
+    config_lib.add_data_dir(config, celeba_dir)
     config.data.cache_dir = str(tmp_path / "cache")
-    experiment.apply_overrides(config, overrides)
+    config_lib.apply_overrides(config, overrides)
     return config
 
 
 def test_config_holds_sener_hyperparameters(tmp_path):
-    config = experiment.load_config("configs/celeba.py")
+    config = config_lib.load("configs/celeba.py")
     assert config.benchmark == "celeba" and config.batch_size == 256 and config.epochs == 100
     assert (config.optimizer.name, config.optimizer.learning_rate) == ("adam", 5e-4)
     assert list(config.schedule.milestones) == list(range(9, 100, 10)) and config.schedule.factor == 0.85
@@ -45,26 +47,26 @@ def test_config_holds_sener_hyperparameters(tmp_path):
     assert config.model.initializer == "torch"  # the official PyTorch code keeps PyTorch's defaults
     for method in ("mgda", "mgda_ub"):
         config.method = method
-        name, options = experiment.balancer_spec(config)
+        name, options = trainer.balancer_spec(config)
         assert (name, options["normalization"]) == (method, "loss+")
     config.method = "mgda_ub"
     config.balancer.normalization = "l2"  # the command line wins over the config's default
-    assert experiment.balancer_spec(config)[1]["normalization"] == "l2"
-    smoke = experiment.load_config("configs/celeba.py:smoke")
+    assert trainer.balancer_spec(config)[1]["normalization"] == "l2"
+    smoke = config_lib.load("configs/celeba.py:smoke")
     assert smoke.epochs == 1 and smoke.data.max_train_examples == 2048 and smoke.model.width == 64
     with pytest.raises(ValueError, match="unknown variant"):
-        experiment.load_config("configs/celeba.py:tiny")
+        config_lib.load("configs/celeba.py:tiny")
 
 
 def test_every_method_is_accepted_by_the_config():
     from mtl_tf import balancers
 
-    config = experiment.load_config("configs/celeba.py")
+    config = config_lib.load("configs/celeba.py")
     for method in [*balancers.available(), "single_task"]:
         if method == "static":
             continue  # needs 40 weights from the user
         config.method = method
-        experiment.balancer_spec(config)
+        trainer.balancer_spec(config)
 
 
 def test_benchmark_contract_with_40_tasks(celeba_dir, tmp_path):
@@ -121,7 +123,7 @@ def test_model_initializer_reaches_the_nets(celeba_dir, tmp_path):
 
 def _train(config, workdir):
     keras.backend.clear_session()
-    return experiment.train_and_evaluate(config, workdir, verbose=0)
+    return trainer.train_and_evaluate(config, workdir, verbose=0)
 
 
 def test_one_epoch_of_mgda_ub_through_the_trainer(celeba_dir, tmp_path):

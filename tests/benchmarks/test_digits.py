@@ -7,11 +7,13 @@ import keras
 import numpy as np
 import pytest
 
-from mtl_tf import benchmarks, experiment
+from mtl_tf import benchmarks
 from mtl_tf.data import multi_digits
 from mtl_tf.nets import lenet
 from mtl_tf.reports import digits as digits_report
 from mtl_tf.reports import registry
+from mtl_tf.training import config as config_lib
+from mtl_tf.training import trainer
 from tests.data import fixtures
 
 REAL_FASHION = multi_digits.DEBIAN_FASHION_MNIST_DIR
@@ -34,12 +36,12 @@ def isolated(tmp_path, monkeypatch):
 
 
 def small_config(name, variant, data_dir):
-    config = experiment.load_config(f"configs/{name}.py:{variant}")
-    experiment.apply_overrides(config, {
+    config = config_lib.load(f"configs/{name}.py:{variant}")
+    config_lib.apply_overrides(config, {
         "data.pareto_sizes": (128, 32, 32), "data.max_train_examples": 128, "data.max_eval_examples": 32,
         "batch_size": 32, "data.eval_batch_size": 32,
     })
-    experiment.add_data_dir(config, data_dir)
+    config_lib.add_data_dir(config, data_dir)
     return config
 
 
@@ -79,7 +81,7 @@ def test_builder_rejects_unknown_protocol_and_model(sources):
 
 
 def test_missing_mnist_names_both_ways_to_provide_it(tmp_path):
-    config = experiment.load_config("configs/multi_mnist.py")
+    config = config_lib.load("configs/multi_mnist.py")
     with pytest.raises(multi_digits.SourceNotFoundError, match="data_dir.*TFDS"):
         benchmarks.build(config)
 
@@ -88,36 +90,36 @@ def test_missing_mnist_names_both_ways_to_provide_it(tmp_path):
 
 
 def test_configs_carry_the_papers_hyperparameters():
-    fashion = experiment.load_config("configs/multi_fashion.py")
+    fashion = config_lib.load("configs/multi_fashion.py")
     assert (fashion.benchmark, fashion.data.protocol, fashion.model.name) == ("multi_fashion", "pareto", "pareto_lenet")
     assert (fashion.optimizer.name, fashion.optimizer.learning_rate, fashion.optimizer.momentum) == ("sgd", 1e-3, 0.9)
     assert fashion.schedule.name == "multistep" and fashion.schedule.milestones == (15, 30, 45, 60, 75, 90)
     assert fashion.schedule.factor == 0.5
     assert (fashion.batch_size, fashion.epochs, fashion.data.pareto_sizes) == (256, 100, (120_000, 10_000, 10_000))
-    mnist = experiment.load_config("configs/multi_mnist.py")
+    mnist = config_lib.load("configs/multi_mnist.py")
     assert (mnist.benchmark, mnist.data.protocol, mnist.model.name) == ("multi_mnist", "sener", "multi_lenet")
     assert (mnist.optimizer.learning_rate, mnist.optimizer.momentum, mnist.schedule.factor) == (0.05, 0.9, 0.85)
     assert mnist.schedule.milestones == (9, 19, 29, 39, 49, 59, 69, 79, 89, 99)
-    assert experiment.load_config("configs/multi_mnist.py:pareto").data.protocol == "pareto"
-    assert experiment.load_config("configs/multi_fashion_mnist.py").data.protocol == "pareto"
-    smoke = experiment.load_config("configs/multi_fashion.py:sener,smoke")
+    assert config_lib.load("configs/multi_mnist.py:pareto").data.protocol == "pareto"
+    assert config_lib.load("configs/multi_fashion_mnist.py").data.protocol == "pareto"
+    smoke = config_lib.load("configs/multi_fashion.py:sener,smoke")
     assert (smoke.data.protocol, smoke.epochs, smoke.data.max_train_examples) == ("sener", 1, 8000)
     for name in ("multi_fashion", "multi_mnist"):
-        config = experiment.load_config(f"configs/{name}.py")
-        assert experiment.balancer_spec(config) == ("uniform", {})
+        config = config_lib.load(f"configs/{name}.py")
+        assert trainer.balancer_spec(config) == ("uniform", {})
         config.method = "uncertainty"
-        assert experiment.balancer_spec(config) == ("uncertainty", {"task_types": "classification"})
+        assert trainer.balancer_spec(config) == ("uncertainty", {"task_types": "classification"})
 
 
 def test_configs_default_to_the_official_recipes():
     for spec in ("configs/multi_fashion.py", "configs/multi_fashion_mnist.py", "configs/multi_mnist.py:pareto"):
-        config = experiment.load_config(spec)
+        config = config_lib.load(spec)
         assert config.data.protocol == "pareto", spec
         assert (config.data.pixel_scale, config.model.initializer) == ("raw", "torch"), spec
-    smoke = experiment.load_config("configs/multi_fashion.py:smoke")  # a pipeline check keeps the old inputs
+    smoke = config_lib.load("configs/multi_fashion.py:smoke")  # a pipeline check keeps the old inputs
     assert (smoke.data.protocol, smoke.data.pixel_scale, smoke.model.initializer) == ("pareto", "unit", "keras")
     for spec in ("configs/multi_mnist.py", "configs/multi_fashion.py:sener"):
-        config = experiment.load_config(spec)
+        config = config_lib.load(spec)
         assert config.data.protocol == "sener", spec
         # "unit" is Sener's loader normalisation, (x / 255 - 0.1307) / 0.3081.
         assert (config.data.pixel_scale, config.model.initializer, config.model.dropout) == ("unit", "torch", "keras"), spec
@@ -168,14 +170,14 @@ def test_builder_rejects_mismatched_recipe_fields(sources):
 
 def test_config_variants_are_checked():
     with pytest.raises(ValueError, match=r"unknown config variant\(s\) \['fast'\]"):
-        experiment.load_config("configs/multi_fashion.py:fast")
+        config_lib.load("configs/multi_fashion.py:fast")
     with pytest.raises(ValueError, match="one protocol"):
-        experiment.load_config("configs/multi_fashion.py:sener,pareto")
+        config_lib.load("configs/multi_fashion.py:sener,pareto")
 
 
 def test_learning_rate_schedule_of_the_pareto_config():
-    config = experiment.load_config("configs/multi_fashion.py")
-    schedule = experiment.make_learning_rate(config, steps=469)
+    config = config_lib.load("configs/multi_fashion.py")
+    schedule = trainer.make_learning_rate(config, steps=469)
     # Step s is in epoch s // 469; halved after epochs 15, 30, ..., 90.
     for step, lr in [(0, 1e-3), (15 * 469 - 1, 1e-3), (15 * 469, 5e-4), (30 * 469, 2.5e-4), (99 * 469, 1e-3 / 64)]:
         assert float(schedule(step)) == pytest.approx(lr)
@@ -245,9 +247,9 @@ def test_profile_figure_is_written(tmp_path):
                     "(Debian package dataset-fashion-mnist)")
 def test_smoke_training_on_real_fashion_mnist_beats_chance(tmp_path):
     """One epoch on 8,000 real multi-fashion composites: both tasks far above chance (10 %)."""
-    config = experiment.load_config("configs/multi_fashion.py:smoke")
+    config = config_lib.load("configs/multi_fashion.py:smoke")
     keras.backend.clear_session()
-    results = experiment.train_and_evaluate(config, tmp_path / "real", verbose=0)
+    results = trainer.train_and_evaluate(config, tmp_path / "real", verbose=0)
     assert results["sizes"] == {"train": 8000, "val": 1000, "test": 1000}
     accuracies = [results["tasks"][t]["accuracy"] for t in ("left", "right")]
     assert min(accuracies) > 0.40, accuracies

@@ -7,8 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from mtl_tf import benchmarks, experiment
+from mtl_tf import benchmarks
 from mtl_tf.benchmarks import scene
+from mtl_tf.training import config as config_lib
+from mtl_tf.training import trainer
 from tests.data import scene_fixtures as sf
 
 TINY_SEGNET = {"model.filters": (4, 8), "model.convs_per_block": (1, 1)}
@@ -31,8 +33,8 @@ def mtan_roots(tmp_path_factory):
 
 
 def cityscapes_config(root, **overrides):
-    config = experiment.load_config("configs/cityscapes.py")
-    experiment.apply_overrides(config, {
+    config = config_lib.load("configs/cityscapes.py")
+    config_lib.apply_overrides(config, {
         "data.data_dir": str(root), "data.image_size": (32, 64), "batch_size": 2, "data.eval_batch_size": 2,
         "epochs": 1, "model.encoder_width": 4, "model.encoder_blocks": (1, 1, 1, 1), "model.decoder_channels": 8,
         "model.pool_scales": (1, 2),
@@ -42,8 +44,8 @@ def cityscapes_config(root, **overrides):
 
 
 def segnet_config(path, root, **overrides):
-    config = experiment.load_config(path)
-    experiment.apply_overrides(config, {
+    config = config_lib.load(path)
+    config_lib.apply_overrides(config, {
         "data.data_dir": str(root), "data.image_size": (16, 32), "batch_size": 2, "data.eval_batch_size": 2,
         "epochs": 1, "schedule.name": "constant", **TINY_SEGNET, **overrides,
     })
@@ -52,8 +54,8 @@ def segnet_config(path, root, **overrides):
 
 def _fit_one_epoch(config):
     keras.utils.set_random_seed(0)
-    benchmark = experiment.build_benchmark(config)
-    model = experiment.build_model(config, benchmark)
+    benchmark = trainer.build_benchmark(config)
+    model = trainer.build_model(config, benchmark)
     history = model.fit(benchmark.train, epochs=1, verbose=0).history
     return benchmark, model, history
 
@@ -106,7 +108,7 @@ def test_cityscapes_segnet_trains_and_reports_delta_m(mtan_roots, tmp_path):
         paths.append(str(run if task == "depth" else run / "results.json"))  # a run directory or the file
     config = segnet_config("configs/cityscapes_segnet.py", mtan_roots["cityscapes"], method="mgda_ub",
                            **{"evaluation.baseline_results": ",".join(paths)})
-    results = experiment.train_and_evaluate(config, tmp_path / "run", verbose=0)
+    results = trainer.train_and_evaluate(config, tmp_path / "run", verbose=0)
     tasks = results["tasks"]
     seg, depth = tasks["segmentation"], tasks["depth"]
     terms = [
@@ -164,7 +166,7 @@ def test_metric_directions_agree_with_the_metric_objects(cityscapes_root, mtan_r
 
 
 def test_missing_data_dir_and_mismatched_target_size(cityscapes_root):
-    config = experiment.load_config("configs/nyuv2.py")
+    config = config_lib.load("configs/nyuv2.py")
     with pytest.raises(ValueError, match="--config.data.data_dir"):
         benchmarks.build(config)
     with pytest.raises(ValueError, match="leave data.target_size unset"):
@@ -189,7 +191,7 @@ def test_model_initializer_reaches_the_nets(cityscapes_root, mtan_roots):
 
 
 def test_configs_carry_the_papers_settings():
-    sener = experiment.load_config("configs/cityscapes.py")
+    sener = config_lib.load("configs/cityscapes.py")
     assert (sener.benchmark, sener.batch_size, sener.epochs) == ("cityscapes", 8, 100)
     assert (sener.optimizer.name, sener.optimizer.learning_rate) == ("adam", 5e-4)
     assert sener.schedule.milestones == tuple(range(9, 100, 10)) and sener.schedule.factor == 0.85
@@ -198,7 +200,7 @@ def test_configs_carry_the_papers_settings():
         ("configs/cityscapes_segnet.py", "cityscapes_segnet", 8, (128, 256)),
         ("configs/nyuv2.py", "nyuv2_segnet", 2, (288, 384)),
     ):
-        config = experiment.load_config(path)
+        config = config_lib.load(path)
         assert (config.benchmark, config.batch_size, config.epochs, config.data.image_size) == (benchmark, batch, 200, size)
         assert (config.optimizer.name, config.optimizer.learning_rate) == ("adam", 1e-4)
         assert (config.schedule.milestones, config.schedule.factor) == ((100,), 0.5)
@@ -207,11 +209,11 @@ def test_configs_carry_the_papers_settings():
         assert config.model.initializer == "mtan"
     assert sener.model.initializer == "torch"  # Sener's decoders keep PyTorch's defaults
     for path in ("configs/cityscapes.py", "configs/cityscapes_segnet.py", "configs/nyuv2.py"):
-        smoke = experiment.load_config(f"{path}:smoke")
+        smoke = config_lib.load(f"{path}:smoke")
         assert smoke.epochs == 1 and smoke.data.max_train_examples
         with pytest.raises(ValueError, match="variant"):
-            experiment.load_config(f"{path}:paper")
+            config_lib.load(f"{path}:paper")
         for method in ("uncertainty",):  # per-task options match the tasks
-            config = experiment.load_config(path)
+            config = config_lib.load(path)
             config.method = method
-            assert len(experiment.balancer_spec(config)[1]["task_types"]) == len(scene.DELTA_M_METRICS[config.benchmark])
+            assert len(trainer.balancer_spec(config)[1]["task_types"]) == len(scene.DELTA_M_METRICS[config.benchmark])

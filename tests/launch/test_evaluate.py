@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mtl_tf import experiment
+from mtl_tf.training import trainer
 from tests.launch.conftest import run_script
 
 
@@ -21,11 +21,11 @@ def test_cli_evaluate_reproduces_the_test_metrics(cli_run, isolated_env):
 def test_evaluate_the_validation_split_in_process(cli_run):
     workdir = cli_run["workdir"]
     results = json.loads((workdir / "results.json").read_text())
-    tasks = experiment.evaluate_workdir(workdir, split="val")
+    tasks = trainer.evaluate_workdir(workdir, split="val")
     for task in ("left", "right"):
         assert tasks[task]["accuracy"] == pytest.approx(results["validation"][task]["accuracy"], abs=1e-6)
 
 
 def test_evaluate_an_empty_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json not found.*not a \\(trained\\) run directory"):
-        experiment.evaluate_workdir(tmp_path)
+        trainer.evaluate_workdir(tmp_path)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtl_tf import experiment
+from mtl_tf.training import config as config_lib
+from mtl_tf.training import trainer
 from tests.launch import events
 from tests.launch.conftest import TINY
 
@@ -17,15 +18,15 @@ LR = 3e-3  # the smoke config's Adam learning rate
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, fake_fashion_dir):
-    config = experiment.load_config("configs/multi_fashion.py:smoke")
-    experiment.apply_overrides(config, {
+    config = config_lib.load("configs/multi_fashion.py:smoke")
+    config_lib.apply_overrides(config, {
         **TINY, "method": "mgda_ub", "seed": 1, "epochs": 2, "train.tensorboard_update_freq": 2,
         "schedule.name": "multistep", "schedule.milestones": (1,), "schedule.factor": 0.5,
     })
-    experiment.add_data_dir(config, fake_fashion_dir)
+    config_lib.add_data_dir(config, fake_fashion_dir)
     workdir = tmp_path_factory.mktemp("tensorboard") / "run"
     keras.backend.clear_session()
-    results = experiment.train_and_evaluate(config, workdir, verbose=0)
+    results = trainer.train_and_evaluate(config, workdir, verbose=0)
     return {"workdir": workdir, "results": results, "config": config}
 
 
@@ -55,8 +56,8 @@ def test_every_epoch_the_same_scalars_match_the_history(run):
 def test_the_compiled_train_step_has_no_summary_ops(run, fake_fashion_dir):
     config = run["config"]
     keras.backend.clear_session()
-    benchmark = experiment.build_benchmark(config)
-    model = experiment.build_model(config, benchmark)
+    benchmark = trainer.build_benchmark(config)
+    model = trainer.build_model(config, benchmark)
     batch = next(iter(benchmark.train))
     graph = tf.function(model.train_step).get_concrete_function(batch).graph
     op_types = {op.type for op in graph.get_operations()}

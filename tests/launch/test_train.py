@@ -1,4 +1,4 @@
-"""launch/train.py and the trainer behind it (mtl_tf.experiment) on small generated IDX data."""
+"""launch/train.py and the trainer behind it (mtl_tf.training.trainer) on small generated IDX data."""
 
 import json
 
@@ -6,15 +6,16 @@ import keras
 import numpy as np
 import pytest
 
-from mtl_tf import experiment
-from mtl_tf.training import distribute
+from mtl_tf.training import config as config_lib
+from mtl_tf.training import distribute, trainer
+from mtl_tf.training.workdir import write_json
 from tests.launch.conftest import TINY, run_script
 
 
 def tiny_config(data_dir, **overrides):
-    config = experiment.load_config("configs/multi_fashion.py:smoke")
-    experiment.apply_overrides(config, {**TINY, **overrides})
-    experiment.add_data_dir(config, data_dir)
+    config = config_lib.load("configs/multi_fashion.py:smoke")
+    config_lib.apply_overrides(config, {**TINY, **overrides})
+    config_lib.add_data_dir(config, data_dir)
     return config
 
 
@@ -54,12 +55,12 @@ def test_cli_writes_a_valid_results_json(cli_run):
 
 def test_unknown_method_and_foreign_options_are_errors(fake_fashion_dir, tmp_path):
     with pytest.raises(ValueError, match=r"unknown method 'mgda-ub'.*'mgda_ub'"):
-        experiment.train_and_evaluate(tiny_config(fake_fashion_dir, method="mgda-ub"), tmp_path / "a")
+        trainer.train_and_evaluate(tiny_config(fake_fashion_dir, method="mgda-ub"), tmp_path / "a")
     config = tiny_config(fake_fashion_dir, method="uniform", **{"balancer.normalization": "l2"})
     with pytest.raises(ValueError, match=r"\['normalization'\] do not apply to method 'uniform'"):
-        experiment.balancer_spec(config)
+        trainer.balancer_spec(config)
     with pytest.raises(KeyError, match="no field 'balancer.normalisation'"):
-        experiment.apply_overrides(config, {"balancer.normalisation": "l2"})
+        config_lib.apply_overrides(config, {"balancer.normalisation": "l2"})
 
 
 class _Interrupt(keras.callbacks.Callback):
@@ -96,7 +97,7 @@ def test_a_killed_run_resumes_at_its_last_finished_epoch(fake_fashion_dir, tmp_p
 
     monkeypatch.setattr(distribute, "fit", fit_with(_Interrupt(at_epoch=1)))
     with pytest.raises(KeyboardInterrupt):
-        experiment.train_and_evaluate(config, workdir, verbose=0)
+        trainer.train_and_evaluate(config, workdir, verbose=0)
     assert not (workdir / "results.json").exists()
     assert (workdir / "backup").is_dir()
     first_epoch = json.loads((workdir / "train_state.json").read_text())["history"]
@@ -106,7 +107,7 @@ def test_a_killed_run_resumes_at_its_last_finished_epoch(fake_fashion_dir, tmp_p
     seen = []
     monkeypatch.setattr(distribute, "fit", fit_with(_EpochRecorder(seen)))
     keras.backend.clear_session()
-    results = experiment.train_and_evaluate(tiny_config(fake_fashion_dir, epochs=2, method="uniform"), workdir, verbose=0)
+    results = trainer.train_and_evaluate(tiny_config(fake_fashion_dir, epochs=2, method="uniform"), workdir, verbose=0)
     assert seen == [1]
     assert [h["epoch"] for h in results["history"]] == [1, 2]
     assert results["history"][0] == first_epoch[0]
@@ -115,39 +116,39 @@ def test_a_killed_run_resumes_at_its_last_finished_epoch(fake_fashion_dir, tmp_p
 
     # A finished run is returned as is; overwrite removes it and trains again.
     seen.clear()
-    again = experiment.train_and_evaluate(tiny_config(fake_fashion_dir, epochs=2, method="uniform"), workdir)
+    again = trainer.train_and_evaluate(tiny_config(fake_fashion_dir, epochs=2, method="uniform"), workdir)
     assert seen == [] and again == json.loads((workdir / "results.json").read_text())
     calls = []
-    monkeypatch.setattr(experiment, "_train_single", lambda config, wd, **kw: calls.append(sorted(p.name for p in wd.iterdir())))
-    experiment.train_and_evaluate(tiny_config(fake_fashion_dir, epochs=2, method="uniform"), workdir, overwrite=True)
+    monkeypatch.setattr(trainer, "_train_single", lambda config, wd, **kw: calls.append(sorted(p.name for p in wd.iterdir())))
+    trainer.train_and_evaluate(tiny_config(fake_fashion_dir, epochs=2, method="uniform"), workdir, overwrite=True)
     assert calls == [["config.json"]]  # results, weights, state and logs of the old run are gone
 
 
 def test_an_unfinished_run_of_another_config_is_not_resumed(fake_fashion_dir, tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
-    experiment.write_json(workdir / "config.json", experiment.config_to_dict(tiny_config(fake_fashion_dir, seed=1)))
+    write_json(workdir / "config.json", config_lib.config_to_dict(tiny_config(fake_fashion_dir, seed=1)))
     with pytest.raises(ValueError, match="different config"):
-        experiment.train_and_evaluate(tiny_config(fake_fashion_dir, seed=2), workdir)
+        trainer.train_and_evaluate(tiny_config(fake_fashion_dir, seed=2), workdir)
 
 
 def test_single_task_trains_one_head_on_one_target(fake_fashion_dir, tmp_path):
     config = tiny_config(fake_fashion_dir, method="single_task", **{"single_task.task": "right"})
-    benchmark = experiment.build_benchmark(config)
+    benchmark = trainer.build_benchmark(config)
     assert benchmark.task_names == ("right",) and benchmark.monitor == ["right_accuracy"]
     _, targets = next(iter(benchmark.train))
     assert set(targets) == {"right"}
     keras.backend.clear_session()
-    results = experiment.train_and_evaluate(config, tmp_path / "single", verbose=0)
+    results = trainer.train_and_evaluate(config, tmp_path / "single", verbose=0)
     assert results["method"] == "single_task" and set(results["tasks"]) == {"right"}
     assert results["history"][0]["right_weight"] == 1.0
 
     missing = tiny_config(fake_fashion_dir, method="single_task")
     with pytest.raises(ValueError, match="single_task.task"):
-        experiment.build_benchmark(missing)
+        trainer.build_benchmark(missing)
     wrong = tiny_config(fake_fashion_dir, method="single_task", **{"single_task.task": "middle"})
     with pytest.raises(ValueError, match=r"'middle' is not a task.*\['left', 'right'\]"):
-        experiment.build_benchmark(wrong)
+        trainer.build_benchmark(wrong)
 
 
 def test_grid_runs_static_weights_per_point_and_reports_the_best_on_validation(fake_fashion_dir, tmp_path, monkeypatch):
@@ -160,12 +161,12 @@ def test_grid_runs_static_weights_per_point_and_reports_the_best_on_validation(f
         trained.append((config.method, weights, workdir.name))
         results = {"method": config.method, "tasks": {"left": {"accuracy": weights[0]}, "right": {"accuracy": weights[1]}},
                    "validation": {}, "monitor": {"value": monitor[weights], "mode": "max"}, "wall_time_s": 1.0}
-        experiment.write_json(workdir / "results.json", results)
+        write_json(workdir / "results.json", results)
         return results
 
-    monkeypatch.setattr(experiment, "_train_single", fake_single)
+    monkeypatch.setattr(trainer, "_train_single", fake_single)
     config = tiny_config(fake_fashion_dir, method="grid", **{"grid.divisions": 4})
-    results = experiment.train_and_evaluate(config, tmp_path / "grid")
+    results = trainer.train_and_evaluate(config, tmp_path / "grid")
     assert trained == [
         ("static", (0.75, 0.25), "w0.75_0.25"), ("static", (0.5, 0.5), "w0.5_0.5"), ("static", (0.25, 0.75), "w0.25_0.75"),
     ]
@@ -176,13 +177,13 @@ def test_grid_runs_static_weights_per_point_and_reports_the_best_on_validation(f
     # Finished points are not retrained when the grid is resumed.
     (tmp_path / "grid" / "results.json").unlink()
     trained.clear()
-    experiment.train_and_evaluate(config, tmp_path / "grid")
+    trainer.train_and_evaluate(config, tmp_path / "grid")
     assert trained == []
 
 
 def test_mirrored_strategy_trains_with_two_replicas(fake_fashion_dir, tmp_path, mirrored_strategy):
     config = tiny_config(fake_fashion_dir, method="mgda_ub")
     keras.backend.clear_session()
-    results = experiment.train_and_evaluate(config, tmp_path / "mirrored", strategy=mirrored_strategy, verbose=0)
+    results = trainer.train_and_evaluate(config, tmp_path / "mirrored", strategy=mirrored_strategy, verbose=0)
     assert results["strategy"]["num_replicas"] == 2
     assert all(np.isfinite(results["tasks"][t]["loss"]) for t in ("left", "right"))

@@ -1,37 +1,38 @@
-"""The trainer's pure parts: grids, options, overrides, schedules, log grouping."""
+"""The trainer's pure parts (mtl_tf.training.trainer): options, methods, schedules, optimizers, log grouping."""
 
 import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtl_tf import balancers, experiment
+from mtl_tf.training import config as config_lib
+from mtl_tf.training import trainer
 
 
 def test_balancer_spec_merges_method_defaults_and_overrides():
-    config = experiment.base_config()
+    config = config_lib.base_config()
     config.method = "mgda_ub"
     config.method_options = ml_collections.ConfigDict({"mgda_ub": {"normalization": "l2"}, "uncertainty": {"task_types": "classification"}})
-    assert experiment.balancer_spec(config) == ("mgda_ub", {"normalization": "l2"})
+    assert trainer.balancer_spec(config) == ("mgda_ub", {"normalization": "l2"})
     config.balancer.normalization = "loss+"
     config.balancer.head_update = "official"
-    assert experiment.balancer_spec(config) == ("mgda_ub", {"normalization": "loss+", "head_update": "official"})
+    assert trainer.balancer_spec(config) == ("mgda_ub", {"normalization": "loss+", "head_update": "official"})
     config.method = "static"
     with pytest.raises(ValueError, match=r"\['head_update', 'normalization'\] do not apply to method 'static'"):
-        experiment.balancer_spec(config)
-    config = experiment.base_config()
+        trainer.balancer_spec(config)
+    config = config_lib.base_config()
     config.method = "single_task"
-    assert experiment.balancer_spec(config) == ("uniform", {})
+    assert trainer.balancer_spec(config) == ("uniform", {})
     config.method = "grid"
     with pytest.raises(ValueError, match="set of 'static' runs"):
-        experiment.balancer_spec(config)
+        trainer.balancer_spec(config)
 
 
 def test_multistep_schedule_changes_rate_at_the_first_step_of_the_milestone_epoch():
-    config = experiment.base_config()
+    config = config_lib.base_config()
     config.optimizer.learning_rate = 1.0
     config.schedule = ml_collections.ConfigDict({"name": "multistep", "milestones": (1, 2), "factor": 0.5})
-    optimizer = experiment.make_optimizer(config, steps=3)
+    optimizer = trainer.make_optimizer(config, steps=3)
     variable = tf.Variable(0.0)
     moves = []
     for _ in range(7):
@@ -43,25 +44,25 @@ def test_multistep_schedule_changes_rate_at_the_first_step_of_the_milestone_epoc
 
 
 def test_optimizer_from_config():
-    config = experiment.base_config()
+    config = config_lib.base_config()
     config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 0.01, "momentum": 0.9})
-    optimizer = experiment.make_optimizer(config, steps=10)
+    optimizer = trainer.make_optimizer(config, steps=10)
     assert optimizer.__class__.__name__ == "Adam" and float(optimizer.learning_rate) == pytest.approx(0.01)
     config.optimizer.name = "lbfgs"
     with pytest.raises(ValueError, match="unknown optimizer.name 'lbfgs'"):
-        experiment.make_optimizer(config, steps=10)
+        trainer.make_optimizer(config, steps=10)
 
 
 def test_group_by_task_takes_the_longest_task_prefix():
     logs = {"loss": 3.0, "seg_accuracy": 0.5, "seg_depth_loss": 1.0, "seg_loss": 2.0, "val_seg_accuracy": 0.4}
-    grouped = experiment.group_by_task(logs, ("seg", "seg_depth"))
+    grouped = trainer.group_by_task(logs, ("seg", "seg_depth"))
     assert grouped == {"seg": {"accuracy": 0.5, "loss": 2.0}, "seg_depth": {"loss": 1.0}}
-    assert experiment.group_by_task(logs, ("seg", "seg_depth"), prefix="val_") == {"seg": {"accuracy": 0.4}, "seg_depth": {}}
+    assert trainer.group_by_task(logs, ("seg", "seg_depth"), prefix="val_") == {"seg": {"accuracy": 0.4}, "seg_depth": {}}
 
 
 def test_unknown_method_lists_every_method():
-    config = experiment.base_config()
+    config = config_lib.base_config()
     config.method = "mgda-ub"
     with pytest.raises(ValueError, match=r"unknown method 'mgda-ub'; expected a balancing method \[.*'mgda_ub'.*\] "
                                          r"or a trainer-level baseline \['single_task', 'grid'\]"):
-        experiment.check_method(config)
+        trainer.check_method(config)

@@ -1,9 +1,11 @@
-"""The one place that wires a config into a trained, evaluated model.
+"""The training flow: a config in, a trained and evaluated run directory out.
 
-config -> benchmark (`mtl_tf.benchmarks.build`: data splits, encoder, heads,
-losses, metrics, monitor) -> `MultiTaskModel` with the balancer the config
-names -> optimizer and learning-rate schedule -> callbacks -> `fit` ->
-best-on-validation weights -> test metrics -> `results.json`.
+config -> `TrainSettings` (every trainer field read and checked once, before anything is
+built or written) -> benchmark (`mtl_tf.benchmarks.build`: data splits, encoder, heads,
+losses, metrics, monitor) -> `MultiTaskModel` with the balancer the config names ->
+optimizer and learning-rate schedule -> callbacks -> `fit` -> best-on-validation weights
+-> test metrics -> `results.json`. The fields are listed in `mtl_tf.training.config`, the
+run directory's files in `mtl_tf.training.workdir`.
 
 Nothing here knows a benchmark: benchmarks plug in through the
 `mtl_tf.benchmarks.registry.Benchmark` contract, methods through the balancer
@@ -16,38 +18,10 @@ registry. Two baselines of the papers are trainer-level methods, not balancers:
   grid         static scaling over a grid of the simplex (Sener & Koltun's grid
                search): one `static` run per grid point under
                `<workdir>/points/<point>/`, then the point with the best validation
-               monitor is reported. `simplex_grid` makes the points.
+               monitor is reported (`mtl_tf.training.grid` makes the points).
 
-Config fields read (see `base_config`, which every config starts from):
-
-  benchmark, seed, epochs, batch_size    what and how long;
-  method                                 a balancer name, `single_task` or `grid`;
-  balancer.<option>                      options of the method (None = the method's
-                                         default); every option of every
-                                         registered balancer exists as a field,
-                                         so `--config.balancer.<option>=...` works;
-  method_options.<method>.<option>       per-method defaults a config sets (e.g.
-                                         Kendall's classification likelihood);
-                                         `balancer.<option>` overrides them;
-  optimizer.name, optimizer.<kwarg>      a Keras optimizer and its arguments;
-  schedule.name                          `constant`, `multistep` (learning rate
-                                         times `factor` at each epoch of
-                                         `milestones`) or `cosine`;
-  single_task.task, grid.*               the two trainer-level baselines;
-  train.*                                steps_per_execution, jit_compile,
-                                         tensorboard_update_freq, patience (0: off);
-  data.*, model.*                        read by the benchmark builder only.
-
-Workdir layout (`train_and_evaluate`):
-
-  config.json        the config of the run;
-  best.weights.h5    the weights of the best validation epoch (the last epoch
-                     when the benchmark has no validation split);
-  train_state.json   per-epoch history, best epoch, elapsed time (kept across resumes);
-  backup/            `mtl_tf.training.callbacks.AtomicBackupAndRestore`: a killed run
-                     restarts at the last finished epoch; removed once results.json exists;
-  tensorboard/       `keras.callbacks.TensorBoard` logs;
-  results.json       written last and atomically: the run is finished when it exists.
+A finished run is rebuilt by `restore_run` (config.json + best.weights.h5), the one way
+`evaluate_workdir` and `mtl_tf.export` load it.
 
 results.json: `method`, `seed`, `benchmark`, `tasks` ({task: {metric: value}} on
 the test split, e.g. `accuracy` as a fraction in [0, 1], and `loss`),
@@ -59,6 +33,7 @@ the test split, e.g. `accuracy` as a fraction in [0, 1], and `loss`),
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import json
 import logging
@@ -72,23 +47,13 @@ import ml_collections
 import tensorflow as tf
 
 from mtl_tf import balancers, benchmarks
+from mtl_tf.config_fields import read
 from mtl_tf.model import MultiTaskModel
 from mtl_tf.training import distribute
-from mtl_tf.training.callbacks import AtomicBackupAndRestore, BestCheckpoint, TensorBoard, _scalar
-from mtl_tf.training.grid import grid_point_key, simplex_grid  # noqa: F401
-from mtl_tf.training.config import (  # noqa: F401  (moved; re-exported until the trainer moves)
-    REPO_ROOT,
-    add_data_dir,
-    apply_overrides,
-    balancer_option_names,
-    balancer_options_config,
-    base_config,
-    config_to_dict,
-    parse_value,
-    resolve_config_path,
-)
-from mtl_tf.training.config import load as load_config  # noqa: F401
-from mtl_tf.training.workdir import (  # noqa: F401
+from mtl_tf.training.callbacks import AtomicBackupAndRestore, BestCheckpoint, TensorBoard
+from mtl_tf.training.config import add_data_dir, config_to_dict
+from mtl_tf.training.grid import grid_point_key, simplex_grid
+from mtl_tf.training.workdir import (
     BACKUP,
     BEST_WEIGHTS,
     CONFIG,
@@ -96,41 +61,33 @@ from mtl_tf.training.workdir import (  # noqa: F401
     RESULTS,
     TENSORBOARD,
     TRAIN_STATE,
-    _git_commit,
+    clean,
     holds_other_config,
     load_results,
+    scalar,
     versions,
     write_json,
 )
-from mtl_tf.training.workdir import clean as clean_workdir
 
 logger = logging.getLogger(__name__)
 
 TRAINER_METHODS = ("single_task", "grid")
+TRAINED_AS = {"single_task": "uniform", "grid": "static"}  # the balancer of a trainer-level method
+SCHEDULES = ("constant", "multistep", "cosine")
+OPTIMIZERS = {
+    "sgd": keras.optimizers.SGD,
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "rmsprop": keras.optimizers.RMSprop,
+}
 
 
-# -- configs ---------------------------------------------------------------------------------
-
-
-def _get(config, dotted: str, default=None):
-    """`config.a.b` or `default` when a field is missing or None."""
-    node = config
-    for part in dotted.split("."):
-        if node is None:
-            return default
-        try:
-            node = node[part] if part in node else None
-        except TypeError:
-            node = getattr(node, part, None)
-    return default if node is None else node
-
-
-# -- methods ---------------------------------------------------------------------------------
+# -- settings --------------------------------------------------------------------------------
 
 
 def check_method(config) -> str:
     """The config's method name, or a ValueError listing every method there is."""
-    method = config.method
+    method = read(config, "method")
     if method in TRAINER_METHODS:
         return method
     if method not in balancers.available():
@@ -150,12 +107,16 @@ def balancer_spec(config) -> tuple[str, dict]:
     method = check_method(config)
     if method == "grid":
         raise ValueError("method 'grid' is a set of 'static' runs; train it with train_and_evaluate")
-    name = "uniform" if method == "single_task" else method
-    defaults = _get(config, f"method_options.{name}")
-    options = dict(defaults.to_dict() if hasattr(defaults, "to_dict") else (defaults or {}))
-    user = _get(config, "balancer")
-    if user is not None:
-        options.update({k: v for k, v in user.items() if v is not None})
+    return _balancer(config, method)
+
+
+def _balancer(config, method: str) -> tuple[str, dict]:
+    name = TRAINED_AS.get(method, method)
+    defaults = read(config, f"method_options.{name}", {})
+    options = dict(defaults.to_dict() if hasattr(defaults, "to_dict") else defaults)
+    options.update({k: v for k, v in read(config, "balancer", {}).items() if v is not None})
+    if method == "grid":
+        options.pop("weights", None)  # every point sets its own
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
     accepted = balancers.option_names(name)
     unknown = sorted(set(options) - set(accepted))
@@ -168,7 +129,106 @@ def balancer_spec(config) -> tuple[str, dict]:
     return name, options
 
 
-# -- building ------------------------------------------------------------------------------
+def _optimizer(config) -> tuple[str, dict]:
+    """(optimizer name, the keyword arguments of `optimizer.*` its class takes, but the learning rate)."""
+    section = read(config, "optimizer", {})
+    options = {k: v for k, v in section.items() if v is not None}
+    name = str(options.pop("name", "sgd")).lower()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer.name {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    accepted = set(inspect.signature(OPTIMIZERS[name].__init__).parameters)
+    skipped = sorted(set(options) - accepted)
+    if skipped:  # e.g. `momentum` after switching to Adam on the command line
+        logger.warning("optimizer %s does not take %s; ignoring them", name, skipped)
+    return name, {k: v for k, v in options.items() if k in accepted and k != "learning_rate"}
+
+
+def _milestones(value) -> tuple[int, ...]:
+    return tuple(sorted(int(m) for m in value))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Every config field the trainer reads, read and checked once (`from_config`).
+
+    A field with a default that a config lacks (the config.json of a run from before the
+    field existed) gets the default; a missing required field (benchmark, method, seed,
+    epochs, batch_size) or an invalid value is a ValueError naming the field.
+    """
+
+    benchmark: str
+    method: str  # a balancer, `single_task` or `grid`
+    seed: int
+    epochs: int
+    batch_size: int
+    balancer: str  # the balancer trained (`uniform` for single_task, `static` for grid)
+    balancer_options: dict
+    optimizer: str
+    optimizer_options: dict
+    learning_rate: float
+    schedule: str
+    milestones: tuple
+    factor: float
+    task: str  # single_task.task
+    grid_divisions: int
+    grid_include_vertices: bool
+    grid_total: float
+    steps_per_execution: int
+    jit_compile: object  # "auto", True or False
+    tensorboard_update_freq: int
+    patience: int
+
+    @classmethod
+    def from_config(cls, config) -> TrainSettings:
+        method = check_method(config)
+        balancer, balancer_options = _balancer(config, method)
+        optimizer, optimizer_options = _optimizer(config)
+        schedule = read(config, "schedule.name", "constant", str)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule.name {schedule!r}; expected constant, multistep or cosine")
+        task = read(config, "single_task.task", "", str)
+        if method == "single_task" and not task:
+            raise ValueError(
+                "method 'single_task' trains one task per run: set --config.single_task.task to one of the "
+                "benchmark's tasks"
+            )
+        return cls(
+            benchmark=read(config, "benchmark", cast=str),
+            method=method,
+            seed=read(config, "seed", cast=int),
+            epochs=read(config, "epochs", cast=int),
+            batch_size=read(config, "batch_size", cast=int),
+            balancer=balancer,
+            balancer_options=balancer_options,
+            optimizer=optimizer,
+            optimizer_options=optimizer_options,
+            learning_rate=read(config, "optimizer.learning_rate", 1e-3, float),
+            schedule=schedule,
+            milestones=read(config, "schedule.milestones", (), _milestones),
+            factor=read(config, "schedule.factor", 0.5, float),
+            task=task,
+            grid_divisions=read(config, "grid.divisions", 10, int),
+            grid_include_vertices=read(config, "grid.include_vertices", False, bool),
+            grid_total=read(config, "grid.total", 1.0, float),
+            steps_per_execution=read(config, "train.steps_per_execution", 1, int),
+            jit_compile=read(config, "train.jit_compile", "auto"),
+            tensorboard_update_freq=read(config, "train.tensorboard_update_freq", 100, int),
+            patience=read(config, "train.patience", 0, int),
+        )
+
+
+def _settings(config_or_settings) -> TrainSettings:
+    if isinstance(config_or_settings, TrainSettings):
+        return config_or_settings
+    return TrainSettings.from_config(config_or_settings)
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+def _task_of(key: str, task_names) -> str | None:
+    matches = [t for t in task_names if key.startswith(f"{t}_")]
+    return max(matches, key=len) if matches else None
 
 
 def _select_task(benchmark: benchmarks.Benchmark, task: str) -> benchmarks.Benchmark:
@@ -211,21 +271,16 @@ def _select_task(benchmark: benchmarks.Benchmark, task: str) -> benchmarks.Bench
     )
 
 
-def build_benchmark(config) -> benchmarks.Benchmark:
+def build_benchmark(config, settings: TrainSettings | None = None) -> benchmarks.Benchmark:
     """The config's benchmark, restricted to one task for `single_task`."""
+    settings = settings or TrainSettings.from_config(config)
     benchmark = benchmarks.build(config)
-    if config.method == "single_task":
-        task = _get(config, "single_task.task", "")
-        if not task:
-            raise ValueError(
-                "method 'single_task' trains one task per run: set --config.single_task.task to one of "
-                f"{list(benchmark.heads)}"
-            )
-        benchmark = _select_task(benchmark, task)
+    if settings.method == "single_task":
+        benchmark = _select_task(benchmark, settings.task)
     return benchmark
 
 
-def steps_per_epoch(benchmark, config) -> int:
+def steps_per_epoch(benchmark, batch_size: int) -> int:
     cardinality = int(benchmark.train.cardinality())
     if cardinality > 0:
         return cardinality
@@ -235,97 +290,72 @@ def steps_per_epoch(benchmark, config) -> int:
             f"benchmark {benchmark.name!r}: the training set's length is unknown (cardinality "
             f"{cardinality}) and sizes['train'] is not given; the learning-rate schedule needs one"
         )
-    return max(1, math.ceil(size / int(config.batch_size)))
+    return max(1, math.ceil(size / int(batch_size)))
 
 
-def make_learning_rate(config, steps: int):
-    """The config's learning rate: a float or a `keras.optimizers.schedules` schedule."""
-    lr = float(_get(config, "optimizer.learning_rate", 1e-3))
-    name = _get(config, "schedule.name", "constant")
-    if name == "constant":
-        return lr
-    if name == "multistep":
-        milestones = sorted(int(m) for m in (_get(config, "schedule.milestones", ()) or ()))
-        if not milestones:
-            return lr
-        factor = float(_get(config, "schedule.factor", 0.5))
+def make_learning_rate(settings, steps: int):
+    """The learning rate of `settings` (or of a config): a float or a `keras.optimizers.schedules` schedule."""
+    settings = _settings(settings)
+    lr = settings.learning_rate
+    if settings.schedule == "multistep" and settings.milestones:
         # PiecewiseConstantDecay keeps values[i] while step <= boundaries[i]; the
         # optimizer evaluates it at `iterations` (steps done), so the first step of
         # epoch m (iterations == m * steps) is the first one at the new rate.
-        boundaries = [m * steps - 1 for m in milestones]
-        values = [lr * factor**i for i in range(len(milestones) + 1)]
+        boundaries = [m * steps - 1 for m in settings.milestones]
+        values = [lr * settings.factor**i for i in range(len(settings.milestones) + 1)]
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    if name == "cosine":
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, int(config.epochs) * steps))
-    raise ValueError(f"unknown schedule.name {name!r}; expected constant, multistep or cosine")
+    if settings.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, settings.epochs * steps))
+    return lr
 
 
-_OPTIMIZERS = {
-    "sgd": keras.optimizers.SGD,
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-    "rmsprop": keras.optimizers.RMSprop,
-}
-
-
-def make_optimizer(config, steps: int) -> keras.optimizers.Optimizer:
+def make_optimizer(settings, steps: int) -> keras.optimizers.Optimizer:
     """The Keras optimizer `optimizer.name` with the arguments of `optimizer.*` it takes.
 
     Arguments another optimizer would take (e.g. `momentum` after switching to
     Adam on the command line) are skipped with a warning.
     """
-    section = _get(config, "optimizer")
-    options = {k: v for k, v in (section.items() if section is not None else []) if v is not None}
-    name = str(options.pop("name", "sgd")).lower()
-    if name not in _OPTIMIZERS:
-        raise ValueError(f"unknown optimizer.name {name!r}; expected one of {sorted(_OPTIMIZERS)}")
-    cls = _OPTIMIZERS[name]
-    accepted = set(inspect.signature(cls.__init__).parameters)
-    skipped = sorted(set(options) - accepted)
-    if skipped:
-        logger.warning("optimizer %s does not take %s; ignoring them", name, skipped)
-    kwargs = {k: v for k, v in options.items() if k in accepted}
-    kwargs["learning_rate"] = make_learning_rate(config, steps)
-    return cls(**kwargs)
+    settings = _settings(settings)
+    learning_rate = make_learning_rate(settings, steps)
+    return OPTIMIZERS[settings.optimizer](**settings.optimizer_options, learning_rate=learning_rate)
 
 
-def _input_shape(benchmark):
+def input_shape(benchmark) -> tuple:
+    """One example's shape (no batch axis): the benchmark's, else its training data's."""
     if benchmark.input_shape:
         return tuple(benchmark.input_shape)
-    spec = benchmark.train.element_spec[0]
-    return tuple(spec.shape[1:])
+    return tuple(benchmark.train.element_spec[0].shape[1:])
 
 
-def build_model(config, benchmark, strategy=None) -> MultiTaskModel:
-    """A built, compiled `MultiTaskModel` for the benchmark, in the strategy's scope."""
+def build_model(settings, benchmark, strategy=None) -> MultiTaskModel:
+    """A built, compiled `MultiTaskModel` for the benchmark, in the strategy's scope.
+
+    `settings` is a `TrainSettings` or the config it is read from.
+    """
+    settings = _settings(settings)
+    if settings.method == "grid":
+        raise ValueError("method 'grid' is a set of 'static' runs; train it with train_and_evaluate")
     strategy = strategy or tf.distribute.get_strategy()
-    name, options = balancer_spec(config)
-    jit = _get(config, "train.jit_compile", "auto")
     with strategy.scope():
         model = MultiTaskModel(
             encoder=benchmark.encoder,
             heads=benchmark.heads,
             losses=benchmark.losses,
             metrics=benchmark.metrics,
-            balancer=name,
-            balancer_options=options,
-            name=f"{benchmark.name}_{config.method}",
+            balancer=settings.balancer,
+            balancer_options=dict(settings.balancer_options),
+            name=f"{benchmark.name}_{settings.method}",
         )
-        model.build((None, *_input_shape(benchmark)))
+        model.build((None, *input_shape(benchmark)))
         model.compile(
-            optimizer=make_optimizer(config, steps_per_epoch(benchmark, config)),
-            jit_compile=jit,
-            steps_per_execution=int(_get(config, "train.steps_per_execution", 1)),
+            optimizer=make_optimizer(settings, steps_per_epoch(benchmark, settings.batch_size)),
+            jit_compile=settings.jit_compile,
+            steps_per_execution=settings.steps_per_execution,
         )
     return model
 
 
-# -- training ----------------------------------------------------------------------------
-
-
-def _task_of(key: str, task_names) -> str | None:
-    matches = [t for t in task_names if key.startswith(f"{t}_")]
-    return max(matches, key=len) if matches else None
+# -- evaluation --------------------------------------------------------------------------------
 
 
 def group_by_task(logs: dict, task_names, prefix: str = "") -> dict:
@@ -337,20 +367,29 @@ def group_by_task(logs: dict, task_names, prefix: str = "") -> dict:
         key = key[len(prefix):]
         task = _task_of(key, task_names)
         if task is not None:
-            grouped[task][key[len(task) + 1:]] = _scalar(value)
+            grouped[task][key[len(task) + 1:]] = scalar(value)
     return grouped
 
 
 def evaluate_model(model, benchmark, dataset, verbose=0) -> tuple[dict, dict]:
     """({task: {metric: value}}, raw logs) of `model` on `dataset`."""
     logs = distribute.evaluate(model, dataset, verbose=verbose)  # model.evaluate fails under multi-worker
-    logs = {k: _scalar(v) for k, v in logs.items()}
+    logs = {k: scalar(v) for k, v in logs.items()}
     if benchmark.evaluate is not None:
         tasks = benchmark.evaluate(model, dataset)
-        tasks = {t: {m: _scalar(v) for m, v in metrics.items()} for t, metrics in tasks.items()}
+        tasks = {t: {m: scalar(v) for m, v in metrics.items()} for t, metrics in tasks.items()}
     else:
         tasks = group_by_task(logs, benchmark.task_names)
     return tasks, logs
+
+
+def format_metrics(tasks: dict) -> str:
+    """One line per task: `left: accuracy=0.8123 loss=0.5312`."""
+    lines = [f"{task}: " + " ".join(f"{m}={v:.4f}" for m, v in sorted(metrics.items())) for task, metrics in tasks.items()]
+    return "\n".join(lines)
+
+
+# -- training --------------------------------------------------------------------------------
 
 
 def train_and_evaluate(config, workdir, *, strategy=None, overwrite: bool = False, verbose=1) -> dict:
@@ -362,12 +401,12 @@ def train_and_evaluate(config, workdir, *, strategy=None, overwrite: bool = Fals
     """
     workdir = Path(workdir)
     if overwrite:
-        clean_workdir(workdir)
+        clean(workdir)
     finished = load_results(workdir)
     if finished is not None:
         logger.info("%s exists: the run is finished; pass overwrite=True (--overwrite) to train again", workdir / RESULTS)
         return finished
-    method = check_method(config)
+    settings = TrainSettings.from_config(config)
     if holds_other_config(workdir, config_to_dict(config)):
         raise ValueError(
             f"{workdir} holds an unfinished run of a different config ({workdir / CONFIG}); resuming it "
@@ -376,28 +415,21 @@ def train_and_evaluate(config, workdir, *, strategy=None, overwrite: bool = Fals
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / CONFIG, config_to_dict(config))
     strategy = strategy or tf.distribute.get_strategy()
-    if method == "grid":
-        return _train_grid(config, workdir, strategy=strategy, verbose=verbose)
-    return _train_single(config, workdir, strategy=strategy, verbose=verbose)
+    train = _train_grid if settings.method == "grid" else _train_single
+    return train(config, workdir, settings=settings, strategy=strategy, verbose=verbose)
 
 
-def _train_single(config, workdir: Path, *, strategy, verbose) -> dict:
+def _train_single(config, workdir: Path, *, settings: TrainSettings, strategy, verbose) -> dict:
     start = time.perf_counter()
-    seed = int(config.seed)
-    keras.utils.set_random_seed(seed)
-    benchmark = build_benchmark(config)
-    model = build_model(config, benchmark, strategy)
+    keras.utils.set_random_seed(settings.seed)
+    benchmark = build_benchmark(config, settings)
+    model = build_model(settings, benchmark, strategy)
     has_val = benchmark.val is not None
-    best = BestCheckpoint(
-        workdir, benchmark.monitor, benchmark.monitor_mode, has_validation=has_val,
-        patience=int(_get(config, "train.patience", 0)),
-    )
     callbacks = [
-        best,
-        TensorBoard(  # keras.callbacks.TensorBoard + learning rate every N steps
-            log_dir=str(workdir / TENSORBOARD),
-            update_freq=int(_get(config, "train.tensorboard_update_freq", 100)),
-        ),
+        BestCheckpoint(workdir, benchmark.monitor, benchmark.monitor_mode, has_validation=has_val,
+                       patience=settings.patience),
+        # keras.callbacks.TensorBoard + learning rate every N steps
+        TensorBoard(log_dir=str(workdir / TENSORBOARD), update_freq=settings.tensorboard_update_freq),
         # Last, so the best weights and the state are on disk before the epoch counts as done.
         AtomicBackupAndRestore(workdir / BACKUP, delete_checkpoint=False),
     ]
@@ -405,7 +437,7 @@ def _train_single(config, workdir: Path, *, strategy, verbose) -> dict:
         model,
         benchmark.train,
         strategy=strategy,
-        epochs=int(config.epochs),
+        epochs=settings.epochs,
         validation_data=benchmark.val,
         callbacks=callbacks,
         verbose=verbose,
@@ -418,8 +450,8 @@ def _train_single(config, workdir: Path, *, strategy, verbose) -> dict:
     best_epoch = state["best_epoch"]
     best_entry = next((h for h in state["history"] if h["epoch"] == best_epoch), {})
     results = {
-        "method": config.method,
-        "seed": seed,
+        "method": settings.method,
+        "seed": settings.seed,
         "benchmark": benchmark.name,
         "tasks": tasks,
         "validation": group_by_task(best_entry, benchmark.task_names, prefix="val_") if has_val else None,
@@ -447,15 +479,10 @@ def _train_single(config, workdir: Path, *, strategy, verbose) -> dict:
     return results
 
 
-def _train_grid(config, workdir: Path, *, strategy, verbose) -> dict:
+def _train_grid(config, workdir: Path, *, settings: TrainSettings, strategy, verbose) -> dict:
     start = time.perf_counter()
     task_names = benchmarks.build(config).task_names
-    points = simplex_grid(
-        len(task_names),
-        int(_get(config, "grid.divisions", 10)),
-        bool(_get(config, "grid.include_vertices", False)),
-        float(_get(config, "grid.total", 1.0)),
-    )
+    points = simplex_grid(len(task_names), settings.grid_divisions, settings.grid_include_vertices, settings.grid_total)
     runs = []
     for weights in points:
         point_config = copy.deepcopy(config)
@@ -471,7 +498,7 @@ def _train_grid(config, workdir: Path, *, strategy, verbose) -> dict:
             "validation": result["validation"],
             "monitor_value": result["monitor"]["value"],
         })
-    mode = runs and json.loads((Path(runs[0]["workdir"]) / RESULTS).read_text())["monitor"]["mode"]
+    mode = runs and load_results(runs[0]["workdir"])["monitor"]["mode"]
     scored = [r for r in runs if r["monitor_value"] is not None]
     if scored:
         pick = max if mode == "max" else min
@@ -480,13 +507,13 @@ def _train_grid(config, workdir: Path, *, strategy, verbose) -> dict:
         selected = runs[-1]
     results = {
         "method": "grid",
-        "seed": int(config.seed),
-        "benchmark": config.benchmark,
+        "seed": settings.seed,
+        "benchmark": settings.benchmark,
         "tasks": selected["tasks"],
         "validation": selected["validation"],
         "selected": {"weights": selected["weights"], "workdir": selected["workdir"]},
         "points": runs,
-        "wall_time_s": float(sum(json.loads((Path(r["workdir"]) / RESULTS).read_text())["wall_time_s"] for r in runs)),
+        "wall_time_s": float(sum(load_results(r["workdir"])["wall_time_s"] for r in runs)),
         "session_wall_time_s": time.perf_counter() - start,
         "config": config_to_dict(config),
         "versions": versions(),
@@ -496,41 +523,44 @@ def _train_grid(config, workdir: Path, *, strategy, verbose) -> dict:
     return results
 
 
-# -- evaluation of a finished run ------------------------------------------------------------
+# -- a finished run ------------------------------------------------------------------------------
 
 
-def evaluate_workdir(workdir, *, split: str = "test", data_dir=None, strategy=None) -> dict:
-    """Re-evaluates a run's best weights: {task: {metric: value}} on `split` (test or val)."""
+def restore_run(workdir, *, data_dir=None, strategy=None):
+    """(model, benchmark, config) of a run of `train_and_evaluate`, with its best weights loaded.
+
+    The model is rebuilt from `<workdir>/config.json` (a grid run: its selected point's);
+    `data_dir` points the benchmark at data that moved.
+    """
     workdir = Path(workdir)
     results = load_results(workdir)
     if results is not None and results.get("method") == "grid":
-        return evaluate_workdir(results["selected"]["workdir"], split=split, data_dir=data_dir, strategy=strategy)
+        return restore_run(results["selected"]["workdir"], data_dir=data_dir, strategy=strategy)
     config_path, weights_path = workdir / CONFIG, workdir / BEST_WEIGHTS
     for path in (config_path, weights_path):
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: {workdir} is not a (trained) run directory of launch/train.py")
-    if split not in ("test", "val"):
-        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
     if data_dir is not None:
-        config.data.data_dir = str(data_dir)
-    keras.utils.set_random_seed(int(config.seed))
-    benchmark = build_benchmark(config)
+        add_data_dir(config, data_dir)
+    settings = TrainSettings.from_config(config)
+    keras.utils.set_random_seed(settings.seed)
+    benchmark = build_benchmark(config, settings)
     strategy = strategy or tf.distribute.get_strategy()
-    model = build_model(config, benchmark, strategy)
+    model = build_model(settings, benchmark, strategy)
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
     model.load_weights(str(weights_path))
+    return model, benchmark, config
+
+
+def evaluate_workdir(workdir, *, split: str = "test", data_dir=None, strategy=None) -> dict:
+    """Re-evaluates a run's best weights: {task: {metric: value}} on `split` (test or val)."""
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    model, benchmark, _ = restore_run(workdir, data_dir=data_dir, strategy=strategy)
     dataset = benchmark.test if split == "test" else benchmark.val
     if dataset is None:
         raise ValueError(f"benchmark {benchmark.name!r} has no {split} split")
     tasks, _ = evaluate_model(model, benchmark, dataset)
     return tasks
-
-
-def format_metrics(tasks: dict) -> str:
-    """One line per task: `left: accuracy=0.8123 loss=0.5312`."""
-    lines = []
-    for task, metrics in tasks.items():
-        lines.append(f"{task}: " + " ".join(f"{m}={v:.4f}" for m, v in sorted(metrics.items())))
-    return "\n".join(lines)
