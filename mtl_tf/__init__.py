@@ -1,6 +1,6 @@
 """mtl_tf: multi-task learning as multi-objective optimisation for Keras 3 / TensorFlow."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from mtl_tf import balancers, solvers
 from mtl_tf.model import MultiTaskModel, NonFiniteLossError, NonFiniteLossGuard
