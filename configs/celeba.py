@@ -38,21 +38,14 @@ release's Img/, Anno/, Eval/ folders work too); without it a prepared TFDS `cele
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from configs import common
 from mtl_tf.training.config import base_config
 
 VARIANTS = ("smoke",)
 
 
-def _variants(arg):
-    names = [v.strip() for v in (arg or "").split(",") if v.strip()]
-    unknown = [v for v in names if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {unknown} of configs/celeba.py; expected some of {list(VARIANTS)}")
-    return set(names)
-
-
 def get_config(arg=None):
-    variants = _variants(arg)
+    variants = common.parse_variants(arg, VARIANTS)
     config = base_config()
     config.benchmark = "celeba"
     config.seed = 0

@@ -29,37 +29,31 @@ Run (any method of `mtl_tf.balancers.available()`, `single_task` or `grid`):
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from configs import common
 from mtl_tf.training.config import base_config
 
 VARIANTS = ("smoke",)
 
 
-def _variants(arg):
-    names = [v.strip() for v in (arg or "").split(",") if v.strip()]
-    unknown = [v for v in names if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
-    return set(names)
-
-
-def segnet_config(benchmark, image_size, batch_size, task_types, variants):
-    """The MTAN / Lee & Son SegNet setting shared by the Cityscapes and NYUv2 configs."""
+def get_config(arg=None):
+    variants = common.parse_variants(arg, VARIANTS)
     config = base_config()
-    config.benchmark = benchmark
+    config.benchmark = "cityscapes_segnet"
     config.seed = 0
     config.epochs = 200
-    config.batch_size = batch_size
+    config.batch_size = 8
     config.method = "uniform"
-    config.method_options = ml_collections.ConfigDict({"uncertainty": {"task_types": tuple(task_types)}})
+    # Kendall et al.'s softmax likelihood for segmentation, Gaussian for the regressions.
+    config.method_options = ml_collections.ConfigDict({"uncertainty": {"task_types": ("classification", "regression")}})
     config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 1e-4})
     config.schedule = ml_collections.ConfigDict({"name": "multistep", "milestones": (100,), "factor": 0.5})
     config.data = ml_collections.ConfigDict(
         {
             "data_dir": placeholder(str),
-            "image_size": tuple(image_size),
+            "image_size": (128, 256),
             "label_folder": placeholder(str),
             "val_size": 0,
-            "eval_batch_size": batch_size,
+            "eval_batch_size": 8,
             "max_train_examples": placeholder(int),
             "max_eval_examples": placeholder(int),
             "drop_remainder": False,
@@ -71,6 +65,7 @@ def segnet_config(benchmark, image_size, batch_size, task_types, variants):
     )
     config.evaluation = ml_collections.ConfigDict({"baseline_results": placeholder(object)})
     config.train.tensorboard_update_freq = 50
+
     if "smoke" in variants:
         config.epochs = 1
         config.batch_size = 2
@@ -81,9 +76,3 @@ def segnet_config(benchmark, image_size, batch_size, task_types, variants):
         config.grid.divisions = 2
         config.train.tensorboard_update_freq = 1
     return config
-
-
-def get_config(arg=None):
-    return segnet_config(
-        "cityscapes_segnet", (128, 256), 8, ("classification", "regression"), _variants(arg)
-    )

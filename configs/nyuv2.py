@@ -22,21 +22,53 @@ Run (any method of `mtl_tf.balancers.available()`, `single_task` or `grid`):
       --config.single_task.task=normal --data_dir=/data/nyuv2 --workdir=runs/nyuv2_single_normal
 """
 
-import importlib.util
-from pathlib import Path
+import ml_collections
+from ml_collections.config_dict import placeholder
 
+from configs import common
+from mtl_tf.training.config import base_config
 
-def _segnet_config():
-    # The SegNet setting lives beside this file (configs are plain files, not a package).
-    path = Path(__file__).with_name("cityscapes_segnet.py")
-    spec = importlib.util.spec_from_file_location("_mtl_tf_cityscapes_segnet_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+VARIANTS = ("smoke",)
 
 
 def get_config(arg=None):
-    module = _segnet_config()
-    return module.segnet_config(
-        "nyuv2_segnet", (288, 384), 2, ("classification", "regression", "regression"), module._variants(arg)
+    variants = common.parse_variants(arg, VARIANTS)
+    config = base_config()
+    config.benchmark = "nyuv2_segnet"
+    config.seed = 0
+    config.epochs = 200
+    config.batch_size = 2
+    config.method = "uniform"
+    # Kendall et al.'s softmax likelihood for segmentation, Gaussian for the regressions.
+    config.method_options = ml_collections.ConfigDict({"uncertainty": {"task_types": ("classification", "regression", "regression")}})
+    config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 1e-4})
+    config.schedule = ml_collections.ConfigDict({"name": "multistep", "milestones": (100,), "factor": 0.5})
+    config.data = ml_collections.ConfigDict(
+        {
+            "data_dir": placeholder(str),
+            "image_size": (288, 384),
+            "label_folder": placeholder(str),
+            "val_size": 0,
+            "eval_batch_size": 2,
+            "max_train_examples": placeholder(int),
+            "max_eval_examples": placeholder(int),
+            "drop_remainder": False,
+        }
     )
+    config.model = ml_collections.ConfigDict(
+        # MTAN's code (PyTorch) overrides PyTorch's default initialisation with its own ("mtan").
+        {"filters": (64, 128, 256, 512, 512), "convs_per_block": (2, 2, 3, 3, 3), "initializer": "mtan"}
+    )
+    config.evaluation = ml_collections.ConfigDict({"baseline_results": placeholder(object)})
+    config.train.tensorboard_update_freq = 50
+
+    if "smoke" in variants:
+        config.epochs = 1
+        config.batch_size = 2
+        config.data.eval_batch_size = 2
+        config.data.max_train_examples = 16
+        config.data.max_eval_examples = 8
+        config.schedule.name = "constant"
+        config.grid.divisions = 2
+        config.train.tensorboard_update_freq = 1
+    return config

@@ -9,7 +9,7 @@ are named after the attributes, in the official file's order
 mean validation accuracy over the tasks; the paper reports the test error
 (100 - accuracy, in percent) per attribute and its mean (Table 1, Figure 2).
 
-Config fields read (see `configs/celeba.py`):
+Config fields read, once, into `CelebASettings` (see `configs/celeba.py`):
   seed, batch_size;
   data.data_dir, data.tfds_data_dir, data.tfds_download, data.cache_dir,
   data.image_size, data.normalization, data.eval_batch_size,
@@ -24,21 +24,17 @@ Config fields read (see `configs/celeba.py`):
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 
 from mtl_tf.benchmarks.registry import Benchmark, register
+from mtl_tf.config_fields import read
 from mtl_tf.data import celeba as celeba_data
 from mtl_tf.nets import initializers as init_lib
 from mtl_tf.nets import resnet
 
 NAME = "celeba"
-
-
-def _get(section, name, default=None):
-    if section is None:
-        return default
-    value = section.get(name, default) if hasattr(section, "get") else getattr(section, name, default)
-    return default if value is None else value
 
 
 def selected_attributes(value) -> tuple[str, ...]:
@@ -59,26 +55,68 @@ def selected_attributes(value) -> tuple[str, ...]:
     return tuple(a for a in celeba_data.ATTRIBUTES if a in names)
 
 
+@dataclasses.dataclass(frozen=True)
+class CelebASettings:
+    """The config fields of the CelebA benchmark, read and checked once (`from_config`)."""
+
+    seed: int
+    batch_size: int
+    attributes: tuple
+    image_size: int
+    data_dir: str | None
+    eval_batch_size: int | None
+    normalization: str
+    cache_dir: str | None
+    tfds_data_dir: str | None
+    tfds_download: bool
+    max_train_examples: int | None
+    max_eval_examples: int | None
+    drop_remainder: bool
+    initializer: str
+    width: int
+    pool_size: int
+
+    @classmethod
+    def from_config(cls, config) -> CelebASettings:
+        return cls(
+            seed=read(config, "seed", cast=int),
+            batch_size=read(config, "batch_size", cast=int),
+            attributes=selected_attributes(read(config, "data.attributes", None)),
+            image_size=read(config, "data.image_size", celeba_data.DEFAULT_IMAGE_SIZE, int),
+            data_dir=read(config, "data.data_dir", None),
+            eval_batch_size=read(config, "data.eval_batch_size", None),
+            normalization=read(config, "data.normalization", "sener"),
+            cache_dir=read(config, "data.cache_dir", None),
+            tfds_data_dir=read(config, "data.tfds_data_dir", None),
+            tfds_download=read(config, "data.tfds_download", False, bool),
+            max_train_examples=read(config, "data.max_train_examples", None),
+            max_eval_examples=read(config, "data.max_eval_examples", None),
+            drop_remainder=read(config, "data.drop_remainder", False, bool),
+            initializer=init_lib.check_initializer(
+                read(config, "model.initializer", "torch"), owner="model.initializer"
+            ),
+            width=read(config, "model.width", 64, int),
+            pool_size=read(config, "model.pool_size", 4, int),
+        )
+
+
 @register(NAME)
 def build(config) -> Benchmark:
-    data_config = config.get("data") if hasattr(config, "get") else config.data
-    model_config = config.get("model") if hasattr(config, "get") else config.model
-    seed = int(config.seed)
-    attributes = selected_attributes(_get(data_config, "attributes"))
-    image_size = int(_get(data_config, "image_size", celeba_data.DEFAULT_IMAGE_SIZE))
+    settings = CelebASettings.from_config(config)
+    attributes, seed, initializer = settings.attributes, settings.seed, settings.initializer
     data = celeba_data.celeba_datasets(
-        _get(data_config, "data_dir"),
-        batch_size=int(config.batch_size),
-        eval_batch_size=_get(data_config, "eval_batch_size"),
-        image_size=image_size,
-        normalization=_get(data_config, "normalization", "sener"),
+        settings.data_dir,
+        batch_size=settings.batch_size,
+        eval_batch_size=settings.eval_batch_size,
+        image_size=settings.image_size,
+        normalization=settings.normalization,
         seed=seed,
-        cache_dir=_get(data_config, "cache_dir"),
-        tfds_data_dir=_get(data_config, "tfds_data_dir"),
-        tfds_download=bool(_get(data_config, "tfds_download", False)),
-        max_train_examples=_get(data_config, "max_train_examples"),
-        max_eval_examples=_get(data_config, "max_eval_examples"),
-        drop_remainder=bool(_get(data_config, "drop_remainder", False)),
+        cache_dir=settings.cache_dir,
+        tfds_data_dir=settings.tfds_data_dir,
+        tfds_download=settings.tfds_download,
+        max_train_examples=settings.max_train_examples,
+        max_eval_examples=settings.max_eval_examples,
+        drop_remainder=settings.drop_remainder,
     )
     splits = {"train": data.train, "val": data.val, "test": data.test}
     if attributes != celeba_data.ATTRIBUTES:
@@ -87,12 +125,8 @@ def build(config) -> Benchmark:
 
         splits = {k: v.map(keep) for k, v in splits.items()}
 
-    initializer = init_lib.check_initializer(_get(model_config, "initializer", "torch"), owner="model.initializer")
     encoder = resnet.resnet18_encoder(
-        width=int(_get(model_config, "width", 64)),
-        pool_size=int(_get(model_config, "pool_size", 4)),
-        seed=seed,
-        initializer=initializer,
+        width=settings.width, pool_size=settings.pool_size, seed=seed, initializer=initializer
     )
     heads = {
         a: resnet.attribute_head(

@@ -14,8 +14,8 @@ Protocols (`config.data.protocol`, data in `mtl_tf.data.multi_digits`):
           (`ParetoLeNetEncoder` / `ParetoLeNetHead`).
 
 `config.model.name` picks the net (`multi_lenet`, `pareto_lenet`, or `auto`:
-the protocol's own). `make_config` builds the configs of `configs/multi_*.py`
-with each paper's hyperparameters (REFERENCE.md section 4):
+the protocol's own). The configs `configs/multi_*.py` write out each paper's
+hyperparameters (REFERENCE.md section 4):
 
   pareto  SGD lr 1e-3, momentum 0.9, lr halved after epochs 15, 30, ..., 90
           (Lin et al.'s official schedule), batch 256, 100 epochs;
@@ -48,22 +48,24 @@ A config without these fields (e.g. the saved config of an older run) gets
 behaviour before these options existed, so old runs re-evaluate on the inputs
 they were trained on.
 
-Config fields read by the builder: seed (shuffling), batch_size, data.protocol,
-data.data_dir / mnist_dir / fashion_dir / tfds_data_dir / tfds_download /
-cache_dir, data.seed (composition; fixed at 0 so every training seed sees the
-same composites), data.val_fraction, data.pareto_sizes, data.eval_batch_size,
-data.max_train_examples, data.max_eval_examples, data.pixel_scale (`unit` |
-`raw`), model.name, model.initializer (`keras` | `torch`), model.dropout
-(`keras` | `official`, MultiLeNet only).
+Config fields read by the builder, once, into `DigitsSettings`: seed
+(shuffling), batch_size, data.protocol, data.data_dir / mnist_dir / fashion_dir
+/ tfds_data_dir / tfds_download / cache_dir, data.seed (composition; fixed at 0
+so every training seed sees the same composites), data.val_fraction,
+data.pareto_sizes, data.eval_batch_size, data.max_train_examples,
+data.max_eval_examples, data.pixel_scale (`unit` | `raw`), model.name,
+model.initializer (`keras` | `torch`), model.dropout (`keras` | `official`,
+MultiLeNet only).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
-import ml_collections
-from ml_collections.config_dict import placeholder
 
 from mtl_tf.benchmarks.registry import Benchmark, register
+from mtl_tf.config_fields import read
 from mtl_tf.data import multi_digits
 from mtl_tf.nets import initializers as init_lib
 from mtl_tf.nets import lenet
@@ -72,78 +74,124 @@ NAMES = multi_digits.DATASETS
 TASKS = multi_digits.TASKS
 MODELS = ("auto", "multi_lenet", "pareto_lenet")
 PROTOCOL_MODELS = {"sener": "multi_lenet", "pareto": "pareto_lenet"}
-VARIANTS = ("pareto", "sener", "smoke")
 
 
-def _get(section, name, default=None):
-    if section is None or name not in section:
-        return default
-    value = section[name]
-    return default if value is None else value
+def _pareto_sizes(value) -> tuple[int, ...]:
+    return tuple(int(s) for s in value)
 
 
-def _nets(model_name: str, task_names, initializer="keras", dropout="keras"):
-    if model_name == "multi_lenet":
-        options = {"initializer": initializer, "dropout": dropout}
-        return lenet.multi_lenet_encoder(**options), {
-            t: lenet.multi_lenet_head(multi_digits.NUM_CLASSES, name=f"head_{t}", **options) for t in task_names
-        }
-    if dropout != "keras":
-        raise ValueError(
-            f"model.dropout={dropout!r} applies to the MultiLeNet only; model.name {model_name!r} has no dropout "
-            "(leave model.dropout='keras')"
+@dataclasses.dataclass(frozen=True)
+class DigitsSettings:
+    """The config fields of a digit benchmark, read and checked once (`from_config`)."""
+
+    name: str
+    protocol: str
+    model: str  # the net: multi_lenet or pareto_lenet (`auto` resolved)
+    initializer: str
+    dropout: str
+    pixel_scale: str
+    batch_size: int
+    shuffle_seed: int  # config.seed
+    data_seed: int  # data.seed, the composition
+    eval_batch_size: int | None
+    max_train_examples: int | None
+    max_eval_examples: int | None
+    data_dir: str | None
+    mnist_dir: str | None
+    fashion_dir: str | None
+    cache_dir: str | None
+    tfds_data_dir: str | None
+    tfds_download: bool
+    val_fraction: float
+    pareto_sizes: tuple
+
+    @classmethod
+    def from_config(cls, config) -> DigitsSettings:
+        name = read(config, "benchmark")
+        protocol = read(config, "data.protocol", "sener")
+        if protocol not in multi_digits.PROTOCOLS:
+            raise ValueError(f"unknown data.protocol {protocol!r}; expected one of {list(multi_digits.PROTOCOLS)}")
+        model = read(config, "model.name", "auto")
+        if model not in MODELS:
+            raise ValueError(f"unknown model.name {model!r} for benchmark {name!r}; expected one of {list(MODELS)}")
+        model = PROTOCOL_MODELS[protocol] if model == "auto" else model
+        # Without these fields (a config saved before they existed): /255 inputs and Keras' defaults.
+        initializer = init_lib.check_initializer(read(config, "model.initializer", "keras"), owner="model.initializer")
+        dropout = init_lib.check_initializer(read(config, "model.dropout", "keras"), lenet.DROPOUTS, "model.dropout")
+        pixel_scale = read(config, "data.pixel_scale", "unit")
+        if pixel_scale not in multi_digits.PIXEL_SCALES:
+            raise ValueError(f"unknown data.pixel_scale {pixel_scale!r}; expected one of {list(multi_digits.PIXEL_SCALES)}")
+        if protocol == "sener" and pixel_scale != "unit":
+            raise ValueError(
+                f"data.pixel_scale={pixel_scale!r} does not apply to data.protocol='sener', which normalises as its "
+                "official loader does (mean 0.1307, std 0.3081); set data.pixel_scale=unit with the sener protocol"
+            )
+        if model != "multi_lenet" and dropout != "keras":
+            raise ValueError(
+                f"model.dropout={dropout!r} applies to the MultiLeNet only; model.name {model!r} has no dropout "
+                "(leave model.dropout='keras')"
+            )
+        return cls(
+            name=name,
+            protocol=protocol,
+            model=model,
+            initializer=initializer,
+            dropout=dropout,
+            pixel_scale=pixel_scale,
+            batch_size=read(config, "batch_size", cast=int),
+            shuffle_seed=read(config, "seed", cast=int),
+            data_seed=read(config, "data.seed", 0, int),
+            eval_batch_size=read(config, "data.eval_batch_size", None),
+            max_train_examples=read(config, "data.max_train_examples", None),
+            max_eval_examples=read(config, "data.max_eval_examples", None),
+            data_dir=read(config, "data.data_dir", None),
+            mnist_dir=read(config, "data.mnist_dir", None),
+            fashion_dir=read(config, "data.fashion_dir", None),
+            cache_dir=read(config, "data.cache_dir", None),
+            tfds_data_dir=read(config, "data.tfds_data_dir", None),
+            tfds_download=read(config, "data.tfds_download", False, bool),
+            val_fraction=read(config, "data.val_fraction", multi_digits.DEFAULT_VAL_FRACTION, float),
+            pareto_sizes=read(config, "data.pareto_sizes", tuple(multi_digits.PARETO_SIZES), _pareto_sizes),
         )
-    return lenet.pareto_lenet_encoder(initializer=initializer), {
-        t: lenet.pareto_lenet_head(multi_digits.NUM_CLASSES, name=f"head_{t}", initializer=initializer)
-        for t in task_names
+
+
+def _nets(settings: DigitsSettings):
+    if settings.model == "multi_lenet":
+        options = {"initializer": settings.initializer, "dropout": settings.dropout}
+        return lenet.multi_lenet_encoder(**options), {
+            t: lenet.multi_lenet_head(multi_digits.NUM_CLASSES, name=f"head_{t}", **options) for t in TASKS
+        }
+    return lenet.pareto_lenet_encoder(initializer=settings.initializer), {
+        t: lenet.pareto_lenet_head(multi_digits.NUM_CLASSES, name=f"head_{t}", initializer=settings.initializer)
+        for t in TASKS
     }
 
 
 @register(*NAMES)
 def build(config) -> Benchmark:
-    name = config.benchmark
-    data = config.data if "data" in config else None
-    protocol = _get(data, "protocol", "sener")
-    if protocol not in multi_digits.PROTOCOLS:
-        raise ValueError(f"unknown data.protocol {protocol!r}; expected one of {list(multi_digits.PROTOCOLS)}")
-    model_name = _get(config.model if "model" in config else None, "name", "auto")
-    if model_name not in MODELS:
-        raise ValueError(f"unknown model.name {model_name!r} for benchmark {name!r}; expected one of {list(MODELS)}")
-    if model_name == "auto":
-        model_name = PROTOCOL_MODELS[protocol]
-    model = config.model if "model" in config else None
-    initializer = init_lib.check_initializer(_get(model, "initializer", "keras"), owner="model.initializer")
-    dropout = init_lib.check_initializer(_get(model, "dropout", "keras"), lenet.DROPOUTS, "model.dropout")
-    pixel_scale = _get(data, "pixel_scale", "unit")
-    if pixel_scale not in multi_digits.PIXEL_SCALES:
-        raise ValueError(f"unknown data.pixel_scale {pixel_scale!r}; expected one of {list(multi_digits.PIXEL_SCALES)}")
-    if protocol == "sener" and pixel_scale != "unit":
-        raise ValueError(
-            f"data.pixel_scale={pixel_scale!r} does not apply to data.protocol='sener', which normalises as its "
-            "official loader does (mean 0.1307, std 0.3081); set data.pixel_scale=unit with the sener protocol"
-        )
+    settings = DigitsSettings.from_config(config)
     datasets = multi_digits.multi_digits_datasets(
-        name,
-        protocol,
-        int(config.batch_size),
-        eval_batch_size=_get(data, "eval_batch_size"),
-        seed=int(_get(data, "seed", 0)),
-        shuffle_seed=int(config.seed),
-        max_train_examples=_get(data, "max_train_examples"),
-        max_eval_examples=_get(data, "max_eval_examples"),
-        data_dir=_get(data, "data_dir"),
-        mnist_dir=_get(data, "mnist_dir"),
-        fashion_dir=_get(data, "fashion_dir"),
-        cache_dir=_get(data, "cache_dir"),
-        val_fraction=float(_get(data, "val_fraction", multi_digits.DEFAULT_VAL_FRACTION)),
-        pareto_sizes=tuple(int(s) for s in _get(data, "pareto_sizes", multi_digits.PARETO_SIZES)),
-        tfds_data_dir=_get(data, "tfds_data_dir"),
-        tfds_download=bool(_get(data, "tfds_download", False)),
-        pixel_scale=pixel_scale,
+        settings.name,
+        settings.protocol,
+        settings.batch_size,
+        eval_batch_size=settings.eval_batch_size,
+        seed=settings.data_seed,
+        shuffle_seed=settings.shuffle_seed,
+        max_train_examples=settings.max_train_examples,
+        max_eval_examples=settings.max_eval_examples,
+        data_dir=settings.data_dir,
+        mnist_dir=settings.mnist_dir,
+        fashion_dir=settings.fashion_dir,
+        cache_dir=settings.cache_dir,
+        val_fraction=settings.val_fraction,
+        pareto_sizes=settings.pareto_sizes,
+        tfds_data_dir=settings.tfds_data_dir,
+        tfds_download=settings.tfds_download,
+        pixel_scale=settings.pixel_scale,
     )
-    encoder, heads = _nets(model_name, TASKS, initializer, dropout)
+    encoder, heads = _nets(settings)
     return Benchmark(
-        name=name,
+        name=settings.name,
         train=datasets.train,
         val=datasets.val,
         test=datasets.test,
@@ -156,91 +204,3 @@ def build(config) -> Benchmark:
         sizes=dict(datasets.sizes),
         input_shape=tuple(datasets.image_shape),
     )
-
-
-# -- configs -------------------------------------------------------------------------------
-
-
-def parse_variants(arg) -> list[str]:
-    """`"sener,smoke"` -> ["sener", "smoke"], checking each against `VARIANTS`."""
-    tokens = [t.strip() for t in str(arg or "").replace("+", ",").split(",") if t.strip()]
-    unknown = [t for t in tokens if t not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown config variant(s) {unknown}; expected a comma-separated subset of {list(VARIANTS)}")
-    if "sener" in tokens and "pareto" in tokens:
-        raise ValueError("choose one protocol variant: 'sener' or 'pareto'")
-    return tokens
-
-
-def make_config(name: str, arg=None, default_protocol: str = "pareto") -> ml_collections.ConfigDict:
-    """The config of benchmark `name` for the variants in `arg` (see `configs/multi_*.py`)."""
-    from mtl_tf.training.config import base_config  # the trainer's fields (this builder leaves for configs/)
-
-    if name not in NAMES:
-        raise ValueError(f"unknown digits benchmark {name!r}; expected one of {list(NAMES)}")
-    variants = parse_variants(arg)
-    protocol = "sener" if "sener" in variants else "pareto" if "pareto" in variants else default_protocol
-    config = base_config()
-    config.benchmark = name
-    config.seed = 0
-    config.epochs = 100
-    config.batch_size = 256
-    config.method = "uniform"
-    # Kendall et al.'s softmax-likelihood form for the two classification tasks.
-    config.method_options = ml_collections.ConfigDict({"uncertainty": {"task_types": "classification"}})
-
-    config.data = ml_collections.ConfigDict(
-        {
-            "protocol": protocol,
-            "data_dir": placeholder(str),
-            "mnist_dir": placeholder(str),
-            "fashion_dir": placeholder(str),
-            "cache_dir": placeholder(str),
-            "tfds_data_dir": placeholder(str),
-            "tfds_download": False,
-            "seed": 0,
-            "val_fraction": multi_digits.DEFAULT_VAL_FRACTION,
-            "pareto_sizes": tuple(multi_digits.PARETO_SIZES),
-            "eval_batch_size": 1024,
-            "max_train_examples": placeholder(int),
-            "max_eval_examples": placeholder(int),
-            # The official codes' input scale: raw pixels for Pareto-MTL; Sener's
-            # loader normalises with its mean and std, which "unit" selects.
-            "pixel_scale": "raw" if protocol == "pareto" else "unit",
-        }
-    )
-    # Both official codes are PyTorch and keep its default initialisation.
-    config.model = ml_collections.ConfigDict(
-        {"name": PROTOCOL_MODELS[protocol], "initializer": "torch", "dropout": "keras"}
-    )
-    if protocol == "pareto":
-        config.optimizer = ml_collections.ConfigDict({"name": "sgd", "learning_rate": 1e-3, "momentum": 0.9})
-        config.schedule = ml_collections.ConfigDict(
-            {"name": "multistep", "milestones": (15, 30, 45, 60, 75, 90), "factor": 0.5}
-        )
-    else:
-        config.optimizer = ml_collections.ConfigDict({"name": "sgd", "learning_rate": 0.05, "momentum": 0.9})
-        config.schedule = ml_collections.ConfigDict(
-            {"name": "multistep", "milestones": tuple(range(9, 100, 10)), "factor": 0.85}
-        )
-    config.train.tensorboard_update_freq = 100
-
-    if "smoke" in variants:
-        # A pipeline check, not a paper setting: 8,000 training composites, one
-        # epoch, and Adam, which leaves chance far behind within that epoch
-        # (about 55 % per task on real multi-fashion). It keeps /255 inputs and
-        # Keras' initialisation: Adam at this rate on raw pixels with PyTorch's
-        # initialisation reached only 45 / 40 % in that epoch, too close to the
-        # check's threshold.
-        config.data.pixel_scale = "unit"
-        config.model.initializer = "keras"
-        config.epochs = 1
-        config.batch_size = 32
-        config.data.pareto_sizes = (8000, 1000, 1000)
-        config.data.max_train_examples = 8000
-        config.data.max_eval_examples = 1000
-        config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 3e-3})
-        config.schedule = ml_collections.ConfigDict({"name": "constant", "milestones": (), "factor": 0.5})
-        config.grid.divisions = 2
-        config.train.tensorboard_update_freq = 10
-    return config

@@ -39,8 +39,9 @@ over :data:`DELTA_M_METRICS` (the metrics of the paper's table), and per task
 over that task's metrics. The baseline files are read when the benchmark is
 built, so a missing file fails before training.
 
-Config fields read (see ``configs/cityscapes.py``, ``configs/cityscapes_segnet.py``,
-``configs/nyuv2.py``): ``seed``, ``batch_size``;
+Config fields read, once, into ``CityscapesSettings`` / ``SegNetSettings`` (see
+``configs/cityscapes.py``, ``configs/cityscapes_segnet.py``, ``configs/nyuv2.py``):
+``seed``, ``batch_size``;
 ``data.data_dir`` (required), ``data.eval_batch_size``,
 ``data.max_train_examples``, ``data.max_eval_examples``,
 ``data.drop_remainder``, ``data.image_size``; Cityscapes:
@@ -60,6 +61,7 @@ behaviour from before the field existed, ``keras`` and ``mtan``);
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -68,6 +70,7 @@ import numpy as np
 from mtl_tf import losses as dense_losses
 from mtl_tf import metrics as dense_metrics
 from mtl_tf.benchmarks.registry import Benchmark, register
+from mtl_tf.config_fields import read
 from mtl_tf.data import cityscapes as cityscapes_data
 from mtl_tf.data import mtan as mtan_data
 from mtl_tf.nets import initializers as init_lib
@@ -100,40 +103,24 @@ METRIC_DIRECTIONS = {
 }
 
 
-def _get(section, name, default=None):
-    if section is None:
-        return default
-    try:
-        value = section[name] if name in section else None
-    except TypeError:
-        value = getattr(section, name, None)
-    return default if value is None else value
-
-
-def _section(config, name):
-    return _get(config, name)
-
-
 def _data_dir(config, what):
-    data_dir = _get(_section(config, "data"), "data_dir")
+    data_dir = read(config, "data.data_dir", None)
     if not data_dir:
         raise ValueError(
-            f"benchmark {config.benchmark!r} needs {what}: set --config.data.data_dir=/path "
+            f"benchmark {read(config, 'benchmark')!r} needs {what}: set --config.data.data_dir=/path "
             "(or --data_dir=/path with the launch scripts)"
         )
     return data_dir
 
 
-def _size(value, default):
-    if value is None:
-        return tuple(default)
+def _pair(value):
     if isinstance(value, int):
         raise ValueError(f"expected a (height, width) pair, got {value!r}")
     return tuple(int(v) for v in value)
 
 
-def _optional_int(value):
-    return None if value is None else int(value)
+def _ints(value):
+    return tuple(int(v) for v in value)
 
 
 # -- Delta_m ---------------------------------------------------------------------------------
@@ -274,68 +261,113 @@ def _cityscapes_parts(num_classes, ignore):
     return losses, metrics
 
 
+@dataclasses.dataclass(frozen=True)
+class CityscapesSettings:
+    """The config fields of the `cityscapes` benchmark, read and checked once (`from_config`)."""
+
+    seed: int
+    batch_size: int
+    data_dir: str
+    image_size: tuple
+    target_size: tuple
+    eval_batch_size: int | None
+    normalization: str
+    augment: bool
+    max_rotation_degrees: float
+    flip_probability: float
+    val_cities: tuple
+    max_train_examples: int | None
+    max_eval_examples: int | None
+    drop_remainder: bool
+    check_files: bool
+    encoder: dict  # the options of `pspnet.dilated_resnet50_encoder`
+    decoder: dict  # the options of `pspnet.pyramid_pooling_decoder`
+    baseline_results: object
+
+    @classmethod
+    def from_config(cls, config) -> CityscapesSettings:
+        image_size = read(config, "data.image_size", tuple(cityscapes_data.DEFAULT_IMAGE_SIZE), _pair)
+        output_stride = read(config, "model.output_stride", cityscapes_data.OUTPUT_STRIDE, int)
+        expected = cityscapes_data.default_target_size(image_size, output_stride)
+        target_size = read(config, "data.target_size", expected, _pair)
+        if tuple(target_size) != tuple(expected):
+            raise ValueError(
+                f"data.target_size={target_size} but the dilated ResNet-50 at output stride {output_stride} predicts "
+                f"{expected} for {image_size} inputs; leave data.target_size unset"
+            )
+        data_dir = _data_dir(config, "the Cityscapes root (leftImg8bit/, gtFine/, disparity/)")
+        initializer = init_lib.check_initializer(read(config, "model.initializer", "keras"), owner="model.initializer")
+        encoder = {
+            "output_stride": output_stride,
+            "weights_path": read(config, "model.encoder_weights", None),
+            "initializer": initializer,
+        }
+        # Unset fields keep the net's defaults (ResNet-50 itself, keras.applications' batch norm).
+        for field, option, cast in (
+            ("encoder_blocks", "blocks", _ints),
+            ("encoder_width", "width", int),
+            ("batch_norm_momentum", "batch_norm_momentum", float),
+        ):
+            value = read(config, f"model.{field}", None, cast)
+            if value is not None:
+                encoder[option] = value
+        decoder = {
+            "pool_scales": read(config, "model.pool_scales", tuple(pspnet.PSP_POOL_SCALES), _ints),
+            "channels": read(config, "model.decoder_channels", 512, int),
+            "dropout_rate": read(config, "model.dropout_rate", 0.1, float),
+            "initializer": initializer,
+        }
+        return cls(
+            seed=read(config, "seed", cast=int),
+            batch_size=read(config, "batch_size", cast=int),
+            data_dir=data_dir,
+            image_size=image_size,
+            target_size=tuple(target_size),
+            eval_batch_size=read(config, "data.eval_batch_size", None, int),
+            normalization=read(config, "data.normalization", "sener"),
+            augment=read(config, "data.augment", True, bool),
+            max_rotation_degrees=read(config, "data.max_rotation_degrees", 10.0, float),
+            flip_probability=read(config, "data.flip_probability", 0.5, float),
+            val_cities=read(config, "data.val_cities", (), tuple),
+            max_train_examples=read(config, "data.max_train_examples", None, int),
+            max_eval_examples=read(config, "data.max_eval_examples", None, int),
+            drop_remainder=read(config, "data.drop_remainder", False, bool),
+            check_files=read(config, "data.check_files", True, bool),
+            encoder=encoder,
+            decoder=decoder,
+            baseline_results=read(config, "evaluation.baseline_results", None),
+        )
+
+
 @register("cityscapes")
 def build_cityscapes(config) -> Benchmark:
-    data_config, model_config = _section(config, "data"), _section(config, "model")
-    seed = int(config.seed)
-    image_size = _size(_get(data_config, "image_size"), cityscapes_data.DEFAULT_IMAGE_SIZE)
-    output_stride = int(_get(model_config, "output_stride", cityscapes_data.OUTPUT_STRIDE))
-    target_size = _get(data_config, "target_size")
-    target_size = (
-        cityscapes_data.default_target_size(image_size, output_stride) if target_size is None else _size(target_size, None)
-    )
-    expected = cityscapes_data.default_target_size(image_size, output_stride)
-    if tuple(target_size) != tuple(expected):
-        raise ValueError(
-            f"data.target_size={target_size} but the dilated ResNet-50 at output stride {output_stride} predicts "
-            f"{expected} for {image_size} inputs; leave data.target_size unset"
-        )
+    settings = CityscapesSettings.from_config(config)
     data = cityscapes_data.cityscapes_datasets(
-        _data_dir(config, "the Cityscapes root (leftImg8bit/, gtFine/, disparity/)"),
-        batch_size=int(config.batch_size),
-        eval_batch_size=_optional_int(_get(data_config, "eval_batch_size")),
-        image_size=image_size,
-        target_size=target_size,
-        normalization=_get(data_config, "normalization", "sener"),
-        augment=bool(_get(data_config, "augment", True)),
-        max_rotation_degrees=float(_get(data_config, "max_rotation_degrees", 10.0)),
-        flip_probability=float(_get(data_config, "flip_probability", 0.5)),
-        seed=seed,
-        val_cities=tuple(_get(data_config, "val_cities", ()) or ()),
-        max_train_examples=_optional_int(_get(data_config, "max_train_examples")),
-        max_eval_examples=_optional_int(_get(data_config, "max_eval_examples")),
-        drop_remainder=bool(_get(data_config, "drop_remainder", False)),
-        check_files=bool(_get(data_config, "check_files", True)),
+        settings.data_dir,
+        batch_size=settings.batch_size,
+        eval_batch_size=settings.eval_batch_size,
+        image_size=settings.image_size,
+        target_size=settings.target_size,
+        normalization=settings.normalization,
+        augment=settings.augment,
+        max_rotation_degrees=settings.max_rotation_degrees,
+        flip_probability=settings.flip_probability,
+        seed=settings.seed,
+        val_cities=settings.val_cities,
+        max_train_examples=settings.max_train_examples,
+        max_eval_examples=settings.max_eval_examples,
+        drop_remainder=settings.drop_remainder,
+        check_files=settings.check_files,
     )
-    initializer = init_lib.check_initializer(_get(model_config, "initializer", "keras"), owner="model.initializer")
-    encoder_options = {
-        "output_stride": output_stride,
-        "weights_path": _get(model_config, "encoder_weights"),
-        "initializer": initializer,
-    }
-    # Unset fields keep the net's defaults (ResNet-50 itself, keras.applications' batch norm).
-    for field, option, cast in (
-        ("encoder_blocks", "blocks", lambda v: tuple(int(b) for b in v)),
-        ("encoder_width", "width", int),
-        ("batch_norm_momentum", "batch_norm_momentum", float),
-    ):
-        value = _get(model_config, field)
-        if value is not None:
-            encoder_options[option] = cast(value)
-    encoder = pspnet.dilated_resnet50_encoder(**encoder_options)
-    decoder_options = dict(
-        pool_scales=tuple(int(p) for p in _get(model_config, "pool_scales", pspnet.PSP_POOL_SCALES)),
-        channels=int(_get(model_config, "decoder_channels", 512)),
-        dropout_rate=float(_get(model_config, "dropout_rate", 0.1)),
-        initializer=initializer,
-    )
+    encoder = pspnet.dilated_resnet50_encoder(**settings.encoder)
     outputs = {"segmentation": cityscapes_data.NUM_CLASSES, "instance": 2, "disparity": 1}
     heads = {
-        task: pspnet.pyramid_pooling_decoder(n, seed=seed + 1000 + i, name=f"{task}_decoder", **decoder_options)
+        task: pspnet.pyramid_pooling_decoder(n, seed=settings.seed + 1000 + i, name=f"{task}_decoder",
+                                             **settings.decoder)
         for i, (task, n) in enumerate(outputs.items())
     }
     losses, metrics = _cityscapes_parts(cityscapes_data.NUM_CLASSES, cityscapes_data.IGNORE_LABEL)
-    return _dense_benchmark("cityscapes", config, data, encoder, heads, losses, metrics)
+    return _dense_benchmark("cityscapes", settings.baseline_results, data, encoder, heads, losses, metrics)
 
 
 # -- MTAN set-ups with SegNet (Lee & Son) ------------------------------------------------------
@@ -369,41 +401,76 @@ def _segnet_parts(spec, ignore):
     return losses, metrics
 
 
+@dataclasses.dataclass(frozen=True)
+class SegNetSettings:
+    """The config fields of a SegNet set-up (`cityscapes_segnet`, `nyuv2_segnet`), read and checked once."""
+
+    seed: int
+    batch_size: int
+    data_dir: str
+    image_size: tuple
+    eval_batch_size: int | None
+    label_folder: str | None
+    val_size: int
+    max_train_examples: int | None
+    max_eval_examples: int | None
+    drop_remainder: bool
+    structure: dict  # filters, convs_per_block, initializer: the encoder's and every decoder's
+    baseline_results: object
+
+    @classmethod
+    def from_config(cls, config, dataset: str) -> SegNetSettings:
+        spec = mtan_data.SPECS[dataset]
+        folders = "image,label,depth" + (",normal" if "normal" in spec.tasks else "")
+        return cls(
+            seed=read(config, "seed", cast=int),
+            batch_size=read(config, "batch_size", cast=int),
+            data_dir=_data_dir(config, f"MTAN's preprocessed {dataset} ({{train,val}}/{{{folders}}}/i.npy)"),
+            image_size=read(config, "data.image_size", tuple(spec.image_size), _pair),
+            eval_batch_size=read(config, "data.eval_batch_size", None, int),
+            label_folder=read(config, "data.label_folder", None),
+            val_size=read(config, "data.val_size", 0, int),
+            max_train_examples=read(config, "data.max_train_examples", None, int),
+            max_eval_examples=read(config, "data.max_eval_examples", None, int),
+            drop_remainder=read(config, "data.drop_remainder", False, bool),
+            structure={
+                "filters": read(config, "model.filters", tuple(segnet.SEGNET_FILTERS), _ints),
+                "convs_per_block": read(config, "model.convs_per_block", tuple(segnet.SEGNET_CONVS_PER_BLOCK), _ints),
+                "initializer": init_lib.check_initializer(
+                    read(config, "model.initializer", "mtan"), segnet.INITIALIZERS, "model.initializer"
+                ),
+            },
+            baseline_results=read(config, "evaluation.baseline_results", None),
+        )
+
+
 def _build_segnet(config, name: str, dataset: str) -> Benchmark:
-    data_config, model_config = _section(config, "data"), _section(config, "model")
+    settings = SegNetSettings.from_config(config, dataset)
     spec = mtan_data.SPECS[dataset]
-    seed = int(config.seed)
-    image_size = _size(_get(data_config, "image_size"), spec.image_size)
+    seed = settings.seed
     data = mtan_data.mtan_datasets(
-        _data_dir(config, f"MTAN's preprocessed {dataset} ({{train,val}}/{{image,label,depth{',normal' if 'normal' in spec.tasks else ''}}}/i.npy)"),
+        settings.data_dir,
         dataset,
-        int(config.batch_size),
-        eval_batch_size=_optional_int(_get(data_config, "eval_batch_size")),
-        label_folder=_get(data_config, "label_folder"),
-        image_size=image_size,
+        settings.batch_size,
+        eval_batch_size=settings.eval_batch_size,
+        label_folder=settings.label_folder,
+        image_size=settings.image_size,
         seed=seed,
-        val_size=int(_get(data_config, "val_size", 0)),
-        max_train_examples=_optional_int(_get(data_config, "max_train_examples")),
-        max_eval_examples=_optional_int(_get(data_config, "max_eval_examples")),
-        drop_remainder=bool(_get(data_config, "drop_remainder", False)),
+        val_size=settings.val_size,
+        max_train_examples=settings.max_train_examples,
+        max_eval_examples=settings.max_eval_examples,
+        drop_remainder=settings.drop_remainder,
     )
-    structure = dict(
-        filters=tuple(int(f) for f in _get(model_config, "filters", segnet.SEGNET_FILTERS)),
-        convs_per_block=tuple(int(c) for c in _get(model_config, "convs_per_block", segnet.SEGNET_CONVS_PER_BLOCK)),
-        initializer=init_lib.check_initializer(
-            _get(model_config, "initializer", "mtan"), segnet.INITIALIZERS, "model.initializer"
-        ),
-    )
-    encoder = segnet.segnet_encoder(seed=seed, **structure)
+    encoder = segnet.segnet_encoder(seed=seed, **settings.structure)
     outputs = {"segmentation": (spec.num_classes, "linear"), "depth": (1, "linear"), "normal": (3, "l2_normalize")}
     heads = {
         task: segnet.segnet_decoder(
-            outputs[task][0], outputs[task][1], seed=seed + 1000 * (i + 1), name=f"{task}_decoder", **structure
+            outputs[task][0], outputs[task][1], seed=seed + 1000 * (i + 1), name=f"{task}_decoder", **settings.structure
         )
         for i, task in enumerate(spec.tasks)
     }
     losses, metrics = _segnet_parts(spec, dense_losses.IGNORE_LABEL)
-    return _dense_benchmark(name, config, data, encoder, heads, losses, metrics)
+    return _dense_benchmark(name, settings.baseline_results, data, encoder, heads, losses, metrics)
 
 
 @register("cityscapes_segnet")
@@ -429,7 +496,7 @@ __all__ = [
 ]
 
 
-def _dense_benchmark(name, config, data, encoder, heads, losses, metrics) -> Benchmark:
+def _dense_benchmark(name, baseline_results, data, encoder, heads, losses, metrics) -> Benchmark:
     """The `Benchmark` of a dense set-up: the best epoch has the lowest mean validation task loss."""
     return Benchmark(
         name=name,
@@ -444,5 +511,5 @@ def _dense_benchmark(name, config, data, encoder, heads, losses, metrics) -> Ben
         monitor_mode="min",
         sizes=dict(data.sizes),
         input_shape=data.image_shape,
-        evaluate=make_evaluate(name, _get(_section(config, "evaluation"), "baseline_results")),
+        evaluate=make_evaluate(name, baseline_results),
     )
