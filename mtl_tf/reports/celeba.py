@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtl_tf import balancers
 from mtl_tf.data.celeba import ATTRIBUTES
 from mtl_tf.reports import common
 from mtl_tf.reports.registry import PaperTable, Run, register
@@ -68,8 +69,6 @@ DEFAULT_METHODS = ("single_task", "uniform", "uncertainty", "gradnorm", "mgda_ub
 
 def expand_method(label: str) -> list[tuple[str, dict]]:
     """A table method name -> [(run label, config overrides)]."""
-    from mtl_tf import balancers
-
     if label == "single_task":
         return [(f"single_task_{a}", {"method": "single_task", "single_task.task": a}) for a in ATTRIBUTES]
     if label in ("static", "grid") or label.startswith("grid"):

@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtl_tf import balancers
 from mtl_tf.benchmarks.scene import DELTA_M_METRICS, METRIC_DIRECTIONS
 from mtl_tf.metrics import delta_m
 from mtl_tf.reports import common
@@ -154,8 +155,6 @@ SEGNET_PROFILE = {
 
 def expand_method(label: str, tasks) -> list[tuple[str, dict]]:
     """A table method name -> [(run label, config overrides)]."""
-    from mtl_tf import balancers
-
     if label == "mtan":
         raise ValueError("MTAN's attention network is not implemented; its rows are published numbers only")
     runs = common.expand_shared_method(label, tasks)
