@@ -66,3 +66,30 @@ def test_unknown_method_lists_every_method():
     with pytest.raises(ValueError, match=r"unknown method 'mgda-ub'; expected a balancing method \[.*'mgda_ub'.*\] "
                                          r"or a trainer-level baseline \['single_task', 'grid'\]"):
         trainer.check_method(config)
+
+
+def test_settings_are_read_once_and_a_bad_field_is_named():
+    config = config_lib.base_config()
+    config.method = "single_task"
+    config.single_task.task = "left"
+    settings = trainer.TrainSettings.from_config(config)
+    assert (settings.balancer, settings.balancer_options, settings.task) == ("uniform", {}, "left")
+    assert (settings.optimizer, settings.optimizer_options, settings.learning_rate) == ("sgd", {"momentum": 0.0}, 1e-3)
+    # A config saved before a field existed gets the field's default.
+    del config.train["patience"], config["grid"]
+    settings = trainer.TrainSettings.from_config(config)
+    assert settings.patience == 0 and settings.grid_divisions == 10
+    saved = ml_collections.ConfigDict({**config_lib.config_to_dict(config), "epochs": "ten"})  # as from a config.json
+    with pytest.raises(ValueError, match="config field 'epochs' has an invalid value 'ten'"):
+        trainer.TrainSettings.from_config(saved)
+    config.single_task.task = ""
+    with pytest.raises(ValueError, match="set --config.single_task.task"):
+        trainer.TrainSettings.from_config(config)
+    config.method = "grid"
+    config.balancer.normalization = "l2"
+    with pytest.raises(ValueError, match=r"\['normalization'\] do not apply to method 'grid' \(trained as 'static'\)"):
+        trainer.TrainSettings.from_config(config)
+    config.balancer.normalization = None
+    del config["seed"]
+    with pytest.raises(ValueError, match="config field 'seed' is missing"):
+        trainer.TrainSettings.from_config(config)
