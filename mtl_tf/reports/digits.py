@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtl_tf import balancers
 from mtl_tf.reports import common
 from mtl_tf.reports.registry import PaperTable, Run, register
 
@@ -108,12 +109,8 @@ SENER_TABLE3 = {
 # -- runs ----------------------------------------------------------------------------------
 
 
-
-
 def expand_method(label: str) -> list[tuple[str, dict]]:
     """A table method name -> [(run label, config overrides)]."""
-    from mtl_tf import balancers
-
     if label in ("pareto_mtl_task1", "pareto_mtl_task2"):
         index = PARETO_PREFERENCES - 1 if label.endswith("1") else 0
         return [(label, {"method": "pareto_mtl", "balancer.num_preferences": PARETO_PREFERENCES,
