@@ -209,8 +209,7 @@ class MGDA(_MinNormBalancer):
             losses, representation_grads = self.after_head_step(problem, z, heads)
 
         def encoder_gradients(dz):
-            grads = tape.gradient(z, shared_vars, output_gradients=dz)
-            return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, shared_vars)]
+            return zeros_for_none(tape.gradient(z, shared_vars, output_gradients=dz), shared_vars)
 
         if self.jacobian:
             # One vectorised pass (pfor over tasks): every entry is [T, *variable.shape].
