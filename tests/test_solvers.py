@@ -1,4 +1,4 @@
-"""Min-norm solvers (`mtl_tf/solvers.py`) against an exact QP reference.
+"""Min-norm solvers (`mtl_tf/solvers/`) against an exact QP reference.
 
 The reference (`mtl_tf/timing/reference.py`) solves the same problem from the
 gradients themselves, in float64, with scipy's exact active-set NNLS and
