@@ -6,37 +6,37 @@ the instance-centroid offsets of instance pixels and an L1 loss on the
 disparity of pixels with a measurement. Lee & Son (section 4.2), on the MTAN
 benchmark (Liu et al., CVPR 2019), use the pixel-wise cross-entropy, an L1 loss
 for depth and an "element-wise dot product" for surface normals, i.e.
-``1 - cos`` between the predicted and the true normal, over valid pixels.
+`1 - cos` between the predicted and the true normal, over valid pixels.
 
-Every loss here is a ``keras.losses.Loss`` whose value is the mean over the
+Every loss here is a `keras.losses.Loss` whose value is the mean over the
 *valid* pixels of the batch a replica sees:
 
-* ``MaskedSparseCategoricalCrossentropy``: Keras'
-  ``SparseCategoricalCrossentropy(ignore_class=...)`` (which already masks and
+* `MaskedSparseCategoricalCrossentropy`: Keras'
+  `SparseCategoricalCrossentropy(ignore_class=...)` (which already masks and
   averages over the kept pixels), with logits by default, labels of shape
-  ``[B, H, W]`` or ``[B, H, W, 1]`` and a check that labels and logits have the
+  `[B, H, W]` or `[B, H, W, 1]` and a check that labels and logits have the
   same spatial size.
-* ``MaskedL1``: mean of ``|y_pred - y_true|`` over the valid pixels and the
-  channels (depth / disparity ``[B, H, W, 1]``, offsets ``[B, H, W, 2]``).
-* ``NormalCosineLoss``: mean of ``1 - <n_pred, n_true> / (|n_pred| |n_true|)``
+* `MaskedL1`: mean of `|y_pred - y_true|` over the valid pixels and the
+  channels (depth / disparity `[B, H, W, 1]`, offsets `[B, H, W, 2]`).
+* `NormalCosineLoss`: mean of `1 - <n_pred, n_true> / (|n_pred| |n_true|)`
   over the valid pixels. Both vectors are normalised inside the loss, so the
   value is a true cosine whatever the head outputs (SegNet's normal head is
   already L2-normalised; normalising twice changes nothing).
 
 Validity of regression targets (one rule for the losses and for
-``mtl_tf.metrics``): a pixel is invalid when any channel of its target is NaN,
-or when every channel equals ``invalid_value`` (``None``: only NaN marks a
-pixel invalid). Defaults: ``0.0`` for depth (0 means "no measurement" in
+`mtl_tf.metrics`): a pixel is invalid when any channel of its target is NaN,
+or when every channel equals `invalid_value` (`None`: only NaN marks a
+pixel invalid). Defaults: `0.0` for depth (0 means "no measurement" in
 the MTAN depth maps) and for normals (MTAN marks pixels
 without a normal by the zero vector). Instance offsets are exactly zero at an
 instance's centroid and Cityscapes disparity can be zero, so their invalid
-pixels are NaN (``invalid_value=None``; what `mtl_tf.data.cityscapes` writes)
-or a sentinel such as ``INVALID_OFFSET`` (250.0 in every channel).
+pixels are NaN (`invalid_value=None`; what `mtl_tf.data.cityscapes` writes)
+or a sentinel such as `INVALID_OFFSET` (250.0 in every channel).
 
-Distribution. Keras divides a ``Loss`` value by the number of replicas, and the
+Distribution. Keras divides a `Loss` value by the number of replicas, and the
 optimizer sums the replicas' gradients, so the applied gradient is that of the
 mean over replicas of each replica's masked mean. This is Keras' own convention
-for masked losses (``SparseCategoricalCrossentropy(ignore_class=...)`` does the
+for masked losses (`SparseCategoricalCrossentropy(ignore_class=...)` does the
 same); it equals the masked mean over the global batch when every replica sees
 the same number of valid pixels and is a mean of per-replica means otherwise.
 Making it exact in general would need an all-reduce of the valid-pixel count
@@ -84,9 +84,9 @@ def _check_invalid_value(invalid_value):
 
 
 def align_target(y_true, y_pred, what):
-    """``y_true`` with a channel axis like ``y_pred`` ([B, H, W] -> [B, H, W, 1]), shapes checked.
+    """`y_true` with a channel axis like `y_pred` ([B, H, W] -> [B, H, W, 1]), shapes checked.
 
-    Raises a ValueError naming ``what`` when the known dimensions differ.
+    Raises a ValueError naming `what` when the known dimensions differ.
     """
     y_true = tf.convert_to_tensor(y_true)
     y_pred = tf.convert_to_tensor(y_pred)
@@ -103,7 +103,7 @@ def align_target(y_true, y_pred, what):
 
 
 def valid_pixel_mask(y_true, invalid_value):
-    """[B, H, W] bool: pixels whose target has no NaN and is not ``invalid_value`` in every channel."""
+    """[B, H, W] bool: pixels whose target has no NaN and is not `invalid_value` in every channel."""
     invalid_value = _check_invalid_value(invalid_value)
     finite = tf.reduce_all(tf.logical_not(tf.math.is_nan(y_true)), axis=-1)
     if invalid_value is None:
@@ -113,11 +113,11 @@ def valid_pixel_mask(y_true, invalid_value):
 
 
 def _masked_mean_values(per_pixel, valid):
-    """Per-pixel values rescaled so that Keras' ``sum_over_batch_size`` gives the masked mean.
+    """Per-pixel values rescaled so that Keras' `sum_over_batch_size` gives the masked mean.
 
     Keras divides the sum of the returned values by their number (B*H*W) and
     then by the number of replicas; scaling the valid pixels by
-    ``count / valid_count`` (and zeroing the others) turns that into the mean
+    `count / valid_count` (and zeroing the others) turns that into the mean
     over the valid pixels, the same rescaling Keras applies for a Keras mask.
     """
     valid = tf.cast(valid, per_pixel.dtype)
@@ -128,10 +128,10 @@ def _masked_mean_values(per_pixel, valid):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class MaskedSparseCategoricalCrossentropy(keras.losses.SparseCategoricalCrossentropy):
-    """Per-pixel cross-entropy averaged over the pixels whose label is not ``ignore_class``.
+    """Per-pixel cross-entropy averaged over the pixels whose label is not `ignore_class`.
 
     Args:
-      ignore_class: the void label (``IGNORE_LABEL`` = 250, Sener's; MTAN's data use -1).
+      ignore_class: the void label (`IGNORE_LABEL` = 250, Sener's; MTAN's data use -1).
       from_logits: whether predictions are logits (the nets here output logits).
     """
 
@@ -196,7 +196,7 @@ class MaskedL1(_MaskedRegressionLoss):
 
     Args:
       invalid_value: target value (in every channel) that marks a pixel without
-        a target: 0.0 for MTAN depth; ``None`` (NaN only) for Cityscapes
+        a target: 0.0 for MTAN depth; `None` (NaN only) for Cityscapes
         disparity and offsets as `mtl_tf.data.cityscapes` writes them.
     """
 
@@ -209,11 +209,11 @@ class MaskedL1(_MaskedRegressionLoss):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class NormalCosineLoss(_MaskedRegressionLoss):
-    """Mean of ``1 - cos(n_pred, n_true)`` over valid pixels (normals in the last axis).
+    """Mean of `1 - cos(n_pred, n_true)` over valid pixels (normals in the last axis).
 
     Args:
       invalid_value: the value of every component of a missing normal (0.0:
-        the zero vector, MTAN's convention); ``None`` for NaN only.
+        the zero vector, MTAN's convention); `None` for NaN only.
       epsilon: added to the squared norms before normalising, so a zero
         prediction gives a finite gradient.
     """

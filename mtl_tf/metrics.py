@@ -1,44 +1,44 @@
 """Dense-prediction metrics of the scene-understanding benchmarks, and Delta_m.
 
-Metrics are ``keras.metrics.Metric`` objects that accumulate exact sufficient
+Metrics are `keras.metrics.Metric` objects that accumulate exact sufficient
 statistics over batches (and replicas: Keras sums metric variables across
 replicas), so the value after an epoch is the value on the whole data set, not
 a mean of per-batch values:
 
-* ``MeanIoU`` and ``PixelAccuracy`` (Sener Table 4, Lee & Son Tables 2 and 3)
-  subclass ``keras.metrics.MeanIoU``, which accumulates an integer confusion
-  matrix and already supports a void label (``ignore_class``): pixels with that
-  label are left out, and so are labels outside ``[0, num_classes)`` (Keras
-  drops them). Predictions are logits ``[B, H, W, K]`` (argmax taken) or class
-  ids (``sparse_y_pred=True``); labels ``[B, H, W]`` or ``[B, H, W, 1]``.
+* `MeanIoU` and `PixelAccuracy` (Sener Table 4, Lee & Son Tables 2 and 3)
+  subclass `keras.metrics.MeanIoU`, which accumulates an integer confusion
+  matrix and already supports a void label (`ignore_class`): pixels with that
+  label are left out, and so are labels outside `[0, num_classes)` (Keras
+  drops them). Predictions are logits `[B, H, W, K]` (argmax taken) or class
+  ids (`sparse_y_pred=True`); labels `[B, H, W]` or `[B, H, W, 1]`.
   mIoU is the mean IoU over the classes that occur in the labels or in the
   predictions (Keras' rule; a class absent from both has no IoU), pixel
   accuracy is trace / sum of the confusion matrix.
-* ``OffsetError`` (Sener's instance task): mean over instance pixels and the
-  two channels of ``|e|`` (``kind="l1"``) or ``e**2`` (``kind="mse"``).
-* ``DepthAbsoluteError`` (mean ``|d - d*|``) and ``DepthRelativeError`` (mean
-  ``|d - d*| / d*``) over pixels with a depth (Lee & Son), also used for
+* `OffsetError` (Sener's instance task): mean over instance pixels and the
+  two channels of `|e|` (`kind="l1"`) or `e**2` (`kind="mse"`).
+* `DepthAbsoluteError` (mean `|d - d*|`) and `DepthRelativeError` (mean
+  `|d - d*| / d*`) over pixels with a depth (Lee & Son), also used for
   Sener's disparity error.
-* ``NormalAngleMean``, ``NormalAngleMedian`` and ``NormalAngleWithin(t)`` (share
+* `NormalAngleMean`, `NormalAngleMedian` and `NormalAngleWithin(t)` (share
   of valid pixels with an angle below t degrees; Lee & Son use 11.25, 22.5 and
   30) on the angle between predicted and true normals, in degrees.
 
 Valid pixels follow one rule with `mtl_tf.losses`: a target pixel is invalid
-when a channel is NaN or every channel equals ``invalid_value``. Sums and
+when a channel is NaN or every channel equals `invalid_value`. Sums and
 counts are accumulated in float64, so the counts stay exact beyond 2**24
 pixels.
 
-The angle is ``2 * atan2(|a - b|, |a + b|)`` on the unit vectors (Kahan's
-formula: accurate near 0 and 180 degrees, where ``acos`` of a float32 dot
+The angle is `2 * atan2(|a - b|, |a + b|)` on the unit vectors (Kahan's
+formula: accurate near 0 and 180 degrees, where `acos` of a float32 dot
 product loses up to ~0.02 degrees). A zero prediction counts as 90 degrees
 from every normal.
 
 The median cannot be accumulated exactly in constant memory, so
-``NormalAngleMedian`` keeps a histogram of the angles (``bin_width`` degrees per
+`NormalAngleMedian` keeps a histogram of the angles (`bin_width` degrees per
 bin over [0, 180]; 0.01 gives 18,000 bins) and reads the middle order
 statistic(s) from it, placing each inside its bin by linear interpolation. Each
 order statistic lies in the bin the histogram finds, so the result is within
-``bin_width`` degrees of the exact median (``numpy.median`` of all valid
+`bin_width` degrees of the exact median (`numpy.median` of all valid
 angles; with an even count, the mean of the two middle ones).
 
 Deviations from the reference code: MTAN averages per-batch values of the depth
@@ -46,10 +46,10 @@ and normal errors (and per-batch medians) over the epoch; Sener's code averages
 per-batch errors too. Both are batch-size dependent; the values here are those
 of the whole evaluation set.
 
-``delta_m(results, baseline, higher_is_better)`` is the multi-task performance
+`delta_m(results, baseline, higher_is_better)` is the multi-task performance
 of REFERENCE.md section 3 (introduced by Maninis et al., CVPR 2019):
-``100 * mean_k (-1)**s_k (M_k - B_k) / B_k`` with ``s_k = 1`` when higher is
-better, against single-task baselines ``B``. Lower is better; negative means
+`100 * mean_k (-1)**s_k (M_k - B_k) / B_k` with `s_k = 1` when higher is
+better, against single-task baselines `B`. Lower is better; negative means
 better than the single-task models on average.
 """
 
@@ -132,7 +132,7 @@ class MeanIoU(_ConfusionMatrixMetric):
 
     Args:
       num_classes: number of classes (19 for Sener's Cityscapes, 7 / 13 for MTAN's).
-      ignore_class: the void label (``IGNORE_LABEL`` = 250; MTAN's data use -1).
+      ignore_class: the void label (`IGNORE_LABEL` = 250; MTAN's data use -1).
       sparse_y_pred: True if predictions are class ids rather than logits.
     """
 
@@ -211,12 +211,12 @@ class _MaskedMean(keras.metrics.Metric):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class OffsetError(_MaskedMean):
-    """Instance-offset error over instance pixels: mean of ``|e|`` or ``e**2`` over pixels and channels.
+    """Instance-offset error over instance pixels: mean of `|e|` or `e**2` over pixels and channels.
 
     Args:
       kind: "l1" or "mse".
       invalid_value: the target value (every channel) of non-instance pixels,
-        e.g. ``INVALID_OFFSET``; None (default): only NaN targets are invalid.
+        e.g. `INVALID_OFFSET`; None (default): only NaN targets are invalid.
     """
 
     KINDS = ("l1", "mse")
@@ -238,7 +238,7 @@ class OffsetError(_MaskedMean):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class DepthAbsoluteError(_MaskedMean):
-    """Mean ``|d - d*|`` over pixels with a depth (target != ``invalid_value``, 0 by default)."""
+    """Mean `|d - d*|` over pixels with a depth (target != `invalid_value`, 0 by default)."""
 
     def __init__(self, invalid_value=INVALID_DEPTH, name="depth_abs_error", dtype=None, **kwargs):
         super().__init__(invalid_value, name=name, dtype=dtype, **kwargs)
@@ -249,7 +249,7 @@ class DepthAbsoluteError(_MaskedMean):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class DepthRelativeError(_MaskedMean):
-    """Mean ``|d - d*| / |d*|`` over pixels with a depth (a zero target contributes 0)."""
+    """Mean `|d - d*| / |d*|` over pixels with a depth (a zero target contributes 0)."""
 
     def __init__(self, invalid_value=INVALID_DEPTH, name="depth_rel_error", dtype=None, **kwargs):
         super().__init__(invalid_value, name=name, dtype=dtype, **kwargs)
@@ -290,7 +290,7 @@ class NormalAngleMean(_NormalAngleMetric):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class NormalAngleWithin(_NormalAngleMetric):
-    """Share (in [0, 1]) of valid pixels whose angle is below ``threshold`` degrees."""
+    """Share (in [0, 1]) of valid pixels whose angle is below `threshold` degrees."""
 
     higher_is_better = True
 
@@ -310,7 +310,7 @@ class NormalAngleWithin(_NormalAngleMetric):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class NormalAngleMedian(_NormalAngleMetric):
-    """Median angle (degrees) over valid pixels, from a histogram; within ``bin_width`` of the exact median.
+    """Median angle (degrees) over valid pixels, from a histogram; within `bin_width` of the exact median.
 
     Args:
       bin_width: histogram bin in degrees; 180 / bin_width must be an integer
@@ -370,7 +370,7 @@ class NormalAngleMedian(_NormalAngleMetric):
 
 
 def delta_m(results: Mapping[str, float], baseline: Mapping[str, float], higher_is_better: Mapping[str, bool]) -> float:
-    """Delta_m in percent: ``100 * mean_k (-1)**s_k (M_k - B_k) / B_k``; lower is better.
+    """Delta_m in percent: `100 * mean_k (-1)**s_k (M_k - B_k) / B_k`; lower is better.
 
     Args:
       results: metric name -> value of the multi-task model.

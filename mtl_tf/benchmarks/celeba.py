@@ -2,7 +2,7 @@
 
 Sener & Koltun (NeurIPS 2018, section 4.2): a ResNet-18 trunk (64x64 inputs,
 2048-d representation, `mtl_tf.nets.resnet`) shared by one linear head
-``Dense(2)`` per attribute; each task's loss is the cross-entropy of its two
+`Dense(2)` per attribute; each task's loss is the cross-entropy of its two
 logits (the official code's log-softmax + NLL), its metric the accuracy. Tasks
 are named after the attributes, in the official file's order
 (`mtl_tf.data.celeba.ATTRIBUTES`). The best epoch is the one with the highest

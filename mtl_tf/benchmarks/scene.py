@@ -2,61 +2,61 @@
 
 Registered names:
 
-``cityscapes`` -- Sener & Koltun (NeurIPS 2018, section 4.3, Table 4): the
+`cityscapes` -- Sener & Koltun (NeurIPS 2018, section 4.3, Table 4): the
   official Cityscapes layout (`mtl_tf.data.cityscapes`), 256x512 inputs,
   targets at 1/8; a ResNet-50 dilated to output stride 8 shared by three
   pyramid-pooling decoders (`mtl_tf.nets.pspnet`). Tasks and losses:
-  ``segmentation`` (19 classes, cross-entropy over non-void pixels),
-  ``instance`` ((dy, dx) to the instance centroid, L1 over instance pixels),
-  ``disparity`` (L1 over pixels with a measurement). Metrics: ``miou``,
-  ``pixel_accuracy``; ``offset_l1``, ``offset_mse``; ``abs_error`` (pixels).
-``cityscapes_segnet`` -- Lee & Son Table 2 on MTAN's preprocessed Cityscapes
-  (`mtl_tf.data.mtan`, 128x256): ``segmentation`` (7 classes) and ``depth``;
+  `segmentation` (19 classes, cross-entropy over non-void pixels),
+  `instance` ((dy, dx) to the instance centroid, L1 over instance pixels),
+  `disparity` (L1 over pixels with a measurement). Metrics: `miou`,
+  `pixel_accuracy`; `offset_l1`, `offset_mse`; `abs_error` (pixels).
+`cityscapes_segnet` -- Lee & Son Table 2 on MTAN's preprocessed Cityscapes
+  (`mtl_tf.data.mtan`, 128x256): `segmentation` (7 classes) and `depth`;
   SegNet encoder shared, one SegNet decoder per task (`mtl_tf.nets.segnet`).
-  Metrics: ``miou``, ``pixel_accuracy``; ``abs_error``, ``rel_error``.
-``nyuv2_segnet`` -- Lee & Son Table 3 on MTAN's NYUv2 (288x384): 13-class
-  ``segmentation``, ``depth`` and ``normal`` (1 - cosine loss, unit-normalised
-  decoder output). Normal metrics: ``angle_mean``, ``angle_median`` (degrees),
-  ``within_11.25``, ``within_22.5``, ``within_30`` (fractions).
+  Metrics: `miou`, `pixel_accuracy`; `abs_error`, `rel_error`.
+`nyuv2_segnet` -- Lee & Son Table 3 on MTAN's NYUv2 (288x384): 13-class
+  `segmentation`, `depth` and `normal` (1 - cosine loss, unit-normalised
+  decoder output). Normal metrics: `angle_mean`, `angle_median` (degrees),
+  `within_11.25`, `within_22.5`, `within_30` (fractions).
 
 Metric values are fractions (mIoU 0.52 is the papers' 52 %). Invalid targets:
 Cityscapes marks them NaN (losses and metrics built with
-``invalid_value=None``); MTAN's depth and normals use 0 (the losses'
-defaults); void labels are ``IGNORE_LABEL`` (250) everywhere.
+`invalid_value=None`); MTAN's depth and normals use 0 (the losses'
+defaults); void labels are `IGNORE_LABEL` (250) everywhere.
 
 Model selection: the monitor is the mean validation loss of the tasks
-(``{task}_loss``, mode "min"); the papers have no validation split (both
+(`{task}_loss`, mode "min"); the papers have no validation split (both
 report the last epoch on the official val images, which serve as the test
-split here), so without ``data.val_cities`` / ``data.val_size`` the trainer
+split here), so without `data.val_cities` / `data.val_size` the trainer
 keeps the last epoch.
 
-Delta_m. With ``evaluation.baseline_results`` (one or more single-task
-``results.json`` files or run directories, e.g. one per task from
-``--config.method=single_task``; several runs of one task are averaged) the
-benchmark's ``evaluate`` hook adds ``{"multi_task": {"delta_m": ...,
-"delta_m_<task>": ...}}`` to the test metrics: ``mtl_tf.metrics.delta_m``
+Delta_m. With `evaluation.baseline_results` (one or more single-task
+`results.json` files or run directories, e.g. one per task from
+`--config.method=single_task`; several runs of one task are averaged) the
+benchmark's `evaluate` hook adds `{"multi_task": {"delta_m": ...,
+"delta_m_<task>": ...}}` to the test metrics: `mtl_tf.metrics.delta_m`
 over :data:`DELTA_M_METRICS` (the metrics of the paper's table), and per task
 over that task's metrics. The baseline files are read when the benchmark is
 built, so a missing file fails before training.
 
-Config fields read, once, into ``CityscapesSettings`` / ``SegNetSettings`` (see
-``configs/cityscapes.py``, ``configs/cityscapes_segnet.py``, ``configs/nyuv2.py``):
-``seed``, ``batch_size``;
-``data.data_dir`` (required), ``data.eval_batch_size``,
-``data.max_train_examples``, ``data.max_eval_examples``,
-``data.drop_remainder``, ``data.image_size``; Cityscapes:
-``data.target_size``, ``data.normalization``, ``data.augment``,
-``data.max_rotation_degrees``, ``data.flip_probability``,
-``data.val_cities``, ``data.check_files``; MTAN: ``data.label_folder``,
-``data.val_size``; ``model.encoder_weights``, ``model.output_stride``,
-``model.batch_norm_momentum``, ``model.encoder_blocks``, ``model.encoder_width``
-(None: ResNet-50; smaller for tests), ``model.pool_scales``, ``model.decoder_channels``,
-``model.dropout_rate`` (PSP); ``model.filters``, ``model.convs_per_block``
-(SegNet); ``model.initializer`` (encoder and decoders: ``torch`` or ``keras``
-for Cityscapes, see ``mtl_tf.nets.pspnet``; ``mtan``, ``torch`` or ``keras``
-for SegNet, see ``mtl_tf.nets.segnet``; a config without it gets each net's
-behaviour from before the field existed, ``keras`` and ``mtan``);
-``evaluation.baseline_results``.
+Config fields read, once, into `CityscapesSettings` / `SegNetSettings` (see
+`configs/cityscapes.py`, `configs/cityscapes_segnet.py`, `configs/nyuv2.py`):
+`seed`, `batch_size`;
+`data.data_dir` (required), `data.eval_batch_size`,
+`data.max_train_examples`, `data.max_eval_examples`,
+`data.drop_remainder`, `data.image_size`; Cityscapes:
+`data.target_size`, `data.normalization`, `data.augment`,
+`data.max_rotation_degrees`, `data.flip_probability`,
+`data.val_cities`, `data.check_files`; MTAN: `data.label_folder`,
+`data.val_size`; `model.encoder_weights`, `model.output_stride`,
+`model.batch_norm_momentum`, `model.encoder_blocks`, `model.encoder_width`
+(None: ResNet-50; smaller for tests), `model.pool_scales`, `model.decoder_channels`,
+`model.dropout_rate` (PSP); `model.filters`, `model.convs_per_block`
+(SegNet); `model.initializer` (encoder and decoders: `torch` or `keras`
+for Cityscapes, see `mtl_tf.nets.pspnet`; `mtan`, `torch` or `keras`
+for SegNet, see `mtl_tf.nets.segnet`; a config without it gets each net's
+behaviour from before the field existed, `keras` and `mtan`);
+`evaluation.baseline_results`.
 """
 
 from __future__ import annotations
@@ -147,10 +147,10 @@ def _baseline_entries(value):
 
 
 def load_baseline(entries) -> dict:
-    """{task: {metric: value}} from single-task ``results.json`` files (runs of one task averaged).
+    """{task: {metric: value}} from single-task `results.json` files (runs of one task averaged).
 
     Raises:
-      FileNotFoundError / ValueError naming the file that is missing or has no ``tasks``.
+      FileNotFoundError / ValueError naming the file that is missing or has no `tasks`.
     """
     collected: dict[str, dict[str, list[float]]] = {}
     for entry in _baseline_entries(entries):
@@ -171,9 +171,9 @@ def load_baseline(entries) -> dict:
 
 
 def delta_m_summary(tasks: dict, baseline: dict, selected: dict, directions=None) -> dict:
-    """``{"delta_m": overall, "delta_m_<task>": per task}`` over the ``selected`` metrics of ``tasks``.
+    """`{"delta_m": overall, "delta_m_<task>": per task}` over the `selected` metrics of `tasks`.
 
-    ``directions``: metric name -> higher is better (default :data:`METRIC_DIRECTIONS`).
+    `directions`: metric name -> higher is better (default :data:`METRIC_DIRECTIONS`).
 
     Raises:
       ValueError naming a task or metric the baseline lacks.
@@ -222,7 +222,7 @@ def _group_logs(logs: dict, task_names) -> dict:
 
 
 def make_evaluate(name: str, baseline_entries):
-    """The ``Benchmark.evaluate`` hook: test metrics plus Delta_m, or None without a baseline."""
+    """The `Benchmark.evaluate` hook: test metrics plus Delta_m, or None without a baseline."""
     baseline = load_baseline(baseline_entries)
     if not baseline:
         return None

@@ -1,7 +1,7 @@
 """The on-disk cache the data modules share: where it is, what names an entry, how an entry is written.
 
-Directory: ``cache_dir`` when the caller gives one, else ``$MTL_TF_CACHE``
-(:data:`CACHE_ENV`), else ``~/.cache/mtl_tf`` (:data:`DEFAULT_CACHE_DIR`); each
+Directory: `cache_dir` when the caller gives one, else `$MTL_TF_CACHE`
+(:data:`CACHE_ENV`), else `~/.cache/mtl_tf` (:data:`DEFAULT_CACHE_DIR`); each
 data module keeps its entries in its own sub-directory.
 
 Keys: :func:`cache_key` hashes the generation parameters of an entry, which
@@ -16,7 +16,7 @@ module check an entry's arrays against the sidecar written with them.
 
 Writing: :func:`atomic_paths` (and :func:`atomic_write`, :func:`atomic_write_json`
 built on it) writes to temporary names in the target directory, flushes them to
-disk (``fsync``), and only then renames them over the targets, so a reader sees
+disk (`fsync`), and only then renames them over the targets, so a reader sees
 the old entry or the complete new one, never a partial file; on any exception
 (or interrupt) the temporaries are removed. A process killed mid-write leaves
 its temporaries behind; :func:`remove_stale_temporaries` deletes those whose
@@ -65,31 +65,31 @@ _TEMPORARY = re.compile(r"^\.(?P<target>.+?)\.(?:(?P<host>[^.]*)-)?(?P<pid>\d+)\
 
 
 def cache_root(cache_dir=None, subdir: str | None = None) -> Path:
-    """``cache_dir``, else ``$MTL_TF_CACHE``, else ``~/.cache/mtl_tf``; then ``subdir`` below it."""
+    """`cache_dir`, else `$MTL_TF_CACHE`, else `~/.cache/mtl_tf`; then `subdir` below it."""
     root = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
     root = Path(root).expanduser()
     return root / subdir if subdir else root
 
 
 def file_fingerprint(path) -> str:
-    """``"{resolved path}:{size}:{mtime in ns}"`` of a file or directory (it must exist)."""
+    """`"{resolved path}:{size}:{mtime in ns}"` of a file or directory (it must exist)."""
     path = Path(path)
     st = path.stat()
     return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def files_fingerprint(kind: str, paths) -> str:
-    """``"{kind}|{fingerprint}|..."`` over ``paths`` in the order given."""
+    """`"{kind}|{fingerprint}|..."` over `paths` in the order given."""
     return "|".join([kind, *(file_fingerprint(p) for p in paths)])
 
 
 def cache_key(params: dict, length: int = 16) -> str:
-    """Hex digest of the JSON of ``params`` (keys sorted): the same parameters give the same key."""
+    """Hex digest of the JSON of `params` (keys sorted): the same parameters give the same key."""
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def array_checksum(array: np.ndarray) -> str:
-    """SHA-256 over the dtype, the shape and the C-order bytes of ``array``."""
+    """SHA-256 over the dtype, the shape and the C-order bytes of `array`."""
     h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
     h.update(np.ascontiguousarray(array).data)
     return h.hexdigest()
@@ -100,7 +100,7 @@ def _host() -> str:
 
 
 def temporary_path(path) -> Path:
-    """A fresh hidden temporary name next to ``path``, naming this host and process."""
+    """A fresh hidden temporary name next to `path`, naming this host and process."""
     path = Path(path)
     return path.with_name(f".{path.name}.{_host()}-{os.getpid()}.{uuid.uuid4().hex}.tmp")
 
@@ -127,7 +127,7 @@ def atomic_paths(*paths) -> Iterator[tuple[Path, ...]]:
 
     When the body returns, every temporary is flushed to disk and renamed over
     its target, in the order given, and the directories are synced. When it
-    raises (``KeyboardInterrupt`` included), the temporaries are deleted and the
+    raises (`KeyboardInterrupt` included), the temporaries are deleted and the
     targets are left as they were.
     """
     targets = [Path(p) for p in paths]
@@ -146,14 +146,14 @@ def atomic_paths(*paths) -> Iterator[tuple[Path, ...]]:
 
 
 def atomic_write(path, write: Callable[[BinaryIO], object]) -> None:
-    """Writes ``path`` through ``write(binary file)``, atomically (see :func:`atomic_paths`)."""
+    """Writes `path` through `write(binary file)`, atomically (see :func:`atomic_paths`)."""
     with atomic_paths(path) as (tmp,):
         with open(tmp, "xb") as f:
             write(f)
 
 
 def atomic_write_json(path, data) -> None:
-    """Writes ``data`` as indented JSON with sorted keys, atomically."""
+    """Writes `data` as indented JSON with sorted keys, atomically."""
     text = json.dumps(data, indent=1, sort_keys=True)
     atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -169,10 +169,10 @@ def _running_here(pid: int) -> bool:
 
 
 def remove_stale_temporaries(directory, max_age: float = STALE_TEMPORARY_SECONDS) -> list[Path]:
-    """Deletes the temporaries of :func:`temporary_path` left in ``directory`` by writers that are gone.
+    """Deletes the temporaries of :func:`temporary_path` left in `directory` by writers that are gone.
 
     A temporary is gone when its process (on this host) no longer runs, or when
-    nobody has touched it for ``max_age`` seconds (a writer on another host, or
+    nobody has touched it for `max_age` seconds (a writer on another host, or
     one of an older version that did not record its host). Returns what was deleted.
     """
     directory = Path(directory)

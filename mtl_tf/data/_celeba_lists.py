@@ -1,4 +1,4 @@
-"""The official CelebA list files, ``list_attr_celeba.txt`` and ``list_eval_partition.txt``.
+"""The official CelebA list files, `list_attr_celeba.txt` and `list_eval_partition.txt`.
 
 Their format, and the errors (naming file and line) for files that depart from
 it, are described in :mod:`mtl_tf.data.celeba`, which exports these names.
@@ -34,11 +34,11 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def read_attribute_file(path) -> tuple[tuple[str, ...], list[str], np.ndarray, list[int]]:
-    """Parses ``list_attr_celeba.txt``.
+    """Parses `list_attr_celeba.txt`.
 
     Returns:
-      ``(names, filenames, labels, line_numbers)``: the attribute names of line
-      2, the image file names, ``uint8 [n, len(names)]`` labels in {0, 1} (-1
+      `(names, filenames, labels, line_numbers)`: the attribute names of line
+      2, the image file names, `uint8 [n, len(names)]` labels in {0, 1} (-1
       -> 0) and the 1-based line of each row.
 
     Raises:
@@ -105,7 +105,7 @@ def read_attribute_file(path) -> tuple[tuple[str, ...], list[str], np.ndarray, l
 
 
 def read_partition_file(path) -> tuple[list[str], list[str], list[int]]:
-    """Parses ``list_eval_partition.txt``: ``(filenames, splits, line_numbers)``.
+    """Parses `list_eval_partition.txt`: `(filenames, splits, line_numbers)`.
 
     Raises:
       CelebAFormatError: a row without exactly two columns, a value other than

@@ -50,7 +50,7 @@ ROLES = {
 
 
 def png_header(path) -> tuple[int, int, int, int]:
-    """``(height, width, bit_depth, colour_type)`` from a PNG's IHDR chunk.
+    """`(height, width, bit_depth, colour_type)` from a PNG's IHDR chunk.
 
     Raises:
       CityscapesFormatError: the file is not a PNG (naming it).
@@ -87,10 +87,10 @@ def _check_pngs(files: CityscapesFiles) -> None:
 
 
 def find_cityscapes_files(root, split: str, *, cities=None, exclude_cities=(), check: bool = True) -> list:
-    """The examples of ``split`` in the official layout, sorted by image path.
+    """The examples of `split` in the official layout, sorted by image path.
 
     Args:
-      root: the directory holding ``leftImg8bit/``, ``gtFine/`` and ``disparity/``.
+      root: the directory holding `leftImg8bit/`, `gtFine/` and `disparity/`.
       split: "train", "val" or "test".
       cities: keep only these cities (None: all).
       exclude_cities: drop these cities.

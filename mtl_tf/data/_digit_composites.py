@@ -37,13 +37,13 @@ def compose_pairs(
     """Places pairs of images on blank canvases, overlapping by element-wise max.
 
     Args:
-      left, right: ``uint8 [n, h, w]`` items.
-      offsets: ``int [n, 4]`` or ``[4]``: (row, col) of the top-left corner of
+      left, right: `uint8 [n, h, w]` items.
+      offsets: `int [n, 4]` or `[4]`: (row, col) of the top-left corner of
         the left item, then of the right item.
       canvas_size: side of the square canvas.
 
     Returns:
-      ``uint8 [n, canvas_size, canvas_size]``.
+      `uint8 [n, canvas_size, canvas_size]`.
     """
     left, right = np.asarray(left), np.asarray(right)
     n, h, w = left.shape
@@ -66,14 +66,14 @@ def compose_pairs(
 def nearest_index(src: int, dst: int) -> np.ndarray:
     """Source pixel of each target pixel under nearest-neighbour resizing.
 
-    Pixel centres are aligned (``floor((i + 0.5) * src / dst)``), as in PIL,
-    ``scipy.misc.imresize(interp="nearest")`` and ``tf.image.resize``.
+    Pixel centres are aligned (`floor((i + 0.5) * src / dst)`), as in PIL,
+    `scipy.misc.imresize(interp="nearest")` and `tf.image.resize`.
     """
     return np.minimum(np.floor((np.arange(dst) + 0.5) * src / dst).astype(np.int64), src - 1)
 
 
 def nearest_resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-neighbour resize of ``[n, H, W]`` images to ``[n, size, size]``."""
+    """Nearest-neighbour resize of `[n, H, W]` images to `[n, size, size]`."""
     images = np.asarray(images)
     rows = nearest_index(images.shape[1], size)
     cols = nearest_index(images.shape[2], size)
@@ -81,7 +81,7 @@ def nearest_resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def _spread_indices(rng: np.random.Generator, n_items: int, n: int) -> np.ndarray:
-    """``n`` draws from ``range(n_items)``: concatenated permutations, truncated."""
+    """`n` draws from `range(n_items)`: concatenated permutations, truncated."""
     reps = -(-n // n_items)
     return np.concatenate([rng.permutation(n_items) for _ in range(reps)])[:n]
 
@@ -157,10 +157,10 @@ def compose_split(
 
 
 def check_pixel_scale(protocol: str, pixel_scale: str) -> str:
-    """Returns ``pixel_scale`` if ``protocol`` accepts it.
+    """Returns `pixel_scale` if `protocol` accepts it.
 
     Raises:
-      ValueError: an unknown scale, or ``"raw"`` with the ``sener`` protocol,
+      ValueError: an unknown scale, or `"raw"` with the `sener` protocol,
         whose normalisation is fixed by its official loader.
     """
     check_choice("pixel_scale", pixel_scale, PIXEL_SCALES)

@@ -2,12 +2,12 @@
 
 A data module looks for its data, in order, in
 
-1. the directories the caller names (``data_dir`` and per-source arguments,
-   the ``--data_dir`` flag of the launch scripts); a directory that is given
+1. the directories the caller names (`data_dir` and per-source arguments,
+   the `--data_dir` flag of the launch scripts); a directory that is given
    but lacks the files is an error, never silently replaced by another source;
 2. fixed system directories (files a Debian package installs);
 3. a TFDS data set that is already prepared (:func:`find_tfds`); nothing is
-   downloaded unless the caller asks (``tfds_download=True``), and every TFDS
+   downloaded unless the caller asks (`tfds_download=True`), and every TFDS
    error counts as "not available".
 
 When none holds the data, the error (a :class:`SourceNotFoundError`) names
@@ -36,10 +36,10 @@ class SourceNotFoundError(FileNotFoundError):
 
 
 def find_first(root, candidates: Sequence[str], *, directory: bool = False) -> tuple[Path | None, list[Path]]:
-    """The first of ``root / candidate`` that is a file (a directory with ``directory=True``).
+    """The first of `root / candidate` that is a file (a directory with `directory=True`).
 
     Returns:
-      ``(found or None, every path looked at)``.
+      `(found or None, every path looked at)`.
     """
     root = Path(root)
     paths = [root / c for c in candidates]
@@ -49,8 +49,8 @@ def find_first(root, candidates: Sequence[str], *, directory: bool = False) -> t
 
 @dataclasses.dataclass(frozen=True)
 class TfdsDataset:
-    """A prepared TFDS data set: its builder, ``origin`` (name, version and directory, for logs and
-    cache keys) and ``info`` (what the caller's ``inspect`` returned)."""
+    """A prepared TFDS data set: its builder, `origin` (name, version and directory, for logs and
+    cache keys) and `info` (what the caller's `inspect` returned)."""
 
     builder: object
     origin: str
@@ -60,12 +60,12 @@ class TfdsDataset:
 def find_tfds(
     name: str, data_dir=None, download: bool = False, inspect: Callable | None = None
 ) -> tuple[TfdsDataset | None, str]:
-    """The prepared TFDS data set ``name`` under ``data_dir`` (TFDS default: ``$TFDS_DATA_DIR`` or
-    ``~/tensorflow_datasets``), or ``(None, reason)``; never raises.
+    """The prepared TFDS data set `name` under `data_dir` (TFDS default: `$TFDS_DATA_DIR` or
+    `~/tensorflow_datasets`), or `(None, reason)`; never raises.
 
-    ``download=True`` prepares it when it is not. ``inspect(builder)`` runs in
+    `download=True` prepares it when it is not. `inspect(builder)` runs in
     the same guard (its errors, too, make the data set unavailable) and its
-    result is ``info``.
+    result is `info`.
     """
     try:
         import tensorflow_datasets as tfds
@@ -83,7 +83,7 @@ def find_tfds(
 
 
 def tfds_way(name: str, note: str = "") -> str:
-    """How to provide the TFDS data set ``name``, as a line of :func:`how_to_provide`."""
+    """How to provide the TFDS data set `name`, as a line of :func:`how_to_provide`."""
     return (
         f"the TFDS data set '{name}', prepared beforehand on a machine with network "
         f"(python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}').download_and_prepare()\", "
@@ -93,7 +93,7 @@ def tfds_way(name: str, note: str = "") -> str:
 
 
 def how_to_provide(what: str, ways: Sequence[str], tried: Sequence[str] = ()) -> str:
-    """``"Provide {what} in one of these ways:"``, one line per way, then ``"Tried: ..."`` when given."""
+    """`"Provide {what} in one of these ways:"`, one line per way, then `"Tried: ..."` when given."""
     lines = [f"Provide {what} in one of these ways:"]
     lines += [f"  * {way}{';' if i < len(ways) - 1 else '.'}" for i, way in enumerate(ways)]
     if tried:

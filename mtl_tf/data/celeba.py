@@ -1,27 +1,27 @@
-"""CelebA with its 40 binary attributes as ``tf.data`` pipelines.
+"""CelebA with its 40 binary attributes as `tf.data` pipelines.
 
 Sener & Koltun (NeurIPS 2018, section 4.2) treat each of the 40 attributes of
 CelebA (Liu et al., ICCV 2015) as a binary classification task on 64x64
 images, with the official train / val / test partition (162,770 / 19,867 /
 19,962 images of the aligned set).
 
-Every example is ``(image float32 [S, S, 3], {attribute: int32 0/1})`` with
-``S = image_size`` (64); the task names are :data:`ATTRIBUTES`, in the order
+Every example is `(image float32 [S, S, 3], {attribute: int32 0/1})` with
+`S = image_size` (64); the task names are :data:`ATTRIBUTES`, in the order
 of the official attribute file. Attribute values -1 / 1 become 0 / 1.
 
 Sources, in order:
 
-1. ``data_dir`` in the official layout: ``img_align_celeba/*.jpg``,
-   ``list_attr_celeba.txt`` (line 1 the number of images, line 2 the 40
-   attribute names, then ``filename v1 .. v40`` with values -1 / 1) and
-   ``list_eval_partition.txt`` (``filename 0|1|2``: train, val, test). The
-   sub-directories of the Google Drive release (``Img/img_align_celeba/``,
-   ``Anno/``, ``Eval/``) are found too. A ``data_dir`` that is given but
+1. `data_dir` in the official layout: `img_align_celeba/*.jpg`,
+   `list_attr_celeba.txt` (line 1 the number of images, line 2 the 40
+   attribute names, then `filename v1 .. v40` with values -1 / 1) and
+   `list_eval_partition.txt` (`filename 0|1|2`: train, val, test). The
+   sub-directories of the Google Drive release (`Img/img_align_celeba/`,
+   `Anno/`, `Eval/`) are found too. A `data_dir` that is given but
    incomplete is an error, never silently replaced by another source.
-2. TFDS ``celeb_a`` when it is already prepared under ``tfds_data_dir``
-   (TFDS default: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); its
-   ``validation`` split is our ``val``. Nothing is downloaded unless
-   ``tfds_download=True``; every TFDS error counts as "not available".
+2. TFDS `celeb_a` when it is already prepared under `tfds_data_dir`
+   (TFDS default: `$TFDS_DATA_DIR` or `~/tensorflow_datasets`); its
+   `validation` split is our `val`. Nothing is downloaded unless
+   `tfds_download=True`; every TFDS error counts as "not available".
 
 Neither available: :class:`SourceNotFoundError` names both ways to provide it.
 Malformed files raise :class:`CelebAFormatError` naming the file and line: an
@@ -32,38 +32,38 @@ partition file that does not list exactly the images of the attribute file.
 A missing image names the image and the attribute-file line that lists it; an
 undecodable one names the image.
 
-Preprocessing. Images are decoded with ``tf.io.decode_jpeg`` in a parallel
-``map`` and resized from 178x218 to ``image_size`` squared (aspect ratio not
+Preprocessing. Images are decoded with `tf.io.decode_jpeg` in a parallel
+`map` and resized from 178x218 to `image_size` squared (aspect ratio not
 kept, as in the official code) with bilinear interpolation and antialiasing,
-which is what ``scipy.misc.imresize`` (PIL bilinear) did. Normalisation
-(``normalization``):
+which is what `scipy.misc.imresize` (PIL bilinear) did. Normalisation
+(`normalization`):
 
-* ``"sener"`` (default), the official code's transform: channels reversed to
+* `"sener"` (default), the official code's transform: channels reversed to
   BGR, the per-channel mean (73.15835921, 82.90891754, 72.39239876) subtracted
-  -- and then, because ``imresize`` byte-scales a float image, each image is
+  -- and then, because `imresize` byte-scales a float image, each image is
   min-max scaled to [0, 1] over all its pixels and channels. We apply it after
   resizing, in float (the official code scaled before resizing and rounded to
   uint8), a difference below 1/255 per pixel up to the antialiasing of the
   extremes.
-* ``"unit"``: RGB scaled to [0, 1].
+* `"unit"`: RGB scaled to [0, 1].
 
 Cache. The resized uint8 images and the labels of each split are decoded once
-and stored as ``.npy`` files under
-``<cache>/celeba/<source>-<size>px-<key>/{split}-images.npy`` (and
-``{split}-labels.npy``, ``{split}.json``), written atomically (the rules of
-:mod:`mtl_tf.data._cache`); ``<cache>`` is
-``cache_dir``, else ``$MTL_TF_CACHE``, else ``~/.cache/mtl_tf``; ``<key>``
+and stored as `.npy` files under
+`<cache>/celeba/<source>-<size>px-<key>/{split}-images.npy` (and
+`{split}-labels.npy`, `{split}.json`), written atomically (the rules of
+:mod:`mtl_tf.data._cache`); `<cache>` is
+`cache_dir`, else `$MTL_TF_CACHE`, else `~/.cache/mtl_tf`; `<key>`
 hashes the image size, a format version and the source (path, size and
 modification time of the two list files and of the image directory, or the
 TFDS name, version and directory). Training reads the images through a
 memory map, so the whole split is reshuffled every epoch without holding
 ~2 GB in a shuffle buffer -- this random access is why the cache is a NumPy
-file and not ``tf.data.Dataset.cache`` (which can only be replayed in order).
-Batches are gathered in a ``tf.numpy_function`` inside a parallel ``map`` and
+file and not `tf.data.Dataset.cache` (which can only be replayed in order).
+Batches are gathered in a `tf.numpy_function` inside a parallel `map` and
 prefetched, so decoding never runs in the training loop.
 
 Shuffling: the training set is reshuffled every epoch in an order fixed by
-``seed``; val and test keep file order.
+`seed`; val and test keep file order.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class CelebAIndex:
 
 
 def find_official_files(data_dir) -> dict[str, Path]:
-    """The attribute file, partition file and image directory below ``data_dir``.
+    """The attribute file, partition file and image directory below `data_dir`.
 
     Raises:
       SourceNotFoundError: naming every place looked at and both ways to provide CelebA.
@@ -186,7 +186,7 @@ def find_official_files(data_dir) -> dict[str, Path]:
 
 
 def load_official_index(data_dir) -> CelebAIndex:
-    """Reads and cross-checks the two list files below ``data_dir`` (images are not opened)."""
+    """Reads and cross-checks the two list files below `data_dir` (images are not opened)."""
     files = find_official_files(data_dir)
     _, filenames, labels, attribute_lines = read_attribute_file(files["attributes"])
     part_names, part_splits, part_lines = read_partition_file(files["partition"])
@@ -299,7 +299,7 @@ def _files_source(data_dir) -> _Source:
 
 
 def _locate_bad_image(paths, start, error) -> CelebAFormatError:
-    """Decodes the images from ``start`` one by one to name the one that failed."""
+    """Decodes the images from `start` one by one to name the one that failed."""
     for path in paths[start:]:
         try:
             tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
@@ -309,7 +309,7 @@ def _locate_bad_image(paths, start, error) -> CelebAFormatError:
 
 
 def _tfds_source(tfds_data_dir, download: bool) -> tuple[_Source | None, str]:
-    """The prepared TFDS ``celeb_a``, or ``(None, reason)``; never raises."""
+    """The prepared TFDS `celeb_a`, or `(None, reason)`; never raises."""
     found, reason = _sources.find_tfds(
         TFDS_NAME, tfds_data_dir, download,
         inspect=lambda builder: {s: int(builder.info.splits[TFDS_SPLITS[s]].num_examples) for s in SPLITS},
@@ -355,7 +355,7 @@ def _cache_dir(cache_dir, source: _Source, image_size: int) -> Path:
 
 
 def _read_cached_split(directory: Path, split: str, image_size: int):
-    """``(images memmap, labels)`` of a complete cached split, else None."""
+    """`(images memmap, labels)` of a complete cached split, else None."""
     meta_path = directory / f"{split}.json"
     if not meta_path.exists():
         return None
@@ -420,9 +420,9 @@ def load_celeba_arrays(
     tfds_download: bool = False,
     max_examples: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(images, labels)`` of a split: uint8 ``[n, S, S, 3]`` RGB (a read-only
-    memory map) and uint8 ``[n, 40]`` in {0, 1}, in file order; decoded into the
-    cache on first use. ``max_examples`` keeps the first examples only.
+    """`(images, labels)` of a split: uint8 `[n, S, S, 3]` RGB (a read-only
+    memory map) and uint8 `[n, 40]` in {0, 1}, in file order; decoded into the
+    cache on first use. `max_examples` keeps the first examples only.
     """
     _check_choice("split", split, SPLITS)
     image_size = int(image_size)
@@ -450,7 +450,7 @@ def _check_choice(what, value, choices):
 
 
 def normalize_images(images, normalization: str = "sener"):
-    """uint8 RGB images ``[..., H, W, 3]`` -> float32 network inputs (see the module doc)."""
+    """uint8 RGB images `[..., H, W, 3]` -> float32 network inputs (see the module doc)."""
     _check_choice("normalization", normalization, NORMALIZATIONS)
     images = tf.convert_to_tensor(images)
     if normalization == "unit":
@@ -514,15 +514,15 @@ def celeba_datasets(
     max_eval_examples: int | None = None,
     drop_remainder: bool = False,
 ) -> CelebADatasets:
-    """Batched CelebA train / val / test datasets, ready for ``model.fit``.
+    """Batched CelebA train / val / test datasets, ready for `model.fit`.
 
-    Each yields ``(images float32 [B, S, S, 3], {attribute: int32 [B]})``. The
-    training set is reshuffled every epoch in an order fixed by ``seed``; val
-    and test keep file order. ``max_train_examples`` caps the training set,
-    ``max_eval_examples`` each of val and test (first examples in file order).
+    Each yields `(images float32 [B, S, S, 3], {attribute: int32 [B]})`. The
+    training set is reshuffled every epoch in an order fixed by `seed`; val
+    and test keep file order. `max_train_examples` caps the training set,
+    `max_eval_examples` each of val and test (first examples in file order).
 
     Returns:
-      ``CelebADatasets(train, val, test, sizes, image_shape, attributes)``.
+      `CelebADatasets(train, val, test, sizes, image_shape, attributes)`.
     """
     _check_choice("normalization", normalization, NORMALIZATIONS)
     if int(batch_size) < 1:

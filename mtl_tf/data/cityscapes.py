@@ -1,32 +1,32 @@
-"""Cityscapes with three tasks (Sener & Koltun, NeurIPS 2018, section 4.3) as ``tf.data`` pipelines.
+"""Cityscapes with three tasks (Sener & Koltun, NeurIPS 2018, section 4.3) as `tf.data` pipelines.
 
 Sener & Koltun train one network on semantic segmentation, instance
 segmentation (as Kendall et al. 2018's proxy: for every pixel of an object
 instance, the vector to the instance's centroid) and monocular disparity, on
 the fine annotations of Cityscapes (Cordts et al., CVPR 2016).
 
-Every example is ``(image float32 [H, W, 3], targets)`` with ``[H, W] =
-image_size`` (Sener: 256x512) and ``targets`` a dict over :data:`TASKS`, all at
-``target_size`` (Sener: the input size / 8, i.e. 32x64, the output size of the
+Every example is `(image float32 [H, W, 3], targets)` with `[H, W] =
+image_size` (Sener: 256x512) and `targets` a dict over :data:`TASKS`, all at
+`target_size` (Sener: the input size / 8, i.e. 32x64, the output size of the
 dilated ResNet-50 at output stride 8):
 
-* ``"segmentation"``: int32 ``[h, w]``, the 19 train ids of
-  :data:`CITYSCAPES_LABELS`; every other label id is ``IGNORE_LABEL`` (250,
+* `"segmentation"`: int32 `[h, w]`, the 19 train ids of
+  :data:`CITYSCAPES_LABELS`; every other label id is `IGNORE_LABEL` (250,
   the void value of Sener's code).
-* ``"instance"``: float32 ``[h, w, 2]``, ``(dy, dx)`` = the instance centroid
+* `"instance"`: float32 `[h, w, 2]`, `(dy, dx)` = the instance centroid
   minus the pixel, in pixels of the source image (1024x2048 for the official
   data); NaN on pixels without an instance.
-* ``"disparity"``: float32 ``[h, w, 1]``, the official conversion
-  ``d = (p - 1) / 256`` of the 16-bit PNG value ``p > 0`` (pixels of the
-  source image); NaN where ``p == 0`` (no measurement).
+* `"disparity"`: float32 `[h, w, 1]`, the official conversion
+  `d = (p - 1) / 256` of the 16-bit PNG value `p > 0` (pixels of the
+  source image); NaN where `p == 0` (no measurement).
 
 Invalid pixels are NaN rather than a sentinel value because both a zero
-disparity (``p == 1``) and any offset are legitimate targets; the losses and
+disparity (`p == 1`) and any offset are legitimate targets; the losses and
 metrics of :mod:`mtl_tf.losses` / :mod:`mtl_tf.metrics` treat NaN targets as
-invalid when built with ``invalid_value=None`` (the Cityscapes benchmark does
+invalid when built with `invalid_value=None` (the Cityscapes benchmark does
 so). :func:`decode_example` gives the same targets with explicit boolean masks.
 
-Official layout under ``root`` (``{split}`` one of train, val, test)::
+Official layout under `root` (`{split}` one of train, val, test)::
 
     leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png   8-bit RGB
     gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png    8-bit grey
@@ -37,68 +37,68 @@ Index checks (before any training, in Python): every image needs its three
 partner files, every labelIds file its image, and the four PNGs of an
 example must share one width and height and have the bit depth above (read
 from their PNG headers, so it is cheap). Each failure raises
-:class:`CityscapesFormatError` (a ``FileNotFoundError`` subclass for missing
+:class:`CityscapesFormatError` (a `FileNotFoundError` subclass for missing
 files) naming the file, what was found and what was expected.
 
 Targets (computed at the source resolution, after augmentation, as Sener's
-code does, then sampled at ``target_size``):
+code does, then sampled at `target_size`):
 
 * train ids: the official labelId -> trainId table (:data:`CITYSCAPES_LABELS`,
-  from the Cityscapes scripts' ``labels.py``; 255 there is 250 here);
-* instances: pixels whose instanceIds value is >= 1000 (``id // 1000`` is the
-  label id, ``id % 1000`` the instance number) and whose train id is not
+  from the Cityscapes scripts' `labels.py`; 255 there is 250 here);
+* instances: pixels whose instanceIds value is >= 1000 (`id // 1000` is the
+  label id, `id % 1000` the instance number) and whose train id is not
   ignored -- so crowd regions (ids < 1000) and the ignored thing classes
   caravan and trailer have no instance target, as in Sener's code. The
   centroid is the mean row / column of the instance's pixels, accumulated in
   float64 (in float32 the mean column of a full 1024x2048 image comes out
   1023.004 instead of 1023.5).
-  Sener's code stores ``pixel - centroid``; we store ``centroid - pixel``
+  Sener's code stores `pixel - centroid`; we store `centroid - pixel`
   (the vector *to* the centroid, Kendall's convention). L1 and MSE errors are
   the same for either sign.
 
 Resizing: the image with bilinear interpolation and antialiasing (what
-``scipy.misc.imresize``, i.e. PIL, did in Sener's code); targets with nearest
-neighbour (target pixel ``i`` takes source pixel ``floor((i + 0.5) * H / h)``,
+`scipy.misc.imresize`, i.e. PIL, did in Sener's code); targets with nearest
+neighbour (target pixel `i` takes source pixel `floor((i + 0.5) * H / h)`,
 also PIL's rule), so offsets and disparities keep their source-pixel units.
 
-Augmentation (training split only, ``augment=True``), as Sener's
+Augmentation (training split only, `augment=True`), as Sener's
 configuration: a rotation by an angle drawn uniformly from
-``[-max_rotation_degrees, max_rotation_degrees]`` (10 degrees; positive is
+`[-max_rotation_degrees, max_rotation_degrees]` (10 degrees; positive is
 counter-clockwise on screen) about the image centre -- the image bilinear
 with black fill, the maps nearest with fill "ignore" / "no instance" / "no
-disparity" -- then a horizontal flip with probability ``flip_probability``
+disparity" -- then a horizontal flip with probability `flip_probability`
 (0.5). Both act on the label maps before the offsets are computed, so a
 flipped example's x offsets are the mirrored, negated ones. The random
-numbers come from a ``tf.data.Dataset.random(seed)`` stream zipped with the
+numbers come from a `tf.data.Dataset.random(seed)` stream zipped with the
 (seeded, reshuffled every epoch) file order and fed to stateless ops, so a
 seed fixes every epoch's augmentation, whatever the number of parallel calls.
 
-Image normalisation (``normalization``):
+Image normalisation (`normalization`):
 
-* ``"sener"`` (default): the official loader's transform: RGB -> BGR, subtract
+* `"sener"` (default): the official loader's transform: RGB -> BGR, subtract
   :data:`SENER_MEAN` (ImageNet's RGB mean, subtracted from the BGR channels
-  as the official code does), then -- because ``scipy.misc.imresize``
+  as the official code does), then -- because `scipy.misc.imresize`
   byte-scales a float image -- min-max scale each image to [0, 1] over all its
   pixels and channels. We resize first and scale in float (the official code
   scaled before resizing and rounded to uint8): a difference below 1/255 per
   pixel except where antialiasing moves the extremes.
-* ``"caffe"``: ``keras.applications.resnet50.preprocess_input`` (BGR, the
+* `"caffe"`: `keras.applications.resnet50.preprocess_input` (BGR, the
   ImageNet mean subtracted, no scaling): use it with ImageNet weights from
-  ``keras.applications``.
-* ``"unit"``: RGB scaled to [0, 1].
+  `keras.applications`.
+* `"unit"`: RGB scaled to [0, 1].
 
-Splits: ``train`` (2,975 images), ``val`` (500) and ``test`` (1,525, whose
-official labels are dummies). Sener trains on ``train`` and reports ``val``;
-:func:`cityscapes_datasets` therefore returns the official ``val`` split as
-``test`` and, for model selection, an optional validation split made of
-whole training cities (``val_cities``), so no sequence is split across the two.
+Splits: `train` (2,975 images), `val` (500) and `test` (1,525, whose
+official labels are dummies). Sener trains on `train` and reports `val`;
+:func:`cityscapes_datasets` therefore returns the official `val` split as
+`test` and, for model selection, an optional validation split made of
+whole training cities (`val_cities`), so no sequence is split across the two.
 
 Deviations from Sener's code: (1) its disparity target is not in pixels: it
-standardises the raw PNG values with a per-pixel mean map (``depth_mean.npy``,
+standardises the raw PNG values with a per-pixel mean map (`depth_mean.npy`,
 not distributed) and a standard deviation of 2729.07; we keep the official
 conversion to pixels, the unit of Sener's Table 4. (2) Its training set
 includes every training city (no validation split); ours too unless
-``val_cities`` is given. Decoding and augmenting run at the source resolution
+`val_cities` is given. Decoding and augmenting run at the source resolution
 in the input pipeline (about 16x the pixels of the network input), as in
 Sener's code; nothing is cached, so every epoch draws fresh augmentations.
 """
@@ -166,7 +166,7 @@ DISPARITY_SCALE = 256.0
 
 @dataclasses.dataclass(frozen=True)
 class CityscapesLabel:
-    """One row of the official label table (cityscapesScripts ``helpers/labels.py``)."""
+    """One row of the official label table (cityscapesScripts `helpers/labels.py`)."""
 
     name: str
     label_id: int
@@ -238,7 +238,7 @@ _TRAIN_ID_TABLE = _train_id_table()
 
 
 def label_ids_to_train_ids(label_ids):
-    """int32 train ids of a labelIds map (any shape); non-training ids give ``IGNORE_LABEL``."""
+    """int32 train ids of a labelIds map (any shape); non-training ids give `IGNORE_LABEL`."""
     return tf.gather(tf.constant(_TRAIN_ID_TABLE), tf.cast(label_ids, tf.int32))
 
 
@@ -246,11 +246,11 @@ def instance_offsets(instance_ids, train_ids):
     """Per-pixel vector to the instance centroid.
 
     Args:
-      instance_ids: int ``[H, W]`` instanceIds map.
-      train_ids: int ``[H, W]`` train ids of the same pixels.
+      instance_ids: int `[H, W]` instanceIds map.
+      train_ids: int `[H, W]` train ids of the same pixels.
 
     Returns:
-      ``(offsets float32 [H, W, 2], mask bool [H, W])``: ``(dy, dx)`` =
+      `(offsets float32 [H, W, 2], mask bool [H, W])`: `(dy, dx)` =
       centroid - pixel on instance pixels (ids >= 1000 with a train id that is
       not ignored), NaN elsewhere; the mask marks the instance pixels.
     """
@@ -271,7 +271,7 @@ def instance_offsets(instance_ids, train_ids):
 
 
 def disparity_from_png(raw):
-    """``(disparity float32, valid bool)`` from 16-bit PNG values: ``(p - 1) / 256`` for ``p > 0``, NaN where 0."""
+    """`(disparity float32, valid bool)` from 16-bit PNG values: `(p - 1) / 256` for `p > 0`, NaN where 0."""
     raw = tf.cast(raw, tf.float32)
     valid = raw > 0
     disparity = tf.where(valid, (raw - 1.0) / DISPARITY_SCALE, tf.fill(tf.shape(raw), math.nan))
@@ -282,12 +282,12 @@ def rotate_maps(image, maps, angle):
     """Rotates an image (bilinear, black fill) and label maps (nearest) about the image centre.
 
     Args:
-      image: float32 ``[H, W, C]``.
-      maps: float32 ``[H, W, K]`` maps whose out-of-image pixels become 0.
+      image: float32 `[H, W, C]`.
+      maps: float32 `[H, W, K]` maps whose out-of-image pixels become 0.
       angle: radians, counter-clockwise on screen.
 
     Returns:
-      ``(image, maps, inside)``: the rotated tensors and a bool ``[H, W]``
+      `(image, maps, inside)`: the rotated tensors and a bool `[H, W]`
       mask of the output pixels that come from inside the source image.
     """
     height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -320,15 +320,15 @@ def decode_example(paths, *, augment=False, seed=None, max_rotation_degrees=10.0
     """Decodes one example at the source resolution, augments it and computes its targets.
 
     Args:
-      paths: dict with string tensors ``image``, ``label_ids``, ``instance_ids``, ``disparity``.
+      paths: dict with string tensors `image`, `label_ids`, `instance_ids`, `disparity`.
       augment: rotate and flip (see the module doc).
-      seed: int ``[2]`` seed of the stateless random ops (required when ``augment``).
+      seed: int `[2]` seed of the stateless random ops (required when `augment`).
 
     Returns:
-      dict: ``image`` float32 ``[H, W, 3]`` (RGB, 0..255), ``segmentation``
-      int32 ``[H, W]``, ``instance`` float32 ``[H, W, 2]``, ``instance_mask``
-      bool ``[H, W]``, ``disparity`` float32 ``[H, W, 1]``, ``disparity_mask``
-      bool ``[H, W]``.
+      dict: `image` float32 `[H, W, 3]` (RGB, 0..255), `segmentation`
+      int32 `[H, W]`, `instance` float32 `[H, W, 2]`, `instance_mask`
+      bool `[H, W]`, `disparity` float32 `[H, W, 1]`, `disparity_mask`
+      bool `[H, W]`.
     """
     image = tf.cast(_read_png(paths["image"], tf.uint8, 3), tf.float32)
     train_ids = label_ids_to_train_ids(_read_png(paths["label_ids"], tf.uint8, 1)[..., 0])
@@ -362,7 +362,7 @@ def decode_example(paths, *, augment=False, seed=None, max_rotation_degrees=10.0
 
 
 def normalize_image(image, normalization: str):
-    """float32 RGB 0..255 ``[..., 3]`` -> the network input (see the module doc)."""
+    """float32 RGB 0..255 `[..., 3]` -> the network input (see the module doc)."""
     if normalization == "sener":
         shifted = image[..., ::-1] - tf.constant(SENER_MEAN, tf.float32)
         axes = [-3, -2, -1]
@@ -377,7 +377,7 @@ def normalize_image(image, normalization: str):
 
 
 def _resize_nearest(x, size):
-    """Nearest neighbour at pixel centres (source ``floor((i + 0.5) * H / h)``, PIL's rule)."""
+    """Nearest neighbour at pixel centres (source `floor((i + 0.5) * H / h)`, PIL's rule)."""
     squeeze = x.shape.rank == 2
     if squeeze:
         x = x[..., None]
@@ -386,7 +386,7 @@ def _resize_nearest(x, size):
 
 
 def default_target_size(image_size, output_stride: int = OUTPUT_STRIDE) -> tuple[int, int]:
-    """The output size of a network of that stride: ``ceil(size / stride)`` (32x64 for 256x512)."""
+    """The output size of a network of that stride: `ceil(size / stride)` (32x64 for 256x512)."""
     return tuple(int(math.ceil(s / output_stride)) for s in image_size)
 
 
@@ -436,13 +436,13 @@ def load_cityscapes(
     max_examples: int | None = None,
     check_files: bool = True,
 ):
-    """One split as an unbatched ``tf.data.Dataset`` of ``(image, {task: target})``.
+    """One split as an unbatched `tf.data.Dataset` of `(image, {task: target})`.
 
     Args:
       root: the Cityscapes root (official layout, see the module doc).
       split: "train", "val" or "test".
-      image_size: network input ``(height, width)`` (Sener: 256x512).
-      target_size: target ``(height, width)``; None: ``ceil(image_size / 8)``.
+      image_size: network input `(height, width)` (Sener: 256x512).
+      target_size: target `(height, width)`; None: `ceil(image_size / 8)`.
       normalization: "sener", "caffe" or "unit".
       augment: random rotation and flip (training).
       shuffle: reshuffle the file order every epoch (training).
@@ -452,7 +452,7 @@ def load_cityscapes(
       check_files: check PNG headers (size, bit depth) when indexing.
 
     Returns:
-      ``(dataset, number_of_examples)``.
+      `(dataset, number_of_examples)`.
     """
     image_size = _check_size("image_size", image_size)
     target_size = default_target_size(image_size) if target_size is None else _check_size("target_size", target_size)
@@ -505,11 +505,11 @@ def cityscapes_datasets(
     drop_remainder: bool = False,
     check_files: bool = True,
 ) -> CityscapesDatasets:
-    """Batched, prefetched train / val / test pipelines for ``model.fit`` (Sener's protocol).
+    """Batched, prefetched train / val / test pipelines for `model.fit` (Sener's protocol).
 
-    ``train`` is the official train split without ``val_cities``, reshuffled
-    and augmented every epoch (fixed by ``seed``); ``val`` is the training
-    images of ``val_cities`` (None when empty); ``test`` is the official val
+    `train` is the official train split without `val_cities`, reshuffled
+    and augmented every epoch (fixed by `seed`); `val` is the training
+    images of `val_cities` (None when empty); `test` is the official val
     split. Evaluation splits are neither shuffled nor augmented.
     """
     eval_batch_size = eval_batch_size or batch_size

@@ -3,18 +3,18 @@
 An IDX file is a header followed by a C-order payload in big-endian byte order:
 
 * bytes 0-1: zero;
-* byte 2: element type code (``0x08`` uint8, ``0x09`` int8, ``0x0B`` int16,
-  ``0x0C`` int32, ``0x0D`` float32, ``0x0E`` float64);
-* byte 3: number of dimensions ``ndim``;
-* ``ndim`` big-endian uint32 sizes;
-* the ``prod(sizes)`` elements.
+* byte 2: element type code (`0x08` uint8, `0x09` int8, `0x0B` int16,
+  `0x0C` int32, `0x0D` float32, `0x0E` float64);
+* byte 3: number of dimensions `ndim`;
+* `ndim` big-endian uint32 sizes;
+* the `prod(sizes)` elements.
 
 Files may be gzip-compressed (recognised by their first two bytes, whatever
-their name).  Every inconsistency raises a ``ValueError`` naming the file, what
+their name).  Every inconsistency raises a `ValueError` naming the file, what
 was expected and what was found.
 
 A data set in the official layout is four files in one directory (each
-optionally ``.gz``)::
+optionally `.gz`)::
 
     train-images-idx3-ubyte   train-labels-idx1-ubyte
     t10k-images-idx3-ubyte    t10k-labels-idx1-ubyte
@@ -86,7 +86,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
     Returns:
       An array with the header's shape and the element type in native byte
-      order (``uint8`` for the MNIST images and labels).
+      order (`uint8` for the MNIST images and labels).
 
     Raises:
       FileNotFoundError: the file does not exist.
@@ -136,9 +136,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | None = None) -> Path:
-    """Writes ``array`` as an IDX file; gzip-compressed when ``compress`` is true.
+    """Writes `array` as an IDX file; gzip-compressed when `compress` is true.
 
-    ``compress=None`` compresses when the name ends in ``.gz``.
+    `compress=None` compresses when the name ends in `.gz`.
     """
     path = Path(path)
     array = np.asarray(array)
@@ -165,7 +165,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, *, compress: bool | No
 
 @dataclasses.dataclass(frozen=True)
 class IdxDataset:
-    """The four arrays of an MNIST-like data set (images ``uint8 [N, H, W]``)."""
+    """The four arrays of an MNIST-like data set (images `uint8 [N, H, W]`)."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
@@ -175,15 +175,15 @@ class IdxDataset:
 
 
 def find_idx_dataset(directory: str | os.PathLike) -> dict[str, Path]:
-    """Locates the four official IDX files in ``directory``.
+    """Locates the four official IDX files in `directory`.
 
-    Each file may be plain or ``.gz``; the plain one wins when both exist. The
-    spelling with a dot before ``idx`` (``train-images.idx3-ubyte``), which
+    Each file may be plain or `.gz`; the plain one wins when both exist. The
+    spelling with a dot before `idx` (`train-images.idx3-ubyte`), which
     several mirrors and unpacked archives use, is accepted too.
 
     Returns:
-      ``{"train_images": path, "train_labels": ..., "test_images": ...,
-      "test_labels": ...}``.
+      `{"train_images": path, "train_labels": ..., "test_images": ...,
+      "test_labels": ...}`.
 
     Raises:
       FileNotFoundError: naming the directory and every missing file.
@@ -212,7 +212,7 @@ def find_idx_dataset(directory: str | os.PathLike) -> dict[str, Path]:
 
 
 def has_idx_dataset(directory: str | os.PathLike) -> bool:
-    """Whether ``directory`` holds all four official IDX files."""
+    """Whether `directory` holds all four official IDX files."""
     try:
         find_idx_dataset(directory)
     except FileNotFoundError:
@@ -227,7 +227,7 @@ def load_idx_dataset(
 
     Args:
       directory: holds the four files named in :data:`IDX_FILE_NAMES`.
-      image_shape: the expected ``(H, W)`` of each image; ``None`` accepts any.
+      image_shape: the expected `(H, W)` of each image; `None` accepts any.
 
     Raises:
       FileNotFoundError: missing files (all named).

@@ -9,41 +9,41 @@ one NumPy file per array::
     {root}/{train,val}/depth/{i}.npy     float, [H, W, 1], 0 = no measurement
     {root}/{train,val}/normal/{i}.npy    float, [H, W, 3] unit vectors, 0 = none   (NYUv2 only)
 
-with ``i`` = 0 .. n-1 (MTAN's loader indexes by position). These are the
-layouts MTAN's ``create_dataset.py`` reads (it moves the channel axis of
+with `i` = 0 .. n-1 (MTAN's loader indexes by position). These are the
+layouts MTAN's `create_dataset.py` reads (it moves the channel axis of
 image, depth and normal to the front for PyTorch, so the files are
 channels-last; labels have no channel axis). Sizes: NYUv2 288x384 (795
 train / 654 val images), Cityscapes 128x256 (2,975 / 500; MTAN also
 publishes a 256x512 version). MTAN's Cityscapes release names its label
-folders ``label_2``, ``label_7`` and ``label_19``; ``label_folder=None`` picks
-``label`` and else ``label_7`` for Cityscapes. MTAN trains on ``train`` and
-reports ``val``; :func:`mtan_datasets` returns ``val`` as ``test`` and can
-hold the last ``val_size`` training examples out for model selection.
+folders `label_2`, `label_7` and `label_19`; `label_folder=None` picks
+`label` and else `label_7` for Cityscapes. MTAN trains on `train` and
+reports `val`; :func:`mtan_datasets` returns `val` as `test` and can
+hold the last `val_size` training examples out for model selection.
 
-Layouts accepted (checked per file from the ``.npy`` header, in Python,
-before training): image ``[H, W, 3]`` or ``[3, H, W]``; label ``[H, W]``,
-``[H, W, 1]`` or ``[1, H, W]``; depth ``[H, W]``, ``[H, W, 1]`` or
-``[1, H, W]``; normal ``[H, W, 3]`` or ``[3, H, W]``; any little- or
+Layouts accepted (checked per file from the `.npy` header, in Python,
+before training): image `[H, W, 3]` or `[3, H, W]`; label `[H, W]`,
+`[H, W, 1]` or `[1, H, W]`; depth `[H, W]`, `[H, W, 1]` or
+`[1, H, W]`; normal `[H, W, 3]` or `[3, H, W]`; any little- or
 big-endian integer or float dtype; C order. Channels-first files are
 transposed to channels-last. A missing partner file, an unknown shape, a
-spatial size that differs from the image's or from ``image_size``, a
+spatial size that differs from the image's or from `image_size`, a
 Fortran-ordered or unreadable array each raise :class:`MTANFormatError`
-naming the file. A label value >= ``num_classes`` fails at read time with an
+naming the file. A label value >= `num_classes` fails at read time with an
 error naming the file.
 
-Elements are ``(image float32 [H, W, 3], targets)`` with
+Elements are `(image float32 [H, W, 3], targets)` with
 
-* ``"segmentation"``: int32 ``[H, W]``; negative labels (MTAN's -1) become
-  ``IGNORE_LABEL`` (250), the void label of every benchmark here;
-* ``"depth"``: float32 ``[H, W, 1]`` as stored, 0 = invalid (MTAN's rule);
-* ``"normal"`` (NYUv2): float32 ``[H, W, 3]`` as stored, the zero vector = invalid.
+* `"segmentation"`: int32 `[H, W]`; negative labels (MTAN's -1) become
+  `IGNORE_LABEL` (250), the void label of every benchmark here;
+* `"depth"`: float32 `[H, W, 1]` as stored, 0 = invalid (MTAN's rule);
+* `"normal"` (NYUv2): float32 `[H, W, 3]` as stored, the zero vector = invalid.
 
 Images are used as stored (MTAN applies no normalisation), and nothing is
 augmented (MTAN's released code does not augment).
 
-Reading: the header of every file is parsed once with ``numpy.lib.format``
+Reading: the header of every file is parsed once with `numpy.lib.format`
 when the data set is indexed; the pipeline then reads the raw bytes with
-``tf.io.read_file`` and ``tf.io.decode_raw`` at the recorded offset, so
+`tf.io.read_file` and `tf.io.decode_raw` at the recorded offset, so
 decoding runs in parallel TensorFlow ops without the Python lock.
 """
 
@@ -100,7 +100,7 @@ DATASETS = tuple(SPECS)
 
 
 class MTANFormatError(ValueError):
-    """An MTAN ``.npy`` file is missing or not in the expected layout."""
+    """An MTAN `.npy` file is missing or not in the expected layout."""
 
 
 class MTANMissingFileError(MTANFormatError, FileNotFoundError):
@@ -109,7 +109,7 @@ class MTANMissingFileError(MTANFormatError, FileNotFoundError):
 
 @dataclasses.dataclass(frozen=True)
 class NpyHeader:
-    """What the pipeline needs to decode one ``.npy`` file without NumPy."""
+    """What the pipeline needs to decode one `.npy` file without NumPy."""
 
     path: str
     shape: tuple
@@ -118,7 +118,7 @@ class NpyHeader:
 
 
 def read_npy_header(path) -> NpyHeader:
-    """The shape, dtype and data offset of a ``.npy`` file (``numpy.lib.format``); errors name the file."""
+    """The shape, dtype and data offset of a `.npy` file (`numpy.lib.format`); errors name the file."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -193,14 +193,14 @@ def _resolve_label_folder(split_dir: Path, spec: MTANSpec, label_folder):
 
 
 def find_mtan_files(root, name: str, split: str, *, label_folder=None, image_size=None) -> MTANIndex:
-    """Indexes and checks ``{root}/{split}/{kind}/{i}.npy`` for data set ``name``.
+    """Indexes and checks `{root}/{split}/{kind}/{i}.npy` for data set `name`.
 
     Args:
-      root: the directory holding ``train/`` and ``val/``.
+      root: the directory holding `train/` and `val/`.
       name: "cityscapes" or "nyuv2".
       split: "train" or "val".
       label_folder: the label sub-directory (None: see the module doc).
-      image_size: expected ``(height, width)``; None accepts any size shared by all files.
+      image_size: expected `(height, width)`; None accepts any size shared by all files.
 
     Raises:
       MTANMissingFileError / MTANFormatError naming the offending file.
@@ -284,7 +284,7 @@ def find_mtan_files(root, name: str, split: str, *, label_folder=None, image_siz
 
 
 def _decode_fn(index: MTANIndex, kind: str):
-    """``fn(path, offset) -> float32/int32 channels-last tensor`` for every file of ``kind``."""
+    """`fn(path, offset) -> float32/int32 channels-last tensor` for every file of `kind`."""
     first = index.headers[kind][0]
     dtype = first.dtype
     for header in index.headers[kind]:
@@ -322,16 +322,16 @@ def load_mtan(
     select=None,
     index: MTANIndex | None = None,
 ):
-    """One split as an unbatched ``tf.data.Dataset`` of ``(image, {task: target})``.
+    """One split as an unbatched `tf.data.Dataset` of `(image, {task: target})`.
 
     Args:
       root, name, split, label_folder, image_size: see :func:`find_mtan_files`.
-      shuffle: reshuffle every epoch, in an order fixed by ``seed``.
-      select: optional ``slice`` or sequence of example indices to keep.
+      shuffle: reshuffle every epoch, in an order fixed by `seed`.
+      select: optional `slice` or sequence of example indices to keep.
       index: an index from :func:`find_mtan_files` for this split (skips re-indexing).
 
     Returns:
-      ``(dataset, number_of_examples)``.
+      `(dataset, number_of_examples)`.
     """
     if index is None:
         index = find_mtan_files(root, name, split, label_folder=label_folder, image_size=image_size)
@@ -404,8 +404,8 @@ def mtan_datasets(
     max_eval_examples: int | None = None,
     drop_remainder: bool = False,
 ) -> MTANDatasets:
-    """Batched, prefetched pipelines: ``train`` (reshuffled each epoch), ``val`` (last
-    ``val_size`` training examples, or None), ``test`` (MTAN's ``val`` folder)."""
+    """Batched, prefetched pipelines: `train` (reshuffled each epoch), `val` (last
+    `val_size` training examples, or None), `test` (MTAN's `val` folder)."""
     eval_batch_size = eval_batch_size or batch_size
     common = dict(label_folder=label_folder, image_size=image_size)
     train_index = find_mtan_files(root, name, "train", **common)

@@ -1,80 +1,80 @@
-"""Multi-digit benchmarks (MultiMNIST and relatives) as deterministic ``tf.data`` pipelines.
+"""Multi-digit benchmarks (MultiMNIST and relatives) as deterministic `tf.data` pipelines.
 
-Data sets (``name``):
+Data sets (`name`):
 
-* ``multi_mnist``: two MNIST digits;
-* ``multi_fashion``: two Fashion-MNIST items;
-* ``multi_fashion_mnist``: an MNIST digit (top-left, task ``left``) and a
-  Fashion-MNIST item (bottom-right, task ``right``).
+* `multi_mnist`: two MNIST digits;
+* `multi_fashion`: two Fashion-MNIST items;
+* `multi_fashion_mnist`: an MNIST digit (top-left, task `left`) and a
+  Fashion-MNIST item (bottom-right, task `right`).
 
-Every example is ``(image float32 [H, W, 1], {"left": int32, "right": int32})``;
+Every example is `(image float32 [H, W, 1], {"left": int32, "right": int32})`;
 the task names are :data:`TASKS`.
 
-Protocols (``protocol``):
+Protocols (`protocol`):
 
-``"sener"`` -- Sener & Koltun (2018).  Each item of a split is used once as the
+`"sener"` -- Sener & Koltun (2018).  Each item of a split is used once as the
   left item and gets one partner drawn by a random permutation of the same
   split (labels may coincide, as in the original).  On a 36x36 canvas the left
-  item sits at rows/cols ``[0:28]``, the right one at ``[6:34]``, overlap is
+  item sits at rows/cols `[0:28]`, the right one at `[6:34]`, overlap is
   the element-wise max; the canvas is resized to 28x28 with nearest neighbour
-  (source pixel ``floor((i + 0.5) * 36 / 28)``, i.e. PIL / ``scipy.misc.imresize``
-  ``interp="nearest"``), scaled to [0, 1] and normalised with mean 0.1307 and
-  std 0.3081.  Images are ``[28, 28, 1]``.
+  (source pixel `floor((i + 0.5) * 36 / 28)`, i.e. PIL / `scipy.misc.imresize`
+  `interp="nearest"`), scaled to [0, 1] and normalised with mean 0.1307 and
+  std 0.3081.  Images are `[28, 28, 1]`.
 
-``"pareto"`` -- Lin et al. (2019) Pareto MTL, with Lee & Son's 120k/10k/10k
-  split.  Two items, the left one placed at a random offset in ``0..4`` (rows
-  and columns drawn independently), the right one at ``4..8``, on a 36x36
-  canvas (overlap by max, no resize), pixels scaled by ``pixel_scale``.  For
-  ``multi_mnist`` and ``multi_fashion`` the two labels always differ; for
-  ``multi_fashion_mnist`` they are independent (the tasks are different, so an
-  equal class index is no ambiguity).  Images are ``[36, 36, 1]``.
+`"pareto"` -- Lin et al. (2019) Pareto MTL, with Lee & Son's 120k/10k/10k
+  split.  Two items, the left one placed at a random offset in `0..4` (rows
+  and columns drawn independently), the right one at `4..8`, on a 36x36
+  canvas (overlap by max, no resize), pixels scaled by `pixel_scale`.  For
+  `multi_mnist` and `multi_fashion` the two labels always differ; for
+  `multi_fashion_mnist` they are independent (the tasks are different, so an
+  equal class index is no ambiguity).  Images are `[36, 36, 1]`.
 
-Pixel scale (``pixel_scale``, ``pareto`` protocol only): ``"unit"`` (the
-default) divides the pixels by 255, giving [0, 1]; ``"raw"`` feeds them as
+Pixel scale (`pixel_scale`, `pareto` protocol only): `"unit"` (the
+default) divides the pixels by 255, giving [0, 1]; `"raw"` feeds them as
 float32 in [0, 255], as the official Pareto-MTL training code does (it feeds
-its pickled composites with no scaling or mean/std).  The ``sener`` protocol
+its pickled composites with no scaling or mean/std).  The `sener` protocol
 always applies its official loader's normalisation ((x / 255 - 0.1307) /
-0.3081) and accepts ``"unit"`` only.  The scale is applied when the pipeline
+0.3081) and accepts `"unit"` only.  The scale is applied when the pipeline
 reads the cached uint8 composites, so it does not enter the cache key.
 
 Splits (both protocols), with no source item shared between splits:
 
-* ``train``: composed from the first ``1 - val_fraction`` (default 90 %, i.e.
+* `train`: composed from the first `1 - val_fraction` (default 90 %, i.e.
   54,000) of the official training items;
-* ``val``: composed from the last ``val_fraction`` (6,000) training items --
+* `val`: composed from the last `val_fraction` (6,000) training items --
   the papers pick the best epoch on a validation set, and it must not be the
   test set;
-* ``test``: composed from the 10,000 official test items.
+* `test`: composed from the 10,000 official test items.
 
-Under ``sener`` each split has as many composites as items (54k / 6k / 10k);
-under ``pareto`` the sizes are ``pareto_sizes`` (default 120k / 10k / 10k),
+Under `sener` each split has as many composites as items (54k / 6k / 10k);
+under `pareto` the sizes are `pareto_sizes` (default 120k / 10k / 10k),
 each item being drawn about evenly often (concatenated permutations).  Lee &
 Son split one shuffled 140k pool, which lets a test composite reuse a
 training digit; composing each split from its own items avoids that leak
 while keeping their sizes.
 
-Sources, per underlying data set (``mnist`` / ``fashion_mnist``), in order:
+Sources, per underlying data set (`mnist` / `fashion_mnist`), in order:
 
 1. an explicit directory holding the four official IDX files
-   (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``,
-   ``t10k-images-idx3-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``):
-   ``mnist_dir`` / ``fashion_dir``, or ``data_dir``.  For ``multi_mnist`` and
-   ``multi_fashion`` ``data_dir`` holds the files itself or in a ``mnist/`` /
-   ``fashion_mnist/`` subdirectory; for ``multi_fashion_mnist`` it is the
-   parent of ``mnist/`` and ``fashion_mnist/``.  A directory that is given
+   (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`,
+   `t10k-images-idx3-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`):
+   `mnist_dir` / `fashion_dir`, or `data_dir`.  For `multi_mnist` and
+   `multi_fashion` `data_dir` holds the files itself or in a `mnist/` /
+   `fashion_mnist/` subdirectory; for `multi_fashion_mnist` it is the
+   parent of `mnist/` and `fashion_mnist/`.  A directory that is given
    but lacks files is an error (never silently replaced);
-2. Fashion-MNIST only: the Debian package ``dataset-fashion-mnist``
+2. Fashion-MNIST only: the Debian package `dataset-fashion-mnist`
    (:data:`DEBIAN_FASHION_MNIST_DIR`);
-3. TFDS ``mnist`` / ``fashion_mnist`` when already prepared under
-   ``tfds_data_dir`` (TFDS default: ``$TFDS_DATA_DIR`` or
-   ``~/tensorflow_datasets``).  Nothing is downloaded unless
-   ``tfds_download=True``; every TFDS error counts as "not available".
+3. TFDS `mnist` / `fashion_mnist` when already prepared under
+   `tfds_data_dir` (TFDS default: `$TFDS_DATA_DIR` or
+   `~/tensorflow_datasets`).  Nothing is downloaded unless
+   `tfds_download=True`; every TFDS error counts as "not available".
 
 Cache: the composed uint8 arrays of all three splits are built once per
-parameter set and stored as ``<cache>/multi_digits/<name>-<protocol>-seed<seed>-<key>.npz``
-with a JSON sidecar (same stem, ``.json``) holding the generation parameters
-and a SHA-256 per array.  ``<cache>`` is ``cache_dir``, else ``$MTL_TF_CACHE``,
-else ``~/.cache/mtl_tf``; ``<key>`` hashes the parameters (data set, protocol,
+parameter set and stored as `<cache>/multi_digits/<name>-<protocol>-seed<seed>-<key>.npz`
+with a JSON sidecar (same stem, `.json`) holding the generation parameters
+and a SHA-256 per array.  `<cache>` is `cache_dir`, else `$MTL_TF_CACHE`,
+else `~/.cache/mtl_tf`; `<key>` hashes the parameters (data set, protocol,
 seed, val_fraction, pareto sizes, format version and a fingerprint of each
 source: path, size and mtime of the IDX files, or TFDS name, version and
 directory).  Changed parameters give another file; a checksum mismatch or an
@@ -197,7 +197,7 @@ def _dir_source(kind: str, directory: Path, files: dict[str, Path]) -> _Source:
 
 
 def _tfds_source(kind: str, tfds_data_dir, download: bool) -> tuple[_Source | None, str]:
-    """The prepared TFDS data set, or ``(None, reason)``; never raises."""
+    """The prepared TFDS data set, or `(None, reason)`; never raises."""
     found, reason = _sources.find_tfds(kind, tfds_data_dir, download)
     if found is None:
         return None, reason
@@ -279,7 +279,7 @@ def resolve_sources(
     tfds_data_dir=None,
     tfds_download: bool = False,
 ) -> tuple[_Source, _Source]:
-    """Finds the (left, right) sources of data set ``name``; see the module doc.
+    """Finds the (left, right) sources of data set `name`; see the module doc.
 
     Raises:
       SourceNotFoundError: naming every way to provide the missing source.
@@ -335,7 +335,7 @@ def _cache_stem(params: dict) -> str:
 
 
 def _read_cache(npz_path: Path, json_path: Path, params: dict, split: str):
-    """The cached arrays of ``split``, or ``(None, reason)``; reason None = absent."""
+    """The cached arrays of `split`, or `(None, reason)`; reason None = absent."""
     if not npz_path.exists() and not json_path.exists():
         return None, None
     try:
@@ -369,7 +369,7 @@ def cache_path(
     tfds_data_dir=None,
     tfds_download: bool = False,
 ) -> Path:
-    """The ``.npz`` cache file for these parameters (the sidecar is ``.json``)."""
+    """The `.npz` cache file for these parameters (the sidecar is `.json`)."""
     return _entry(
         name, protocol, seed, val_fraction, pareto_sizes, cache_dir, data_dir=data_dir, mnist_dir=mnist_dir,
         fashion_dir=fashion_dir, tfds_data_dir=tfds_data_dir, tfds_download=tfds_download,
@@ -377,7 +377,7 @@ def cache_path(
 
 
 def _entry(name, protocol, seed, val_fraction, pareto_sizes, cache_dir, **source_args):
-    """``(sources, params, npz path)`` of the cache entry."""
+    """`(sources, params, npz path)` of the cache entry."""
     sources = resolve_sources(name, **source_args)
     params = _params(name, protocol, seed, val_fraction, pareto_sizes, sources)
     return sources, params, _cache_root(cache_dir) / f"{_cache_stem(params)}.npz"
@@ -437,12 +437,12 @@ def load_multi_digits_arrays(
     """The composed split as NumPy arrays (built or read from the cache).
 
     Returns:
-      ``{"images": uint8 [n, H, W] (unnormalised), "left": int32 [n],
+      `{"images": uint8 [n, H, W] (unnormalised), "left": int32 [n],
       "right": int32 [n], "left_index": int64 [n], "right_index": int64 [n],
-      "offsets": int8 [n, 4]}``; the indices point into the source's training
-      images for ``train`` / ``val`` and its test images for ``test``; the
+      "offsets": int8 [n, 4]}`; the indices point into the source's training
+      images for `train` / `val` and its test images for `test`; the
       offsets are (row, col) of the left then the right item on the 36x36
-      canvas.  ``max_examples`` keeps the first examples only.
+      canvas.  `max_examples` keeps the first examples only.
     """
     _check_choice("name", name, DATASETS)
     _check_choice("protocol", protocol, PROTOCOLS)
@@ -477,15 +477,15 @@ def load_multi_digits(
     pixel_scale: str = "unit",
     **kwargs,
 ) -> tf.data.Dataset:
-    """The split as an unbatched, unshuffled ``tf.data.Dataset``.
+    """The split as an unbatched, unshuffled `tf.data.Dataset`.
 
-    Elements are ``(image float32 [H, W, 1], {"left": int32, "right": int32})``
-    with ``[H, W] = IMAGE_SHAPES[protocol][:2]``, pixels scaled by
-    ``pixel_scale`` (see the module doc; ``"raw"`` with ``sener`` is a
-    ``ValueError``).  Other keyword arguments are those of
-    :func:`load_multi_digits_arrays` (``data_dir``, ``mnist_dir``,
-    ``fashion_dir``, ``seed``, ``cache_dir``, ``val_fraction``,
-    ``pareto_sizes``, ``max_examples``, ``tfds_data_dir``, ``tfds_download``).
+    Elements are `(image float32 [H, W, 1], {"left": int32, "right": int32})`
+    with `[H, W] = IMAGE_SHAPES[protocol][:2]`, pixels scaled by
+    `pixel_scale` (see the module doc; `"raw"` with `sener` is a
+    `ValueError`).  Other keyword arguments are those of
+    :func:`load_multi_digits_arrays` (`data_dir`, `mnist_dir`,
+    `fashion_dir`, `seed`, `cache_dir`, `val_fraction`,
+    `pareto_sizes`, `max_examples`, `tfds_data_dir`, `tfds_download`).
     """
     prep = _preprocess(protocol, pixel_scale)
     arrays = load_multi_digits_arrays(name, protocol, split, **kwargs)
@@ -534,21 +534,21 @@ def multi_digits_datasets(
     pixel_scale: str = "unit",
     **kwargs,
 ) -> MultiDigitsDatasets:
-    """Batched train / val / test datasets, ready for ``model.fit``.
+    """Batched train / val / test datasets, ready for `model.fit`.
 
     The training set is reshuffled every epoch, in an order fixed by
-    ``shuffle_seed`` (default ``seed``); val and test keep their order.  All
-    three end with ``prefetch(tf.data.AUTOTUNE)``.  ``seed`` also fixes the
-    composition; ``pixel_scale`` (``"unit"`` or ``"raw"``, see the module doc)
+    `shuffle_seed` (default `seed`); val and test keep their order.  All
+    three end with `prefetch(tf.data.AUTOTUNE)`.  `seed` also fixes the
+    composition; `pixel_scale` (`"unit"` or `"raw"`, see the module doc)
     the input range; other keyword arguments go to
-    :func:`load_multi_digits_arrays`.  ``max_train_examples`` caps the training
-    set, ``max_eval_examples`` each of val and test.
+    :func:`load_multi_digits_arrays`.  `max_train_examples` caps the training
+    set, `max_eval_examples` each of val and test.
 
     Returns:
-      ``MultiDigitsDatasets(train, val, test, sizes, image_shape)``.
+      `MultiDigitsDatasets(train, val, test, sizes, image_shape)`.
 
     Raises:
-      ValueError: an unknown ``pixel_scale``, or ``"raw"`` with ``sener``.
+      ValueError: an unknown `pixel_scale`, or `"raw"` with `sener`.
     """
     if "max_examples" in kwargs:
         raise TypeError("use max_train_examples / max_eval_examples")

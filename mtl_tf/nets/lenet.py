@@ -15,25 +15,25 @@
     820 + 5,020 + 25,050 = 30,890 parameters;
   - head: dense(10) logits; 510 parameters.
 
-Each is a ``keras.layers.Layer`` whose ``trainable_variables`` are its own
-parameters; encoders map ``[batch, H, W, 1]`` images to the shared
-representation ``Z = [batch, 50]``, heads map ``Z`` to ``[batch, classes]``
+Each is a `keras.layers.Layer` whose `trainable_variables` are its own
+parameters; encoders map `[batch, H, W, 1]` images to the shared
+representation `Z = [batch, 50]`, heads map `Z` to `[batch, classes]`
 logits.  Convolutions use "valid" padding and channels-last images.  All
-layers serialise through ``get_config`` / ``from_config`` (registered under
-package ``mtl_tf``).
+layers serialise through `get_config` / `from_config` (registered under
+package `mtl_tf`).
 
-Initialisation (``initializer``, every net here; both official codes are
-PyTorch and keep its defaults): ``"keras"`` (the default, as before this
+Initialisation (`initializer`, every net here; both official codes are
+PyTorch and keep its defaults): `"keras"` (the default, as before this
 option existed) gives Keras' glorot-uniform kernels and zero biases;
-``"torch"`` gives PyTorch's default, kernels and biases uniform in
-``+-1/sqrt(fan_in)`` (``mtl_tf.nets.initializers``), which the official
+`"torch"` gives PyTorch's default, kernels and biases uniform in
+`+-1/sqrt(fan_in)` (`mtl_tf.nets.initializers`), which the official
 recipes train from.
 
-Dropout of the MultiLeNet (``dropout``): ``"keras"`` (the default) is Keras'
-``SpatialDropout2D`` / ``Dropout``: a mask per example, kept units scaled by
-``1/(1 - rate)``.  ``"official"`` is what Sener's official code does
-(``models/multi_lenet.py``): after conv2 one Bernoulli channel mask ``[1, 1,
-1, C]`` shared by the whole batch, in the head an element mask after the first
+Dropout of the MultiLeNet (`dropout`): `"keras"` (the default) is Keras'
+`SpatialDropout2D` / `Dropout`: a mask per example, kept units scaled by
+`1/(1 - rate)`.  `"official"` is what Sener's official code does
+(`models/multi_lenet.py`): after conv2 one Bernoulli channel mask `[1, 1,
+1, C]` shared by the whole batch, in the head an element mask after the first
 dense layer, neither rescaled (:class:`UnscaledDropout`), so at evaluation the
 network sees about twice the activations it was trained with.  The official
 code draws its masks once per step and reuses them in every pass of that step;
@@ -66,29 +66,29 @@ DROPOUTS = ("keras", "official")
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class UnscaledDropout(keras.layers.Layer):
-    """Dropout whose kept units are *not* scaled by ``1/(1 - rate)``, with a mask shared along chosen axes.
+    """Dropout whose kept units are *not* scaled by `1/(1 - rate)`, with a mask shared along chosen axes.
 
     In training the input is multiplied by a 0/1 mask, each entry kept with
-    probability ``1 - rate``; otherwise (``training`` false or None) it is the
+    probability `1 - rate`; otherwise (`training` false or None) it is the
     identity.  Every call draws one mask from the layer's
-    ``keras.random.SeedGenerator`` (layer state, so ``stateless_call`` returns
+    `keras.random.SeedGenerator` (layer state, so `stateless_call` returns
     the advanced state, which a caller may discard).
 
     Args:
       rate: probability of dropping an entry, in [0, 1].
-      noise_shape: the mask's shape, one entry per input axis: ``None`` takes
-        the input's size on that axis, ``1`` shares the mask along it.
-        ``None`` (default): an independent mask per entry.  Sener's channel
-        mask is ``(1, 1, 1, None)``: one ``[1, 1, 1, C]`` mask for the whole
+      noise_shape: the mask's shape, one entry per input axis: `None` takes
+        the input's size on that axis, `1` shares the mask along it.
+        `None` (default): an independent mask per entry.  Sener's channel
+        mask is `(1, 1, 1, None)`: one `[1, 1, 1, C]` mask for the whole
         batch and every spatial position.
-      seed: seed of the layer's ``SeedGenerator`` (None: unseeded).
+      seed: seed of the layer's `SeedGenerator` (None: unseeded).
 
     Raises:
-      ValueError: ``rate`` outside [0, 1], a ``noise_shape`` entry other than
+      ValueError: `rate` outside [0, 1], a `noise_shape` entry other than
         None or 1, or one whose length differs from the input's rank.
 
-    Source: Sener & Koltun's official ``models/multi_lenet.py`` (the masks are
-    ``torch.bernoulli`` of 0.5 and multiply the activations in training only).
+    Source: Sener & Koltun's official `models/multi_lenet.py` (the masks are
+    `torch.bernoulli` of 0.5 and multiply the activations in training only).
     """
 
     def __init__(self, rate=0.5, noise_shape=None, seed=None, **kwargs):
@@ -141,9 +141,9 @@ _WEIGHTED_LAYERS = (keras.layers.Dense, keras.layers.Conv2D)
 
 
 class _Stack(keras.layers.Layer):
-    """Applies ``self._stack`` (a list of layers) in order and builds it eagerly.
+    """Applies `self._stack` (a list of layers) in order and builds it eagerly.
 
-    Dense and convolution layers get the initializers of ``self.initializer``
+    Dense and convolution layers get the initializers of `self.initializer`
     just before they are built, when their kernel's fan-in is known.
     """
 
@@ -178,21 +178,21 @@ class _Stack(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class MultiLeNetEncoder(_Stack):
-    """Sener & Koltun's MultiLeNet trunk: ``[B, 28, 28, 1] -> [B, units]``.
+    """Sener & Koltun's MultiLeNet trunk: `[B, 28, 28, 1] -> [B, units]`.
 
     Args:
       filters: channels of the two convolutions.
       kernel_size: side of both convolution kernels.
       units: size of the shared representation.
       dropout_rate: channel (spatial) dropout after the second convolution.
-      seed: seed of the dropout masks (``None``: unseeded).
-      initializer: ``"keras"`` (default) or ``"torch"``; see the module doc.
-      dropout: ``"keras"`` (default: ``SpatialDropout2D``, a mask per
-        example, rescaled) or ``"official"`` (one unscaled channel mask for
+      seed: seed of the dropout masks (`None`: unseeded).
+      initializer: `"keras"` (default) or `"torch"`; see the module doc.
+      dropout: `"keras"` (default: `SpatialDropout2D`, a mask per
+        example, rescaled) or `"official"` (one unscaled channel mask for
         the whole batch); see the module doc.
 
     Raises:
-      ValueError: an unknown ``initializer`` or ``dropout``.
+      ValueError: an unknown `initializer` or `dropout`.
     """
 
     def __init__(
@@ -247,19 +247,19 @@ class MultiLeNetEncoder(_Stack):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class MultiLeNetHead(_Stack):
-    """Sener & Koltun's MultiLeNet task head: ``[B, features] -> [B, num_classes]`` logits.
+    """Sener & Koltun's MultiLeNet task head: `[B, features] -> [B, num_classes]` logits.
 
     Args:
       num_classes: number of logits.
       units: width of the hidden layer.
       dropout_rate: dropout after the hidden layer.
-      seed: seed of the dropout mask (``None``: unseeded).
-      initializer: ``"keras"`` (default) or ``"torch"``; see the module doc.
-      dropout: ``"keras"`` (default: ``Dropout``, rescaled) or ``"official"``
+      seed: seed of the dropout mask (`None`: unseeded).
+      initializer: `"keras"` (default) or `"torch"`; see the module doc.
+      dropout: `"keras"` (default: `Dropout`, rescaled) or `"official"`
         (an unscaled element mask); see the module doc.
 
     Raises:
-      ValueError: an unknown ``initializer`` or ``dropout``.
+      ValueError: an unknown `initializer` or `dropout`.
     """
 
     def __init__(
@@ -299,17 +299,17 @@ class MultiLeNetHead(_Stack):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class ParetoLeNetEncoder(_Stack):
-    """Lin et al.'s Pareto-MTL LeNet trunk: ``[B, 36, 36, 1] -> [B, units]``.
+    """Lin et al.'s Pareto-MTL LeNet trunk: `[B, 36, 36, 1] -> [B, units]`.
 
     Args:
       filters: channels of the two convolutions.
       kernel_sizes: kernel sides of the two convolutions.
       units: size of the shared representation.
-      initializer: ``"keras"`` (default) or ``"torch"`` (the official
+      initializer: `"keras"` (default) or `"torch"` (the official
         recipe); see the module doc.
 
     Raises:
-      ValueError: an unknown ``initializer``.
+      ValueError: an unknown `initializer`.
     """
 
     def __init__(self, filters=(10, 20), kernel_sizes=(9, 5), units=50, initializer="keras", **kwargs):
@@ -344,15 +344,15 @@ class ParetoLeNetEncoder(_Stack):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class ParetoLeNetHead(_Stack):
-    """Lin et al.'s Pareto-MTL task head: one dense layer of ``num_classes`` logits.
+    """Lin et al.'s Pareto-MTL task head: one dense layer of `num_classes` logits.
 
     Args:
       num_classes: number of logits.
-      initializer: ``"keras"`` (default) or ``"torch"`` (the official
+      initializer: `"keras"` (default) or `"torch"` (the official
         recipe); see the module doc.
 
     Raises:
-      ValueError: an unknown ``initializer``.
+      ValueError: an unknown `initializer`.
     """
 
     def __init__(self, num_classes=10, initializer="keras", **kwargs):

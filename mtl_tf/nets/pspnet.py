@@ -7,20 +7,20 @@ built on the pyramid pooling module of PSPNet (Zhao et al., CVPR 2017) with pool
 scales 1, 2, 3 and 6. Targets are at 1/8 of the 256x512 input, so the decoders
 predict at the feature resolution (32x64) without upsampling.
 
-Encoder (``DilatedResNet50``). The network is keras.applications' ResNet50
-(v1, ``include_top=False``): the same layers, names and defaults, built here
+Encoder (`DilatedResNet50`). The network is keras.applications' ResNet50
+(v1, `include_top=False`): the same layers, names and defaults, built here
 because keras.applications offers neither dilation nor the width and depth
 scaling that lets tests run the encoder cheaply. (Rebuilding
-``keras.applications.ResNet50`` with ``keras.models.clone_model`` and
+`keras.applications.ResNet50` with `keras.models.clone_model` and
 modified conv configs works too; it was tried, but it fixes the 175-layer
-network, and the first MGDA-UB ``fit`` step over it took 28-34 CPU-seconds
+network, and the first MGDA-UB `fit` step over it took 28-34 CPU-seconds
 here, mostly tracing: too much for the default tests.) Tests check that at the default size this is
 keras.applications' network: the same parameter count (23,587,712 with
 batch-norm statistics) and identical outputs with the same weights.
 
 Dilation: in the stages that keep their resolution (conv4 and conv5 for
 output stride 8, conv5 for 16) the stride-2 convolutions of the first block
-(its 1x1 ``_1_conv`` and the 1x1 projection ``_0_conv``) get stride 1 and every
+(its 1x1 `_1_conv` and the 1x1 projection `_0_conv`) get stride 1 and every
 3x3 convolution of the stage gets dilation 2 (conv4) or 4 (conv5). In this
 ResNet (v1) the stride sits on the first 1x1 convolution, so the first block's
 3x3 convolution already runs on the reduced grid and takes the stage's full
@@ -29,26 +29,26 @@ outputs at every 4th position (the "a trous" identity, checked in the tests).
 torchvision's ResNet-50 (v1.5), which Sener's code dilates, has the stride on
 the 3x3 convolution instead and gives that one convolution half the dilation;
 the parameter count is the same. Dilation changes no weight shape, so
-ImageNet weights load unchanged. The output is ``[B, ceil(H/8), ceil(W/8),
-2048]`` (exactly H/8 x W/8 when H and W are multiples of 8) for any input
+ImageNet weights load unchanged. The output is `[B, ceil(H/8), ceil(W/8),
+2048]` (exactly H/8 x W/8 when H and W are multiples of 8) for any input
 size.
 
-Weights: ``weights_path=None`` gives a random initialisation, chosen by
-``initializer``: ``"keras"`` (the default) is keras.applications' (glorot-uniform
-kernels, zero biases), ``"torch"`` PyTorch's default (kernels and biases uniform
-in +-1/sqrt(fan_in), ``mtl_tf.nets.initializers``). Sener's code starts the
+Weights: `weights_path=None` gives a random initialisation, chosen by
+`initializer`: `"keras"` (the default) is keras.applications' (glorot-uniform
+kernels, zero biases), `"torch"` PyTorch's default (kernels and biases uniform
+in +-1/sqrt(fan_in), `mtl_tf.nets.initializers`). Sener's code starts the
 encoder from ImageNet weights (its ResNet is torchvision-style and
 re-initialises itself before loading them, so neither choice is its random
 start); a path to a keras.applications ResNet50 "notop" weights file (e.g.
-``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``) is read by
-``keras.applications.ResNet50(weights=path)`` and copied layer by layer by
-name. Nothing is downloaded. Those weights expect ``keras.applications
-.resnet50.preprocess_input`` (caffe-style BGR mean subtraction) on the inputs.
+`resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`) is read by
+`keras.applications.ResNet50(weights=path)` and copied layer by layer by
+name. Nothing is downloaded. Those weights expect `keras.applications
+.resnet50.preprocess_input` (caffe-style BGR mean subtraction) on the inputs.
 Batch norm keeps keras.applications' settings (momentum 0.99, epsilon
-1.001e-5); ``batch_norm_momentum=0.9`` gives PyTorch's default, which Sener's
+1.001e-5); `batch_norm_momentum=0.9` gives PyTorch's default, which Sener's
 code trains with.
 
-Decoder (``PyramidPoolingDecoder``), for features ``[B, h, w, C]``:
+Decoder (`PyramidPoolingDecoder`), for features `[B, h, w, C]`:
 
   for each scale s in (1, 2, 3, 6):
     adaptive average pooling to s x s -> conv 1x1 (channels, no bias) -> BN -> ReLU
@@ -59,14 +59,14 @@ Decoder (``PyramidPoolingDecoder``), for features ``[B, h, w, C]``:
 with 512 channels by default (PSPNet's and Sener's code's). Outputs are logits
 for segmentation and linear values for offsets and disparity. Decoder batch
 norm uses PyTorch's defaults (momentum 0.1 = Keras 0.9, epsilon 1e-5). The
-decoder's ``initializer`` is ``"keras"`` (default: glorot-uniform kernels, zero
-bias) or ``"torch"``: PyTorch's default, which Sener's decoders keep (they are
-not re-initialised), so ``"torch"`` is the official random start.
+decoder's `initializer` is `"keras"` (default: glorot-uniform kernels, zero
+bias) or `"torch"`: PyTorch's default, which Sener's decoders keep (they are
+not re-initialised), so `"torch"` is the official random start.
 
-``AdaptiveAveragePooling2D`` is hand-written because Keras has no adaptive
-pooling: bin i of an axis of length n covers ``[floor(i n / s), ceil((i+1) n
-/ s))`` (PyTorch's ``AdaptiveAvgPool2d`` rule), computed as two small averaging
-matrices applied with ``einsum``. It works for every input size (bins overlap
+`AdaptiveAveragePooling2D` is hand-written because Keras has no adaptive
+pooling: bin i of an axis of length n covers `[floor(i n / s), ceil((i+1) n
+/ s))` (PyTorch's `AdaptiveAvgPool2d` rule), computed as two small averaging
+matrices applied with `einsum`. It works for every input size (bins overlap
 when n is not a multiple of s, and repeat when n < s) and compiles with XLA:
 with static spatial sizes (as in a traced training step) the matrices are
 constants; with unknown sizes they are built from the runtime shape.
@@ -123,7 +123,7 @@ def _adaptive_pooling_matrix_tensor(size_in, size_out, dtype):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class AdaptiveAveragePooling2D(keras.layers.Layer):
-    """Average pooling of ``[B, H, W, C]`` to ``[B, s, s, C]`` (or ``s_h x s_w``) for any H, W."""
+    """Average pooling of `[B, H, W, C]` to `[B, s, s, C]` (or `s_h x s_w`) for any H, W."""
 
     def __init__(self, output_size, **kwargs):
         super().__init__(**kwargs)
@@ -170,10 +170,10 @@ def _check_weights_path(weights_path):
 
 
 def _conv(x, filters, kernel_size, initializer, **kwargs):
-    """``keras.layers.Conv2D(filters, kernel_size, **kwargs)`` applied to ``x``.
+    """`keras.layers.Conv2D(filters, kernel_size, **kwargs)` applied to `x`.
 
-    ``"torch"`` initialisers take their fan-in from ``x``'s channels;
-    ``"keras"`` leaves the layer's defaults (keras.applications' own).
+    `"torch"` initialisers take their fan-in from `x`'s channels;
+    `"keras"` leaves the layer's defaults (keras.applications' own).
     """
     if initializer == "torch":
         kwargs.update(init_lib.torch_initializers(kernel_size * kernel_size * int(x.shape[-1])))
@@ -207,10 +207,10 @@ def build_resnet50_trunk(
     output_stride=8, blocks=RESNET50_BLOCKS, width=64, batch_norm_momentum=0.99, name="resnet50_trunk",
     initializer="keras",
 ):
-    """Functional ResNet-50 trunk (keras.applications' layers and names), dilated to ``output_stride``.
+    """Functional ResNet-50 trunk (keras.applications' layers and names), dilated to `output_stride`.
 
-    Returns a ``keras.Model`` mapping ``[B, H, W, 3]`` to ``[B, ceil(H/s), ceil(W/s), 32 * width]``.
-    ``initializer``: ``"keras"`` (keras.applications' defaults) or ``"torch"``.
+    Returns a `keras.Model` mapping `[B, H, W, 3]` to `[B, ceil(H/s), ceil(W/s), 32 * width]`.
+    `initializer`: `"keras"` (keras.applications' defaults) or `"torch"`.
     """
     init_lib.check_initializer(initializer)
     if output_stride not in STAGE_DILATIONS:
@@ -247,7 +247,7 @@ def build_resnet50_trunk(
 
 
 def load_resnet50_weights(trunk, weights_path):
-    """Copies keras.applications ResNet50 (no top) weights from a file into ``trunk``, layer by layer by name."""
+    """Copies keras.applications ResNet50 (no top) weights from a file into `trunk`, layer by layer by name."""
     reference = keras.applications.ResNet50(
         include_top=False, weights=_check_weights_path(weights_path), input_shape=(None, None, 3)
     )
@@ -258,7 +258,7 @@ def load_resnet50_weights(trunk, weights_path):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class DilatedResNet50(keras.layers.Layer):
-    """ResNet-50 trunk dilated to ``output_stride``: ``[B, H, W, 3] -> [B, ceil(H/8), ceil(W/8), 2048]``.
+    """ResNet-50 trunk dilated to `output_stride`: `[B, H, W, 3] -> [B, ceil(H/8), ceil(W/8), 2048]`.
 
     Args:
       output_stride: 8 (Sener's), 16 or 32 (the plain ResNet-50 trunk).
@@ -269,11 +269,11 @@ class DilatedResNet50(keras.layers.Layer):
         has 32 * width channels). Smaller values are for tests.
       batch_norm_momentum: Keras momentum of the batch norms (keras.applications'
         0.99; PyTorch's default, which Sener's code trains with, is 0.9).
-      initializer: random initialisation without ``weights_path``: ``"keras"``
-        (default, keras.applications') or ``"torch"`` (PyTorch's default).
+      initializer: random initialisation without `weights_path`: `"keras"`
+        (default, keras.applications') or `"torch"` (PyTorch's default).
 
     Raises:
-      ValueError: an unknown ``initializer`` or ``output_stride``; ImageNet
+      ValueError: an unknown `initializer` or `output_stride`; ImageNet
         weights with a non-default structure.
     """
 
@@ -334,7 +334,7 @@ def _batch_norm(name):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class PyramidPoolingDecoder(keras.layers.Layer):
-    """PSPNet pyramid pooling head: ``[B, h, w, C] -> [B, h, w, num_outputs]``.
+    """PSPNet pyramid pooling head: `[B, h, w, C] -> [B, h, w, num_outputs]`.
 
     Args:
       num_outputs: output channels (19 segmentation logits, 2 offsets, 1 disparity).
@@ -342,13 +342,13 @@ class PyramidPoolingDecoder(keras.layers.Layer):
       channels: width of the branch and fusion convolutions (512 in the paper's net;
         tests use a few).
       dropout_rate: channel dropout before the classifier.
-      seed: seed of the dropout mask and, with ``initializer="torch"``, of
+      seed: seed of the dropout mask and, with `initializer="torch"`, of
         the initialisers (None: unseeded).
-      initializer: ``"keras"`` (default: glorot-uniform kernels, zero bias) or
-        ``"torch"`` (PyTorch's default, the official decoders' start).
+      initializer: `"keras"` (default: glorot-uniform kernels, zero bias) or
+        `"torch"` (PyTorch's default, the official decoders' start).
 
     Raises:
-      ValueError: an unknown ``initializer``, non-positive sizes; at build,
+      ValueError: an unknown `initializer`, non-positive sizes; at build,
         unknown input channels.
     """
 

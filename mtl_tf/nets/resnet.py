@@ -88,11 +88,11 @@ class BasicBlock(keras.layers.Layer):
     Args:
       filters: output channels.
       strides: stride of the first convolution (and of the projection).
-      seed: seed of the kernel initialisers (``None``: unseeded).
-      initializer: ``"torch"`` (default) or ``"keras"``; see the module doc.
+      seed: seed of the kernel initialisers (`None`: unseeded).
+      initializer: `"torch"` (default) or `"keras"`; see the module doc.
 
     Raises:
-      ValueError: an unknown ``initializer``.
+      ValueError: an unknown `initializer`.
     """
 
     def __init__(self, filters, strides=1, seed=None, initializer="torch", **kwargs):
@@ -186,7 +186,7 @@ class BasicBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class ResNetEncoder(keras.layers.Layer):
-    """Small-image ResNet trunk: ``[B, H, W, C] -> [B, 8 * width * (H // 8 // pool) * (W // 8 // pool)]``.
+    """Small-image ResNet trunk: `[B, H, W, C] -> [B, 8 * width * (H // 8 // pool) * (W // 8 // pool)]`.
 
     With the defaults and 64x64 inputs this is Sener & Koltun's CelebA
     ResNet-18 and the representation has 512 * 2 * 2 = 2048 features.
@@ -194,14 +194,14 @@ class ResNetEncoder(keras.layers.Layer):
     Args:
       blocks: basic blocks per stage; (2, 2, 2, 2) is ResNet-18.
       width: channels of the stem and the first stage; stage s has
-        ``width * 2**s`` channels.
+        `width * 2**s` channels.
       pool_size: kernel and stride of the final average pooling.
-      seed: seed of the kernel initialisers (``None``: unseeded).
-      initializer: ``"torch"`` (default) or ``"keras"``; see the module doc.
+      seed: seed of the kernel initialisers (`None`: unseeded).
+      initializer: `"torch"` (default) or `"keras"`; see the module doc.
 
     Raises:
-      ValueError: an unknown ``initializer``, empty or non-positive
-        ``blocks``, a non-positive ``width``; at build, inputs too small for
+      ValueError: an unknown `initializer`, empty or non-positive
+        `blocks`, a non-positive `width`; at build, inputs too small for
         the pooling.
     """
 
@@ -289,14 +289,14 @@ def resnet18_encoder(
 
 
 def attribute_head(num_classes=2, *, seed=None, initializer="torch", name=None) -> keras.layers.Dense:
-    """A linear attribute head of ``num_classes`` logits, a ``keras.layers.Dense``.
+    """A linear attribute head of `num_classes` logits, a `keras.layers.Dense`.
 
-    ``initializer="torch"`` (default): a :class:`mtl_tf.nets.initializers.TorchDense`,
+    `initializer="torch"` (default): a :class:`mtl_tf.nets.initializers.TorchDense`,
     kernel and bias uniform in +-1/sqrt(input features), as the official
-    ``nn.Linear``; ``"keras"``: glorot-uniform kernel (seeded) and zero bias.
+    `nn.Linear`; `"keras"`: glorot-uniform kernel (seeded) and zero bias.
 
     Raises:
-      ValueError: an unknown ``initializer``.
+      ValueError: an unknown `initializer`.
     """
     init_lib.check_initializer(initializer)
     if initializer == "torch":

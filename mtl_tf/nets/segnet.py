@@ -4,11 +4,11 @@ Lee & Son (section 4.2) take SegNet (Badrinarayanan et al., TPAMI 2017) in the
 form of the MTAN benchmark (Liu, Johns & Davison, CVPR 2019) and "consider the
 encoder as the shared layers and construct the decoders, the task-specific
 layers, as the same number with the tasks". That is what this module builds:
-``SegNetEncoder`` is shared, and every task has a whole ``SegNetDecoder``.
+`SegNetEncoder` is shared, and every task has a whole `SegNetDecoder`.
 (MTAN's own "SegNet split" baseline is different: it shares the encoder *and*
 the decoder and splits only the last two prediction convolutions. It is not
-built here: it is a ``SegNetDecoder`` shared by all tasks followed by tiny
-heads, which the current ``MultiTaskModel`` could express with a larger encoder.)
+built here: it is a `SegNetDecoder` shared by all tasks followed by tiny
+heads, which the current `MultiTaskModel` could express with a larger encoder.)
 
 Encoder (VGG-16 with batch norm, 13 convolutions), filters (64, 128, 256, 512,
 512) with (2, 2, 3, 3, 3) convolutions per block; every convolution is 3x3
@@ -20,34 +20,34 @@ many conv-BN-ReLU as the encoder block had, all with the next shallower
 block's width (the shallowest keeps 64): 512 -> 512 (x3), 256 (x3), 128 (x3),
 64 (x2), 64 (x2). Then MTAN's prediction layers: conv 3x3 (64) -> conv 1x1
 (num_outputs), with no normalisation or activation between them.
-``output_activation`` selects the last step: "linear" (segmentation logits, depth) or
+`output_activation` selects the last step: "linear" (segmentation logits, depth) or
 "l2_normalize" (surface normals, unit vectors along the channel axis).
 
-Representation. The encoder returns ``{"features": [B, H/32, W/32, 512],
-"switches": (s_1, ..., s_5)}``: the decoders need the pooling switches, so
+Representation. The encoder returns `{"features": [B, H/32, W/32, 512],
+"switches": (s_1, ..., s_5)}`: the decoders need the pooling switches, so
 they are part of the shared representation. A switch tensor holds, at the
 pooled resolution, the position 0..3 (row-major in the 2x2 window) of each
-maximum, as floats under ``tf.stop_gradient``: the decoders turn them into
+maximum, as floats under `tf.stop_gradient`: the decoders turn them into
 one-hot masks through an integer cast, so no task loss has a gradient with
-respect to them (``tape.gradient`` returns None, which MGDA-UB reads as zero)
+respect to them (`tape.gradient` returns None, which MGDA-UB reads as zero)
 and the min-norm problem sees only the features.
 
-Pooling and unpooling are hand-written (``MaxPoolingWithSwitches``,
-``MaxUnpoolingWithSwitches``) rather than ``tf.nn.max_pool_with_argmax`` and a
+Pooling and unpooling are hand-written (`MaxPoolingWithSwitches`,
+`MaxUnpoolingWithSwitches`) rather than `tf.nn.max_pool_with_argmax` and a
 scatter: they are reshapes, a max and a one-hot product, which XLA compiles,
 which are deterministic on ties (the first maximum in row-major order wins, as
 in PyTorch), and whose gradient reaches only that maximum. They need even
 sizes, so the input's height and width must be multiples of 32 (MTAN's
 128x256 and 288x384 are).
 
-Initialisation (``initializer``, one of :data:`INITIALIZERS`): ``"mtan"``, the
+Initialisation (`initializer`, one of :data:`INITIALIZERS`): `"mtan"`, the
 default, follows MTAN's official code, which re-initialises every convolution
-after construction (``nn.init.xavier_normal_`` kernels, not truncated; zero
-biases); ``"torch"`` is PyTorch's layer default (kernels and biases uniform in
+after construction (`nn.init.xavier_normal_` kernels, not truncated; zero
+biases); `"torch"` is PyTorch's layer default (kernels and biases uniform in
 +-1/sqrt(fan_in), what the same PyTorch layers start from without that
-re-initialisation); ``"keras"`` is Keras' (glorot-uniform kernels, zero
+re-initialisation); `"keras"` is Keras' (glorot-uniform kernels, zero
 biases). Batch norm starts at scale 1 and offset 0 (as MTAN sets it), with
-PyTorch's momentum 0.1 (Keras 0.9) and epsilon 1e-5. ``filters`` can be scaled
+PyTorch's momentum 0.1 (Keras 0.9) and epsilon 1e-5. `filters` can be scaled
 down for tests.
 """
 
@@ -76,7 +76,7 @@ INITIALIZERS = ("mtan", "torch", "keras")
 
 
 def xavier_normal(seed=None):
-    """PyTorch's ``xavier_normal_``: normal with variance 2 / (fan_in + fan_out), not truncated."""
+    """PyTorch's `xavier_normal_`: normal with variance 2 / (fan_in + fan_out), not truncated."""
     return keras.initializers.VarianceScaling(1.0, "fan_avg", "untruncated_normal", seed=seed)
 
 
@@ -85,7 +85,7 @@ def _check_initializer(initializer):
 
 
 def _conv(filters, kernel_size, initializer, seed, name, padding="same"):
-    """A ``Conv2D`` with bias; "torch" initialisers are set at build (``_build_conv``)."""
+    """A `Conv2D` with bias; "torch" initialisers are set at build (`_build_conv`)."""
     if initializer == "keras":
         kernel_initializer = keras.initializers.GlorotUniform(seed=seed)
     else:
@@ -114,15 +114,15 @@ def _check_structure(filters, convs_per_block):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class ConvBatchNormReLU(keras.layers.Layer):
-    """3x3 "same" convolution (with bias) -> batch norm -> ReLU, MTAN's ``conv_layer``.
+    """3x3 "same" convolution (with bias) -> batch norm -> ReLU, MTAN's `conv_layer`.
 
     Args:
       filters: output channels.
       seed: seed of the convolution's initialisers (None: unseeded).
-      initializer: one of :data:`INITIALIZERS` (default ``"mtan"``); see the module doc.
+      initializer: one of :data:`INITIALIZERS` (default `"mtan"`); see the module doc.
 
     Raises:
-      ValueError: an unknown ``initializer``.
+      ValueError: an unknown `initializer`.
     """
 
     def __init__(self, filters, seed=None, initializer="mtan", **kwargs):
@@ -167,10 +167,10 @@ def _windows(x):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class MaxPoolingWithSwitches(keras.layers.Layer):
-    """2x2 / stride-2 max-pooling returning ``(pooled, switches)``.
+    """2x2 / stride-2 max-pooling returning `(pooled, switches)`.
 
-    ``switches`` has the pooled shape and holds the window position 0..3 of the
-    (first) maximum as a float, under ``tf.stop_gradient``.
+    `switches` has the pooled shape and holds the window position 0..3 of the
+    (first) maximum as a float, under `tf.stop_gradient`.
     """
 
     def call(self, inputs):
@@ -193,7 +193,7 @@ class MaxPoolingWithSwitches(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class MaxUnpoolingWithSwitches(keras.layers.Layer):
-    """Inverse of :class:`MaxPoolingWithSwitches`: ``(x [B,h,w,C], switches) -> [B, 2h, 2w, C]``.
+    """Inverse of :class:`MaxPoolingWithSwitches`: `(x [B,h,w,C], switches) -> [B, 2h, 2w, C]`.
 
     Each value goes to the recorded position of its 2x2 window; the other three are zero.
     """
@@ -217,16 +217,16 @@ class MaxUnpoolingWithSwitches(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class SegNetEncoder(keras.layers.Layer):
-    """SegNet's VGG-16-BN encoder: ``[B, H, W, 3] -> {"features", "switches"}`` (H, W multiples of 32).
+    """SegNet's VGG-16-BN encoder: `[B, H, W, 3] -> {"features", "switches"}` (H, W multiples of 32).
 
     Args:
       filters: widths of the five blocks (paper: 64, 128, 256, 512, 512).
       convs_per_block: convolutions per block (paper: 2, 2, 3, 3, 3).
       seed: seed of the kernel initialisers.
-      initializer: one of :data:`INITIALIZERS` (default ``"mtan"``); see the module doc.
+      initializer: one of :data:`INITIALIZERS` (default `"mtan"`); see the module doc.
 
     Raises:
-      ValueError: an unknown ``initializer`` or a malformed structure.
+      ValueError: an unknown `initializer` or a malformed structure.
     """
 
     def __init__(
@@ -298,18 +298,18 @@ class SegNetEncoder(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class SegNetDecoder(keras.layers.Layer):
-    """One task's SegNet decoder: the encoder's dict -> ``[B, H, W, num_outputs]``.
+    """One task's SegNet decoder: the encoder's dict -> `[B, H, W, num_outputs]`.
 
     Args:
       num_outputs: output channels (classes, 1 for depth, 3 for normals).
       output_activation: "linear" (logits / depth) or "l2_normalize" (unit normals).
       filters, convs_per_block: the encoder's structure (mirrored).
       seed: seed of the kernel initialisers.
-      initializer: one of :data:`INITIALIZERS` (default ``"mtan"``); see the module doc.
+      initializer: one of :data:`INITIALIZERS` (default `"mtan"`); see the module doc.
 
     Raises:
-      ValueError: an unknown ``initializer`` or ``output_activation``, a
-        non-positive ``num_outputs``, a malformed structure.
+      ValueError: an unknown `initializer` or `output_activation`, a
+        non-positive `num_outputs`, a malformed structure.
     """
 
     def __init__(

@@ -28,7 +28,7 @@ the published Delta_m is computed from the published numbers where the paper has
 single-task row (Sener's Table 4 only).
 
 Figures: Sener & Koltun's Figure 4 style pairwise performance profiles, one panel per
-pair of tasks, ``<table>_profile.png``: each method's mean (error bars over seeds), the
+pair of tasks, `<table>_profile.png`: each method's mean (error bars over seeds), the
 published numbers as hollow markers and the grid points in grey; top-right is better.
 Performance measures as in Sener's Figure 4: mIoU, 1 - instance error (normalised by
 the 2048-pixel width of the Cityscapes images; our offsets are in source pixels) and
@@ -37,10 +37,10 @@ the 2048-pixel width of the Cityscapes images; our offsets are in source pixels)
 
 Published numbers, and what we know about them:
 
-* Sener Table 4: the plain-text extraction in ``shared/papers`` lost the single-task
+* Sener Table 4: the plain-text extraction in `shared/papers` lost the single-task
   mIoU; 60.68 is the value printed in the NeurIPS paper. The text calls the instance
   metric an MSE, but the numbers (about 10 px) and the official evaluation code are an
-  L1 error, so we compare with ``offset_l1``. Sener's code also standardises the
+  L1 error, so we compare with `offset_l1`. Sener's code also standardises the
   disparity target with a per-pixel mean map and truncates predictions to integers in
   its L1 metric; we report the L1 error of the official disparity in pixels.
 * Lee & Son Table 3: the "within 30" of Uncertainty reads 37.35, below its own "within
