@@ -130,8 +130,8 @@ def test_static_accepts_numpy_weights():
     "name,options,message",
     [
         ("mgda", {"normalization": "L2"}, r"normalization='L2' is not valid; expected one of \['l2', 'loss', 'loss\+', 'none'\]"),
-        ("mgda_ub", {"head_update": "scaled"}, r"head_update='scaled' is not valid; expected one of \['official', 'paper'\]"),
-        ("mgda", {"solver": "fw"}, r"solver='fw' is not valid; expected one of \['frank_wolfe', 'wolfe'\]"),
+        ("mgda_ub", {"head_update": "scaled"}, r"head_update='scaled' is not valid; expected one of \['official', 'paper', 'paper_sequential'\]"),
+        ("mgda", {"solver": "fw"}, r"solver='fw' is not valid; expected one of \['frank_wolfe', 'official', 'wolfe'\]"),
         ("single_step", {"head_gradients_at": "new"}, r"head_gradients_at='new' is not valid"),
         ("single_step", {"inner_learning_rate": -0.1}, r"inner_learning_rate must be a positive finite number.*-0.1"),
         ("gradnorm", {"gradient_at": "last_layer"}, r"gradient_at='last_layer' is not valid"),
