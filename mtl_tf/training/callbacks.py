@@ -272,7 +272,17 @@ def current_learning_rate(optimizer) -> float | None:
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
-    """`keras.callbacks.TensorBoard` that also writes `batch_learning_rate` every `update_freq` steps."""
+    """`keras.callbacks.TensorBoard` that also writes `batch_learning_rate` every `update_freq` steps,
+    and writes every epoch's scalars whatever the number of steps per epoch.
+
+    Keras 3.15 writes its epoch summaries inside the `record_if(step % update_freq == 0)` context it
+    opened for batch summaries, so with 469 steps per epoch and `update_freq=100` no epoch and no
+    validation scalar is written until the global step happens to be a multiple of 100.
+    """
+
+    def _log_epoch_metrics(self, epoch, logs):
+        with self.summary.record_if(True):
+            super()._log_epoch_metrics(epoch, logs)
 
     def on_train_batch_end(self, batch, logs=None):
         if isinstance(logs, dict) and self._writes_this_batch():

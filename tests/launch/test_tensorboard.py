@@ -63,3 +63,23 @@ def test_the_compiled_train_step_has_no_summary_ops(run, fake_fashion_dir):
     op_types = {op.type for op in graph.get_operations()}
     assert any("Conv2D" in t for t in op_types)  # it is the real step
     assert not [t for t in op_types if "Summary" in t or t.startswith("Write")], sorted(op_types)
+
+
+def test_every_epoch_is_written_when_update_freq_does_not_divide_the_steps(tmp_path):
+    """3 steps per epoch, update_freq 2: Keras 3.15 alone writes epoch 0 only (global step 3 is odd)."""
+    from mtl_tf.training.callbacks import TensorBoard
+
+    import mtl_tf
+
+    keras.utils.set_random_seed(0)
+    model = mtl_tf.MultiTaskModel(keras.layers.Dense(3), {"a": keras.layers.Dense(1)}, {"a": "mse"})
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(12, 2)).astype("float32"), {"a": rng.normal(size=(12, 1)).astype("float32")}
+    model.fit(x, y, batch_size=4, epochs=3, validation_data=(x, y), verbose=0,
+              callbacks=[TensorBoard(str(tmp_path), update_freq=2)])
+    train = events.scalars(tmp_path / "train")
+    validation = events.scalars(tmp_path / "validation")
+    assert [s for s, _ in train["epoch_a_loss"]] == [0, 1, 2]
+    assert [s for s, _ in validation["epoch_a_loss"]] == [0, 1, 2]
+    assert [s for s, _ in train["batch_a_loss"]] == [2, 4, 6, 8]
