@@ -3,7 +3,8 @@
   python launch/export.py --workdir=runs/multi_fashion_mgda_ub --out=exported/multi_fashion_mgda_ub
 
 The serving signature `serving_default` takes `image` (float32, [batch, *input shape], the
-values the training pipeline feeds: e.g. pixels / 255) and returns one output per task,
+values the training pipeline feeds: raw pixels 0..255 for the digit `pareto` protocol, pixels / 255
+or Sener's normalisation for others; outputs.json records the map from 8-bit pixels as `input.pixels`) and returns one output per task,
 named by the task: class probabilities (softmax of the logits) for classification heads,
 the raw map for regression heads. The task names, the output kinds and the training config
 are stored under <out>/assets/. Load it with TensorFlow alone: launch/predict.py.
@@ -29,8 +30,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Data set location, if not the
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    model, config, input_shape = export.load_trained_model(_WORKDIR.value, data_dir=_DATA_DIR.value)
-    metadata = export.export_saved_model(model, _OUT.value, input_shape=input_shape, config=config)
+    model, config, input_shape, pixels = export.load_trained_run(_WORKDIR.value, data_dir=_DATA_DIR.value)
+    metadata = export.export_saved_model(model, _OUT.value, input_shape=input_shape, config=config, pixel_transform=pixels)
     print(f"SavedModel: {_OUT.value}")
     print(f"input: {metadata['input']['name']} float32 {metadata['input']['shape']}")
     for task, kind in metadata["outputs"].items():

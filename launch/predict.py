@@ -6,9 +6,12 @@
 Needs only TensorFlow (it does not import mtl_tf): the SavedModel written by
 launch/export.py carries its task names and output kinds under assets/.
 
-Inputs: PNG and JPEG files are decoded with the model's number of channels and scaled
-to float32 in [0, 1] (pixels / 255, as the training pipelines do); they must already
-have the model's height and width. NPY files hold float32 arrays, one example
+Inputs: PNG and JPEG files are decoded with the model's number of channels and mapped to
+the model's input as its training pipeline did (scale * pixel + offset, recorded by
+launch/export.py as `input.pixels` in assets/outputs.json: raw 0..255 for the digit
+`pareto` protocol, pixels / 255 or Sener's normalisation otherwise; SavedModels exported
+before that record exist get pixels / 255; a model whose inputs are not such a map refuses
+image files); they must already have the model's height and width. NPY files hold float32 arrays, one example
 ([H, W, C]) or a batch ([N, H, W, C]), already scaled. Anything else is an error that
 names the file, the expected shape or dtype and what it got.
 
@@ -50,8 +53,15 @@ def load_model(path):
     return loaded, signature, metadata
 
 
-def read_examples(file, shape, dtype):
-    """The examples of one file as a [N, *shape] array of `dtype`; `shape` has no batch axis."""
+_UNIT_PIXELS = {"scale": 1.0 / 255.0, "offset": 0.0}
+
+
+def read_examples(file, shape, dtype, pixels=_UNIT_PIXELS):
+    """The examples of one file as a [N, *shape] array of `dtype`; `shape` has no batch axis.
+
+    pixels: {"scale", "offset"} mapping 8-bit image pixels to the model input, or
+    None when image files cannot be fed to this model.
+    """
     file = Path(file)
     if not file.exists():
         raise FileNotFoundError(f"input file {file} not found")
@@ -74,7 +84,12 @@ def read_examples(file, shape, dtype):
             image = tf.io.decode_image(tf.io.read_file(str(file)), channels=channels, expand_animations=False)
         except tf.errors.InvalidArgumentError as error:
             raise InputError(f"{file}: cannot decode it as an image ({error.message})") from error
-        array = (tf.cast(image, tf.float32) / 255.0).numpy().astype(dtype)
+        if pixels is None:
+            raise InputError(
+                f"{file}: this model's training inputs are not a scaling of 8-bit pixels (see the SavedModel's "
+                "assets/config.json); pass a .npy array with the preprocessed values instead"
+            )
+        array = (tf.cast(image, tf.float32) * pixels["scale"] + pixels["offset"]).numpy().astype(dtype)
     else:
         raise InputError(f"{file}: unsupported file type {suffix!r}; expected .png, .jpg, .jpeg or .npy")
     if array.shape == tuple(shape):
@@ -113,7 +128,7 @@ def main(argv):
     everything = {}
     for file in files:
         try:
-            array = read_examples(file, shape, dtype)
+            array = read_examples(file, shape, dtype, metadata["input"].get("pixels", _UNIT_PIXELS))
         except InputError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)

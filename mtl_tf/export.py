@@ -56,7 +56,7 @@ def output_kind(loss) -> str:
 _ACTIVATIONS = {"softmax": lambda x: tf.nn.softmax(x, axis=-1), "sigmoid": tf.sigmoid, "identity": tf.identity}
 
 
-def export_saved_model(model, out_dir, *, input_shape, config=None, task_kinds=None) -> dict:
+def export_saved_model(model, out_dir, *, input_shape, config=None, task_kinds=None, pixel_transform=None) -> dict:
     """Writes the SavedModel of a built `MultiTaskModel` to `out_dir`; returns the metadata.
 
     Args:
@@ -67,6 +67,9 @@ def export_saved_model(model, out_dir, *, input_shape, config=None, task_kinds=N
       config: the training config (a dict or ConfigDict), stored as an asset.
       task_kinds: optional {task: "softmax"|"sigmoid"|"identity"} overriding
         what the losses imply.
+      pixel_transform: (scale, offset) from 8-bit pixels to the model input
+        (`Benchmark.pixel_transform`), recorded as `input.pixels` in outputs.json
+        for `launch/predict.py`; None records that image files cannot be fed.
     """
     if not model.built:
         raise ValueError(f"model {model.name!r} must be built (e.g. with its trained weights loaded) before export")
@@ -86,7 +89,14 @@ def export_saved_model(model, out_dir, *, input_shape, config=None, task_kinds=N
     metadata = {
         "tasks": list(task_names),
         "outputs": kinds,
-        "input": {"name": INPUT_NAME, "shape": [None, *input_shape], "dtype": "float32"},
+        "input": {
+            "name": INPUT_NAME,
+            "shape": [None, *input_shape],
+            "dtype": "float32",
+            "pixels": None if pixel_transform is None else {
+                "scale": float(pixel_transform[0]), "offset": float(pixel_transform[1])
+            },
+        },
         "signature": SIGNATURE,
     }
 
@@ -117,5 +127,11 @@ def export_saved_model(model, out_dir, *, input_shape, config=None, task_kinds=N
 
 def load_trained_model(workdir, *, data_dir=None):
     """(model, config, input_shape) of a run of `launch/train.py`, with its best weights loaded."""
+    model, config, input_shape, _ = load_trained_run(workdir, data_dir=data_dir)
+    return model, config, input_shape
+
+
+def load_trained_run(workdir, *, data_dir=None):
+    """(model, config, input_shape, pixel_transform) of a run of `launch/train.py`."""
     model, benchmark, config = trainer.restore_run(workdir, data_dir=data_dir)
-    return model, config, trainer.input_shape(benchmark)
+    return model, config, trainer.input_shape(benchmark), benchmark.pixel_transform

@@ -60,7 +60,8 @@ def test_saved_model_outputs_equal_the_model_and_carry_assets(tmp_path):
     assets = tmp_path / "sm" / "assets"
     assert (assets / "task_names.txt").read_text().split() == ["digit", "attribute", "depth"]
     assert json.loads((assets / "config.json").read_text()) == {"method": "mgda_ub", "seed": 4}
-    assert json.loads((assets / "outputs.json").read_text())["input"] == {"name": "image", "shape": [None, 5, 5, 2], "dtype": "float32"}
+    assert json.loads((assets / "outputs.json").read_text())["input"] == {"name": "image", "shape": [None, 5, 5, 2], "dtype": "float32",
+                                                                           "pixels": None}  # no pixel map given
 
 
 def test_export_refuses_a_non_empty_directory_and_unknown_tasks(tmp_path):

@@ -203,4 +203,13 @@ def build(config) -> Benchmark:
         monitor_mode="max",
         sizes=dict(datasets.sizes),
         input_shape=tuple(datasets.image_shape),
+        pixel_transform=pixel_transform(settings.protocol, settings.pixel_scale),
     )
+
+
+def pixel_transform(protocol, pixel_scale):
+    """(scale, offset) from 8-bit pixels to this protocol's model input (see `Benchmark.pixel_transform`)."""
+    if protocol == "sener":
+        std = multi_digits.SENER_STD
+        return (1.0 / (255.0 * std), -multi_digits.SENER_MEAN / std)
+    return (1.0, 0.0) if pixel_scale == "raw" else (1.0 / 255.0, 0.0)

@@ -42,6 +42,10 @@ class Benchmark:
       evaluate: optional `fn(model, dataset) -> {task: {metric: value}}` for
         benchmarks whose test metrics are more than `model.evaluate` logs
         (e.g. Delta_m); None means the trainer groups the `evaluate` logs by task.
+      pixel_transform: optional (scale, offset) with model input = scale * p + offset
+        for 8-bit pixel values p (0..255) of an image file, what the training
+        pipeline does; None when that is not an affine map of the pixels (the
+        export then tells `launch/predict.py` to refuse image files).
     """
 
     name: str
@@ -57,6 +61,7 @@ class Benchmark:
     sizes: dict = dataclasses.field(default_factory=dict)
     input_shape: tuple = ()
     evaluate: Callable | None = None
+    pixel_transform: tuple | None = None
 
     @property
     def task_names(self):

@@ -1,6 +1,7 @@
 """launch/export.py then launch/predict.py on the session's smoke run: the SavedModel, loaded in a
 fresh process that never imports mtl_tf, predicts what the in-memory model predicts (1e-6)."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -69,7 +70,9 @@ def test_saved_model_predictions_equal_the_in_memory_model(exported, cli_run, fa
     assert json.loads((exported / "assets" / "config.json").read_text())["method"] == "mgda_ub"
 
 
+@functools.lru_cache(maxsize=None)
 def load_predict_module():
+    # Once per process: the script defines absl flags at import.
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("launch_predict", REPO / "launch" / "predict.py")
@@ -98,3 +101,27 @@ def test_wrong_shape_or_dtype_is_a_clear_error(exported, isolated_env, tmp_path)
     completed = run_predict(exported, [tmp_path / "small.npy"], isolated_env, check=False)
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert "small.npy: shape [2, 28, 28, 1], expected one example [36, 36, 1]" in completed.stderr
+
+
+def test_export_records_the_pixel_map_and_predict_applies_it(exported, tmp_path):
+    metadata = json.loads((exported / "assets" / "outputs.json").read_text())
+    np.testing.assert_allclose(metadata["input"]["pixels"]["scale"], 1 / 255)  # the smoke variant keeps pixels / 255
+    predict = load_predict_module()
+    pixels = (np.arange(36 * 36) % 256).astype("uint8").reshape(36, 36)
+    Image.fromarray(pixels).save(tmp_path / "p.png")
+    raw = predict.read_examples(tmp_path / "p.png", (36, 36, 1), np.float32, {"scale": 1.0, "offset": 0.0})
+    np.testing.assert_array_equal(raw[0, :, :, 0], pixels.astype("float32"))  # the pareto recipe: 0..255
+    with pytest.raises(predict.InputError, match="not a scaling of 8-bit pixels"):
+        predict.read_examples(tmp_path / "p.png", (36, 36, 1), np.float32, None)
+    np.save(tmp_path / "x.npy", raw)  # arrays are taken as they are, whatever the map
+    np.testing.assert_array_equal(predict.read_examples(tmp_path / "x.npy", (36, 36, 1), np.float32, None), raw)
+
+
+def test_digit_protocols_pixel_maps():
+    from mtl_tf.benchmarks import digits
+
+    p = np.array([0.0, 17.0, 255.0])
+    for protocol, scale, expected in (("pareto", "raw", p), ("pareto", "unit", p / 255),
+                                      ("sener", "unit", (p / 255 - 0.1307) / 0.3081)):
+        a, b = digits.pixel_transform(protocol, scale)
+        np.testing.assert_allclose(a * p + b, expected, rtol=1e-12)
