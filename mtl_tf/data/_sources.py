@@ -7,8 +7,14 @@ A data module looks for its data, in order, in
    but lacks the files is an error, never silently replaced by another source;
 2. fixed system directories (files a Debian package installs);
 3. a TFDS data set that is already prepared (:func:`find_tfds`); nothing is
-   downloaded unless the caller asks (`tfds_download=True`), and every TFDS
-   error counts as "not available".
+   downloaded through TFDS unless the caller asks (`tfds_download=True`), and
+   every TFDS error counts as "not available";
+4. for the data sets Keras ships a loader for (MNIST, Fashion-MNIST): that
+   loader's download (`keras.datasets.<name>.load_data()`, kept in
+   `~/.keras/datasets`, `$KERAS_HOME`), so that a fresh machine with internet
+   runs the default jobs with no set-up. It is on by default; `MTL_TF_DOWNLOAD=0`
+   (:data:`DOWNLOAD_ENV`, :func:`download_refusal`) turns it off, as the test
+   suite does, so that no test depends on the network.
 
 When none holds the data, the error (a :class:`SourceNotFoundError`) names
 every way to provide it (:func:`how_to_provide`, :func:`tfds_way`) and what was
@@ -18,12 +24,15 @@ tried.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 __all__ = [
+    "DOWNLOAD_ENV",
     "SourceNotFoundError",
     "TfdsDataset",
+    "download_refusal",
     "find_first",
     "find_tfds",
     "how_to_provide",
@@ -31,8 +40,24 @@ __all__ = [
 ]
 
 
+DOWNLOAD_ENV = "MTL_TF_DOWNLOAD"
+_OFF = ("0", "false", "no", "off")
+
+
 class SourceNotFoundError(FileNotFoundError):
     """A data set is nowhere to be found; the message names every way to provide it."""
+
+
+def download_refusal() -> str | None:
+    """Why the download fallback (rule 4) is off, or None when it may run.
+
+    It is off when the environment variable `MTL_TF_DOWNLOAD` is one of
+    `0`, `false`, `no`, `off` (any case); unset or anything else allows it.
+    """
+    value = os.environ.get(DOWNLOAD_ENV)
+    if value is not None and value.strip().lower() in _OFF:
+        return f"download turned off by {DOWNLOAD_ENV}={value}"
+    return None
 
 
 def find_first(root, candidates: Sequence[str], *, directory: bool = False) -> tuple[Path | None, list[Path]]:

@@ -67,8 +67,17 @@ Sources, per underlying data set (`mnist` / `fashion_mnist`), in order:
    (:data:`DEBIAN_FASHION_MNIST_DIR`);
 3. TFDS `mnist` / `fashion_mnist` when already prepared under
    `tfds_data_dir` (TFDS default: `$TFDS_DATA_DIR` or
-   `~/tensorflow_datasets`).  Nothing is downloaded unless
-   `tfds_download=True`; every TFDS error counts as "not available".
+   `~/tensorflow_datasets`).  TFDS downloads nothing unless
+   `tfds_download=True`; every TFDS error counts as "not available";
+4. Keras's own copy: `keras.datasets.mnist` / `keras.datasets.fashion_mnist`
+   `.load_data()`, which downloads the data once into `~/.keras/datasets`
+   (`$KERAS_HOME`) and reads it from there afterwards -- so the default jobs
+   run on a fresh machine with internet and no set-up.  `MTL_TF_DOWNLOAD=0`
+   turns this off (the test suite does); a failed download counts as "not
+   available" and its reason enters the error.
+
+When none works, :class:`SourceNotFoundError` names every way and why each
+one failed.
 
 Cache: the composed uint8 arrays of all three splits are built once per
 parameter set and stored as `<cache>/multi_digits/<name>-<protocol>-seed<seed>-<key>.npz`
@@ -218,6 +227,51 @@ def _tfds_source(kind: str, tfds_data_dir, download: bool) -> tuple[_Source | No
     return _Source(kind, found.origin, f"tfds|{found.origin}", load), ""
 
 
+def _keras_arrays_problem(arrays: dict[str, np.ndarray]) -> str | None:
+    """What is wrong with the arrays a Keras loader returned, or None."""
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (ITEM_SIZE, ITEM_SIZE):
+            return (
+                f"{split} images: expected uint8 [N, {ITEM_SIZE}, {ITEM_SIZE}], "
+                f"found {images.dtype} of shape {images.shape}"
+            )
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            return f"{split} labels: expected [{images.shape[0]}] (one per image), found shape {labels.shape}"
+        if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+            return f"{split} labels: expected 0..{NUM_CLASSES - 1}, found {labels.min()}..{labels.max()}"
+    return None
+
+
+def _keras_source(kind: str) -> tuple[_Source | None, str]:
+    """Keras's copy of `kind` (downloaded on first use), or `(None, reason)`; never raises."""
+    call = f"keras.datasets.{kind}.load_data()"
+    refusal = _sources.download_refusal()
+    if refusal is not None:
+        return None, f"{call} not tried ({refusal})"
+    logger.info("Loading %s with %s (downloaded on first use into ~/.keras/datasets).", _PRETTY[kind], call)
+    try:
+        import keras  # a core dependency; imported here so that tests can stub the loader
+
+        (train_images, train_labels), (test_images, test_labels) = getattr(keras.datasets, kind).load_data()
+        arrays = {
+            "train_images": np.asarray(train_images),
+            "train_labels": np.asarray(train_labels),
+            "test_images": np.asarray(test_images),
+            "test_labels": np.asarray(test_labels),
+        }
+    except Exception as e:  # no network, proxy, disk full, corrupt download, ...: just unavailable
+        return None, f"{call} failed ({type(e).__name__}: {e})"
+    problem = _keras_arrays_problem(arrays)
+    if problem is not None:
+        return None, f"{call} returned unusable data ({problem})"
+    arrays["train_labels"] = arrays["train_labels"].astype(np.uint8)
+    arrays["test_labels"] = arrays["test_labels"].astype(np.uint8)
+    # The content itself keys the cache: Keras's files carry no version of their own.
+    digest = _cache.cache_key({k: _cache.array_checksum(v) for k, v in sorted(arrays.items())})
+    return _Source(kind, f"Keras's {kind} ({call})", f"keras|{kind}|{digest}", lambda: arrays), ""
+
+
 def _missing_message(kind: str, dataset: str, reasons: list[str], dir_arg: str) -> str:
     files = ", ".join(f"{n}[.gz]" for n in idx_lib.IDX_FILE_NAMES.values())
     ways = [
@@ -230,6 +284,11 @@ def _missing_message(kind: str, dataset: str, reasons: list[str], dir_arg: str) 
             "the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist), "
             f"which installs the files in {DEBIAN_FASHION_MNIST_DIR}"
         )
+    ways.append(
+        f"an internet connection: keras.datasets.{kind}.load_data() then downloads it once into "
+        f"~/.keras/datasets ($KERAS_HOME) -- tried automatically when no directory is given, "
+        f"unless {_sources.DOWNLOAD_ENV}=0"
+    )
     return f"{_PRETTY[kind]} (needed by '{dataset}') was not found. " + _sources.how_to_provide("it", ways, reasons)
 
 
@@ -241,7 +300,7 @@ def _resolve_one(
     tfds_data_dir,
     tfds_download: bool,
 ) -> _Source:
-    """First match among the explicit directories, Debian (Fashion-MNIST) and TFDS."""
+    """First match among the explicit directories, Debian (Fashion-MNIST), TFDS and Keras's download."""
     if explicit:
         errors = []
         for directory, _ in explicit:
@@ -264,6 +323,10 @@ def _resolve_one(
         except FileNotFoundError:
             reasons.append(f"Debian package files not in {debian}")
     source, reason = _tfds_source(kind, tfds_data_dir, tfds_download)
+    if source is not None:
+        return source
+    reasons.append(reason)
+    source, reason = _keras_source(kind)
     if source is not None:
         return source
     reasons.append(reason)

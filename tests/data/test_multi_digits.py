@@ -33,6 +33,9 @@ def isolated(tmp_path, monkeypatch):
     """Caches go to a fresh dir; TFDS looks in an empty dir; never the user's."""
     monkeypatch.setenv(md.CACHE_ENV, str(tmp_path / "env_cache"))
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_tfds"))
+    # No test depends on the network: Keras's download fallback stays off here
+    # (tests/data/test_download_fallback.py stubs it).
+    monkeypatch.setenv("MTL_TF_DOWNLOAD", "0")
 
 
 def _kw(sources, name, tmp_path, **extra):

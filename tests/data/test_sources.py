@@ -34,6 +34,19 @@ def test_how_to_provide_names_every_way_and_what_was_tried():
     assert way.endswith("(its host has quotas)")
 
 
+@pytest.mark.parametrize("value, off", [(None, False), ("1", False), ("yes", False), ("0", True),
+                                         ("false", True), (" OFF ", True), ("No", True)])
+def test_download_refusal_reads_the_environment(monkeypatch, value, off):
+    if value is None:
+        monkeypatch.delenv("MTL_TF_DOWNLOAD", raising=False)
+    else:
+        monkeypatch.setenv("MTL_TF_DOWNLOAD", value)
+    refusal = _sources.download_refusal()
+    assert (refusal is not None) == off
+    if off:
+        assert f"MTL_TF_DOWNLOAD={value}" in refusal
+
+
 def test_every_data_module_error_is_a_source_not_found_error():
     for module in (md, celeba):
         assert issubclass(module.SourceNotFoundError, _sources.SourceNotFoundError)
@@ -42,17 +55,20 @@ def test_every_data_module_error_is_a_source_not_found_error():
 
 def test_fashion_mnist_error_names_every_source(tmp_path, monkeypatch):
     monkeypatch.setattr(md, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no_debian")
+    monkeypatch.setenv(_sources.DOWNLOAD_ENV, "0")  # no network in tests
     with pytest.raises(_sources.SourceNotFoundError) as err:
         md.resolve_sources("multi_fashion", tfds_data_dir=tmp_path / "no_tfds")
     lines = str(err.value).splitlines()
     ways = [line for line in lines if line.startswith("  * ")]
-    assert len(ways) == 3
+    assert len(ways) == 4
     assert "IDX files" in ways[0] and "data_dir=" in ways[0] and "fashion_dir=" in ways[0]
     assert "TFDS data set 'fashion_mnist'" in ways[1]
     assert "dataset-fashion-mnist" in ways[2] and str(tmp_path / "no_debian") in ways[2]
     tried = lines[-1]
     assert tried.startswith("Tried: no data_dir") and "Debian package files not in" in tried
     assert "TFDS 'fashion_mnist' is not prepared" in tried
+    assert "keras.datasets.fashion_mnist.load_data()" in ways[3] and "MTL_TF_DOWNLOAD=0" in ways[3]
+    assert "load_data() not tried (download turned off by MTL_TF_DOWNLOAD=0)" in tried
 
 
 def test_celeba_error_names_every_source(tmp_path):
