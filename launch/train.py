@@ -18,6 +18,13 @@ Flags:
   --data_dir          where the benchmark's data set is (sets config.data.data_dir);
   --verbose           Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
 
+Before training, with an error naming what is wrong (exit code 2): a config field that does not
+exist (`--config.foo=1`), a learning rate <= 0, epochs or batch size < 1, a --workdir that is a
+file, a batch size the mirrored replicas cannot split. A second train.py on a --workdir in use stops
+at once naming the process that holds it (exit code 1). Start and resume print a banner (method,
+workdir, epochs, TensorBoard command; on a resume the restored epoch and best value); Ctrl-C prints
+what is saved and exits with 130: the same command resumes.
+
 The trainer itself is `mtl_tf.training.trainer.train_and_evaluate`.
 """
 
@@ -33,7 +40,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from mtl_tf.training import config as config_lib  # noqa: E402
 from mtl_tf.training import distribute, trainer  # noqa: E402
-from mtl_tf.training.workdir import RESULTS, load_results  # noqa: E402
+from mtl_tf.training.workdir import RESULTS, WorkdirLocked, check_workdir, load_results  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.", required=True)
@@ -47,6 +54,20 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Retrain even if results.json
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.")
 
 
+def _fail(error, code: int = 2):
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(code)
+
+
+def parse_flags(argv):
+    """absl's flag parsing, after checking that every --config.<field> exists (named if not)."""
+    try:
+        config_lib.check_override_flags(argv)
+    except ValueError as error:
+        _fail(error)
+    return app.parse_flags_with_usage(argv)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -55,8 +76,11 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/multi_fashion.py")
     if _DATA_DIR.value:
         config_lib.add_data_dir(config, _DATA_DIR.value)
-    trainer.check_method(config)
-    workdir = Path(_WORKDIR.value)
+    try:  # every field the trainer reads, and the workdir, before anything is built
+        trainer.TrainSettings.from_config(config)
+        workdir = check_workdir(_WORKDIR.value)
+    except ValueError as error:
+        _fail(error)
     if (workdir / RESULTS).exists() and not _OVERWRITE.value:
         logging.info("%s exists; the run is finished (pass --overwrite to train again).", workdir / RESULTS)
         results = load_results(workdir)
@@ -64,13 +88,21 @@ def main(argv):
         if _NUM_CPU_DEVICES.value:
             distribute.split_cpu(_NUM_CPU_DEVICES.value)
         strategy = distribute.make_strategy(_STRATEGY.value, _DEVICES.value)
-        results = trainer.train_and_evaluate(
-            config, workdir, strategy=strategy, overwrite=_OVERWRITE.value, verbose=_VERBOSE.value
-        )
+        try:
+            results = trainer.train_and_evaluate(
+                config, workdir, strategy=strategy, overwrite=_OVERWRITE.value, verbose=_VERBOSE.value
+            )
+        except WorkdirLocked as error:
+            _fail(error, 1)
+        except trainer.RunRefused as error:
+            _fail(error)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: {trainer.describe_saved(workdir)} Run the same command to resume.", file=sys.stderr)
+            sys.exit(130)
     print(f"method={results['method']} seed={results['seed']} best_epoch={results.get('best_epoch')}")
     print(trainer.format_metrics(results["tasks"]))
     print(f"results: {workdir / RESULTS}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -89,7 +89,13 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.state_path.exists():
-            self.state = json.loads(self.state_path.read_text())
+            try:
+                self.state = json.loads(self.state_path.read_text())
+            except (OSError, UnicodeDecodeError, ValueError) as error:
+                raise ValueError(
+                    f"{self.state_path} (the run's history and best epoch) is unreadable: {error}. The run cannot "
+                    "resume without it: train again from scratch with --overwrite (overwrite=True)"
+                ) from None
         self._session_start = time.perf_counter()
         self._elapsed_before = float(self.state.get("elapsed_s", 0.0))
 
@@ -207,7 +213,15 @@ class AtomicBackupAndRestore(keras.callbacks.Callback):
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(str(self.backup_dir / state["weights"]))
+        weights = self.backup_dir / state["weights"]
+        try:
+            self.model.load_weights(str(weights))
+        except (OSError, ValueError, KeyError) as error:  # h5py: OSError for a truncated file
+            raise ValueError(
+                f"the backup weights {weights} (epoch {state['epoch']}) cannot be loaded: {error}. It is damaged "
+                f"(truncated?) or of another model: remove {self.backup_dir} and {self.backup_dir.parent / workdir_files.TRAIN_STATE} "
+                "to train this run from epoch 1, or train again with --overwrite"
+            ) from None
         self.restored_epoch = state["epoch"]
         self.model._initial_epoch = state["epoch"]
 
@@ -279,6 +293,31 @@ class TensorBoard(keras.callbacks.TensorBoard):
     opened for batch summaries, so with 469 steps per epoch and `update_freq=100` no epoch and no
     validation scalar is written until the global step happens to be a multiple of 100.
     """
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._steps_continued = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras counts `batch_*` steps from 0 in every `fit`; a resumed fit starts at epoch N > 0
+        # (the epoch summaries already use N), so continue the batch count where the first run
+        # ended, or TensorBoard draws the resumed curves over the first run's.
+        if not self._steps_continued:
+            self._steps_continued = True
+            if epoch > 0 and int(self._global_train_batch) == 0:
+                self._global_train_batch = self._batch_calls_before(epoch)
+        super().on_epoch_begin(epoch, logs)
+
+    def _batch_calls_before(self, epoch: int) -> int:
+        """How many times an uninterrupted `fit` would have called the batch hooks before `epoch`."""
+        per_execution = int(getattr(self.model, "steps_per_execution", 1) or 1)  # one call per execution
+        steps = (self.params or {}).get("steps")
+        if steps:
+            return epoch * math.ceil(int(steps) / per_execution)
+        # Unknown epoch length: the restored optimizer's step count.
+        optimizer = getattr(self.model, "optimizer", None)
+        iterations = int(np.asarray(optimizer.iterations)) if optimizer is not None else 0
+        return math.ceil(iterations / per_execution)
 
     def _log_epoch_metrics(self, epoch, logs):
         with self.summary.record_if(True):

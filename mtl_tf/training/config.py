@@ -162,6 +162,58 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_co
     return config
 
 
+def unknown_fields(config, dotted_names) -> list[str]:
+    """The names among `dotted_names` ("optimizer.momentum", ...) that are not fields of `config`.
+
+    A field under a value that is not a ConfigDict (e.g. `seed.x`) is unknown too.
+    """
+    unknown = []
+    for dotted in dotted_names:
+        node = config
+        for part in dotted.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                unknown.append(dotted)
+                break
+            node = node[part]
+    return unknown
+
+
+def _config_flag_arguments(argv, flag: str):
+    """(the value of --<flag>, [the dotted fields of every --<flag>.<field>]) on a command line."""
+    spec, fields = None, []
+    for i, arg in enumerate(argv):
+        if arg == f"--{flag}" and i + 1 < len(argv):
+            spec = argv[i + 1]
+        elif arg.startswith(f"--{flag}="):
+            spec = arg.split("=", 1)[1]
+        elif arg.startswith(f"--{flag}."):
+            fields.append(arg[len(flag) + 3:].split("=", 1)[0])
+    return spec, fields
+
+
+def check_override_flags(argv, flag: str = "config") -> None:
+    """A ValueError naming every `--<flag>.<field>=` of `argv` that the `--<flag>=` config file lacks.
+
+    ml_collections' `config_flags` reports such a field as a bare `AttributeError: 'foo'` while it
+    parses the command line; the launch scripts call this first. Does nothing without `--<flag>=`.
+    """
+    spec, fields = _config_flag_arguments(list(argv), flag)
+    if spec is None or not fields:
+        return
+    try:
+        config = load(spec)
+    except Exception:  # noqa: BLE001 - config_flags loads the same file next and reports its own error
+        return
+    unknown = unknown_fields(config, fields)
+    if unknown:
+        names = ", ".join(f"--{flag}.{name}" for name in unknown)
+        top = sorted(config.keys())
+        raise ValueError(
+            f"{names}: no such field in the config {spec} (a typo?). Its top-level fields: {top}; a field must exist "
+            "in the config to be set from the command line"
+        )
+
+
 def add_data_dir(config, data_dir) -> None:
     """Points the config's data set at `data_dir` (the launch scripts' --data_dir)."""
     with config.unlocked() if hasattr(config, "unlocked") else contextlib.nullcontext():

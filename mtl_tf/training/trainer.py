@@ -50,7 +50,7 @@ from mtl_tf import balancers, benchmarks
 from mtl_tf.config_fields import read
 from mtl_tf.model import MultiTaskModel
 from mtl_tf.training import distribute
-from mtl_tf.training.callbacks import AtomicBackupAndRestore, BestCheckpoint, TensorBoard
+from mtl_tf.training.callbacks import AtomicBackupAndRestore, BestCheckpoint, TensorBoard, read_state
 from mtl_tf.training.config import add_data_dir, config_to_dict
 from mtl_tf.training.grid import grid_point_key, simplex_grid
 from mtl_tf.training.workdir import (
@@ -61,9 +61,12 @@ from mtl_tf.training.workdir import (
     RESULTS,
     TENSORBOARD,
     TRAIN_STATE,
+    check_workdir,
     clean,
     holds_other_config,
     load_results,
+    locked,
+    remove_temporaries,
     scalar,
     versions,
     write_json,
@@ -214,7 +217,26 @@ class TrainSettings:
             jit_compile=read(config, "train.jit_compile", "auto"),
             tensorboard_update_freq=read(config, "train.tensorboard_update_freq", 100, int),
             patience=read(config, "train.patience", 0, int),
+        )._checked()
+
+    def _checked(self) -> TrainSettings:
+        """Self, or a ValueError naming the first field whose value cannot train (before anything is built)."""
+        limits = (
+            ("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1),
+            ("train.steps_per_execution", self.steps_per_execution, 1),
+            ("train.tensorboard_update_freq", self.tensorboard_update_freq, 1), ("train.patience", self.patience, 0),
         )
+        for field, value, least in limits:
+            if value < least:
+                raise ValueError(f"config field {field!r} is {value}; expected an integer >= {least} (--config.{field}=...)")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(
+                f"config field 'optimizer.learning_rate' is {self.learning_rate}; expected a positive number "
+                "(--config.optimizer.learning_rate=...)"
+            )
+        if not (math.isfinite(self.factor) and self.factor > 0):
+            raise ValueError(f"config field 'schedule.factor' is {self.factor}; expected a positive number")
+        return self
 
 
 def _settings(config_or_settings) -> TrainSettings:
@@ -397,42 +419,157 @@ def train_and_evaluate(config, workdir, *, strategy=None, overwrite: bool = Fals
 
     A workdir whose `results.json` exists is finished: its results are returned
     without training, unless `overwrite`, which first removes the previous run's
-    files. A workdir holding an unfinished run of a different config is an error.
+    files. The config is checked first (`TrainSettings`), then the workdir is locked
+    for this process (`mtl_tf.training.workdir.locked`) and the temporaries of a
+    crashed run are removed. With `verbose` other than 0 a banner says what is trained
+    where, and on a resume which epoch and best value were restored.
+
+    Raises:
+      ValueError: a config field that cannot train (named), a workdir that is a file,
+        an unfinished run of a different config in `workdir`, a batch size the
+        strategy's replicas cannot split.
+      WorkdirLocked: another process trains in `workdir`.
+      KeyboardInterrupt: as raised; the finished epochs are saved and the same call
+        resumes (`describe_saved` says what is saved).
     """
-    workdir = Path(workdir)
-    if overwrite:
-        clean(workdir)
-    finished = load_results(workdir)
-    if finished is not None:
-        logger.info("%s exists: the run is finished; pass overwrite=True (--overwrite) to train again", workdir / RESULTS)
-        return finished
-    settings = TrainSettings.from_config(config)
-    if holds_other_config(workdir, config_to_dict(config)):
+    workdir = check_workdir(workdir)
+    settings = TrainSettings.from_config(config)  # a bad field fails before anything is written
+    with locked(workdir):
+        if overwrite:
+            clean(workdir)
+        finished = load_results(workdir)
+        if finished is not None:
+            logger.info("%s exists: the run is finished; pass overwrite=True (--overwrite) to train again", workdir / RESULTS)
+            return finished
+        if holds_other_config(workdir, config_to_dict(config)):
+            raise RunRefused(
+                f"{workdir} holds an unfinished run of a different config ({workdir / CONFIG}); resuming it "
+                "with this config would mix two runs. Use another --workdir or --overwrite."
+            )
+        for path in remove_temporaries(workdir):
+            logger.info("removed %s, a temporary file of an interrupted run", path)
+        write_json(workdir / CONFIG, config_to_dict(config))
+        strategy = strategy or tf.distribute.get_strategy()
+        train = _train_grid if settings.method == "grid" else _train_single
+        return train(config, workdir, settings=settings, strategy=strategy, verbose=verbose)
+
+
+class RunRefused(ValueError):
+    """A run that cannot train as configured, found before training (the message says what to change)."""
+
+
+def check_replica_batches(num_replicas: int, batch_size: int, sizes: dict, eval_batch_size=None,
+                          drop_remainder: bool = False) -> None:
+    """A ValueError unless every batch splits over `num_replicas` replicas with at least one example each.
+
+    Under a mirrored or multi-worker strategy each global batch is split between the
+    replicas; a batch size that is not a multiple of the replica count, or a last
+    batch with fewer examples than replicas, fails deep inside TensorFlow (an `AddN`
+    or convolution shape error) instead. `sizes` is {split: examples} (the benchmark's
+    `sizes`); the train split uses `batch_size` (its last batch is dropped when
+    `drop_remainder`), val and test `eval_batch_size` (default `batch_size`).
+    """
+    if num_replicas <= 1:
+        return
+    eval_batch_size = int(eval_batch_size or batch_size)
+    for field, size in (("batch_size", batch_size), ("data.eval_batch_size", eval_batch_size)):
+        if size % num_replicas:
+            raise RunRefused(
+                f"config field {field!r} is {size}, which does not split over the strategy's {num_replicas} replicas; "
+                f"use a multiple of {num_replicas}"
+            )
+    for split, examples in sizes.items():
+        batch = batch_size if split == "train" else eval_batch_size
+        if not examples or (split == "train" and drop_remainder):
+            continue
+        last = int(examples) % batch
+        if 0 < last < num_replicas:
+            raise RunRefused(
+                f"the {split} split has {examples} examples: its last batch holds {last} (batch size {batch}), fewer "
+                f"than the strategy's {num_replicas} replicas; change the batch size or the number of examples so "
+                f"that the last batch has at least {num_replicas}"
+                + (" (or set --config.data.drop_remainder=True)" if split == "train" else "")
+            )
+
+
+def _check_strategy_batches(config, settings, benchmark, strategy) -> None:
+    check_replica_batches(
+        int(strategy.num_replicas_in_sync), settings.batch_size, dict(benchmark.sizes),
+        eval_batch_size=read(config, "data.eval_batch_size", None, int),
+        drop_remainder=read(config, "data.drop_remainder", False, bool),
+    )
+
+
+def _read_train_state(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ValueError(
-            f"{workdir} holds an unfinished run of a different config ({workdir / CONFIG}); resuming it "
-            "with this config would mix two runs. Use another --workdir or --overwrite."
+            f"{path} (the run's per-epoch history and best epoch) is unreadable: {error}. The run cannot resume "
+            f"without it: train again from scratch with --overwrite (overwrite=True)"
+        ) from None
+
+
+def banner(settings: TrainSettings, workdir, *, restored_epoch: int = 0, state: dict | None = None) -> str:
+    """The lines printed when a run starts or resumes: what, where, how long, where TensorBoard logs go."""
+    workdir = Path(workdir)
+    lines = [
+        f"mtl_tf: {settings.method} on {settings.benchmark}, seed {settings.seed}, {settings.epochs} epochs "
+        f"of batch {settings.batch_size}",
+        f"  workdir:     {workdir}",
+        f"  TensorBoard: tensorboard --logdir {workdir / TENSORBOARD}",
+    ]
+    if restored_epoch:
+        state = state or {}
+        best = state.get("best_value")
+        best_text = "" if state.get("best_epoch") is None else (
+            f"; best so far: epoch {state['best_epoch']}" + ("" if best is None else f", val_monitor {best:.4f}")
         )
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / CONFIG, config_to_dict(config))
-    strategy = strategy or tf.distribute.get_strategy()
-    train = _train_grid if settings.method == "grid" else _train_single
-    return train(config, workdir, settings=settings, strategy=strategy, verbose=verbose)
+        lines.append(f"  resuming after epoch {restored_epoch} of {settings.epochs} (restored from {workdir / BACKUP}){best_text}")
+    else:
+        lines.append("  starting at epoch 1")
+    return "\n".join(lines)
+
+
+def describe_saved(workdir) -> str:
+    """One sentence: what of the (interrupted) run in `workdir` is on disk; for grids, the current point's."""
+    workdir = Path(workdir)
+    if (workdir / RESULTS).exists():
+        return f"the run is finished: {workdir / RESULTS}."
+    if (workdir / POINTS).is_dir():
+        points = sorted(p for p in (workdir / POINTS).iterdir() if p.is_dir())
+        done = [p for p in points if (p / RESULTS).exists()]
+        current = [p for p in points if not (p / RESULTS).exists()]
+        text = f"{len(done)} grid point(s) finished under {workdir / POINTS}"
+        return text + ("; " + describe_saved(current[0]) if current else ".")
+    try:
+        state = read_state(workdir / BACKUP)
+    except (OSError, ValueError):
+        state = None
+    if state is None:
+        return f"no epoch of {workdir} had finished, nothing is saved."
+    return f"epoch {state['epoch']} is saved in {workdir / BACKUP}."
 
 
 def _train_single(config, workdir: Path, *, settings: TrainSettings, strategy, verbose) -> dict:
     start = time.perf_counter()
     keras.utils.set_random_seed(settings.seed)
     benchmark = build_benchmark(config, settings)
+    _check_strategy_batches(config, settings, benchmark, strategy)
     model = build_model(settings, benchmark, strategy)
     has_val = benchmark.val is not None
     callbacks = [
         BestCheckpoint(workdir, benchmark.monitor, benchmark.monitor_mode, has_validation=has_val,
                        patience=settings.patience),
-        # keras.callbacks.TensorBoard + learning rate every N steps
+        # keras.callbacks.TensorBoard + learning rate every N steps, steps continued on a resume
         TensorBoard(log_dir=str(workdir / TENSORBOARD), update_freq=settings.tensorboard_update_freq),
         # Last, so the best weights and the state are on disk before the epoch counts as done.
         AtomicBackupAndRestore(workdir / BACKUP, delete_checkpoint=False),
     ]
+    if verbose:
+        restored = distribute.restored_epoch(callbacks)
+        state = _read_train_state(workdir / TRAIN_STATE) if restored and (workdir / TRAIN_STATE).exists() else None
+        print(banner(settings, workdir, restored_epoch=restored, state=state), flush=True)
     distribute.fit(
         model,
         benchmark.train,
@@ -444,7 +581,7 @@ def _train_single(config, workdir: Path, *, settings: TrainSettings, strategy, v
         shuffle=False,  # the benchmark's pipeline shuffles (deterministically for the seed)
     )
     fit_end = time.perf_counter()
-    state = json.loads((workdir / TRAIN_STATE).read_text())
+    state = _read_train_state(workdir / TRAIN_STATE)
     model.load_weights(str(workdir / BEST_WEIGHTS))
     tasks, test_logs = evaluate_model(model, benchmark, benchmark.test)
     best_epoch = state["best_epoch"]

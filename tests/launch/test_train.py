@@ -119,7 +119,7 @@ def test_a_killed_run_resumes_at_its_last_finished_epoch(fake_fashion_dir, tmp_p
     again = trainer.train_and_evaluate(tiny_config(fake_fashion_dir, epochs=2, method="uniform"), workdir)
     assert seen == [] and again == json.loads((workdir / "results.json").read_text())
     calls = []
-    monkeypatch.setattr(trainer, "_train_single", lambda config, wd, **kw: calls.append(sorted(p.name for p in wd.iterdir())))
+    monkeypatch.setattr(trainer, "_train_single", lambda config, wd, **kw: calls.append(sorted(p.name for p in wd.iterdir() if p.name != ".lock")))
     trainer.train_and_evaluate(tiny_config(fake_fashion_dir, epochs=2, method="uniform"), workdir, overwrite=True)
     assert calls == [["config.json"]]  # results, weights, state and logs of the old run are gone
 

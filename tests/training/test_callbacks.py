@@ -100,3 +100,25 @@ def test_unbuilt_model_is_refused(tmp_path):
     callback.set_model(model)
     with pytest.raises(ValueError, match="must be built"):
         callback.on_train_begin()
+
+
+def test_an_unreadable_state_or_a_truncated_backup_names_the_file(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    backup = callbacks.AtomicBackupAndRestore(tmp_path / "backup")
+    backup.set_model(model)
+    weights = backup.save(1)
+    with open(weights, "r+b") as f:
+        f.truncate(200)  # a disk that filled up, a copy that stopped
+    restorer = callbacks.AtomicBackupAndRestore(tmp_path / "backup")
+    restorer.set_model(tiny_model())
+    with pytest.raises(ValueError, match=rf"backup weights {weights} \(epoch 1\) cannot be loaded.*remove "
+                                         rf"{tmp_path / 'backup'} and {tmp_path / 'train_state.json'}.*--overwrite"):
+        restorer.on_train_begin()
+
+    (tmp_path / "train_state.json").write_text('{"history": [{"epoch": 1, "lo')  # cut short
+    best = callbacks.BestCheckpoint(tmp_path, ["a_accuracy"])
+    best.set_model(model)
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'train_state.json'} \(the run's history and best epoch\) is "
+                                         r"unreadable: .*--overwrite"):
+        best.on_train_begin()

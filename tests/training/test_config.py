@@ -27,3 +27,16 @@ def test_apply_overrides_sets_existing_fields_only():
     with pytest.raises(KeyError, match="no field 'optimiser'"):
         config_lib.apply_overrides(config, {"optimiser.momentum": 1})
     assert config_lib.parse_value("(1, 2)") == (1, 2) and config_lib.parse_value("loss+") == "loss+"
+
+
+def test_unknown_command_line_fields_are_named_before_absl_parses_them():
+    config = config_lib.base_config()
+    assert config_lib.unknown_fields(config, ["seed", "optimizer.momentum", "balancer.weights"]) == []
+    assert config_lib.unknown_fields(config, ["foo", "optimizer.bar", "seed.x"]) == ["foo", "optimizer.bar", "seed.x"]
+    argv = ["train.py", "--config", "configs/multi_fashion.py:smoke", "--config.seed=1", "--config.foo=2",
+            "--config.optimizer.bar=3", "--workdir=/tmp/x"]
+    with pytest.raises(ValueError, match=r"--config.foo, --config.optimizer.bar: no such field in the config "
+                                         r"configs/multi_fashion.py:smoke"):
+        config_lib.check_override_flags(argv)
+    config_lib.check_override_flags(["train.py", "--config=configs/multi_fashion.py:smoke", "--config.seed=1"])
+    config_lib.check_override_flags(["train.py", "--config.foo=1"])  # no config file: config_flags reports it

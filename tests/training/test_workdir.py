@@ -19,3 +19,78 @@ def test_versions_name_the_commit_of_a_checkout_and_mark_a_dirty_tree(tmp_path):
     assert workdir._git_commit(tmp_path) == head
     (tmp_path / "a.py").write_text("x = 2\n")
     assert workdir._git_commit(tmp_path) == head + "-dirty"
+
+
+# -- the lock ------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+# Another process that takes the lock, says so, and keeps it until it is killed (a plain Python, no TensorFlow).
+HOLDER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+import importlib.util
+spec = importlib.util.spec_from_file_location("workdir_module", {module!r})
+workdir = importlib.util.module_from_spec(spec)
+sys.modules["mtl_tf"] = type(sys)("mtl_tf")  # workdir.py imports mtl_tf for versions() only
+spec.loader.exec_module(workdir)
+with workdir.locked(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def _start_holder(directory):
+    script = HOLDER.format(repo=str(REPO), module=str(REPO / "mtl_tf" / "training" / "workdir.py"))
+    process = subprocess.Popen([sys.executable, "-c", script, str(directory)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_a_second_process_on_a_locked_workdir_stops_naming_the_holder(tmp_path):
+    holder = _start_holder(tmp_path / "run")
+    try:
+        with pytest.raises(workdir.WorkdirLocked) as error:
+            with workdir.locked(tmp_path / "run"):
+                pytest.fail("the lock was taken twice")
+        message = str(error.value)
+        assert f"process {holder.pid} on host {socket.gethostname()}, started 20" in message
+        assert str(tmp_path / "run") in message
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a crash: the OS releases the lock, nothing stale is left
+        holder.wait()
+    with workdir.locked(tmp_path / "run"):
+        info = (tmp_path / "run" / ".lock").read_text()
+        assert f'"pid": {os.getpid()}' in info
+
+
+def test_the_lock_is_released_when_the_block_ends_and_a_file_is_no_workdir(tmp_path):
+    with workdir.locked(tmp_path / "new" / "run") as path:
+        assert path.is_dir()
+    with workdir.locked(tmp_path / "new" / "run"):  # released: it can be taken again
+        pass
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"--workdir .*file is an existing file, not a directory"):
+        with workdir.locked(tmp_path / "file"):
+            pass
+
+
+def test_temporaries_of_a_crashed_run_are_removed_and_nothing_else(tmp_path):
+    keep = ["best.weights.h5", "train_state.json", "config.json", ".lock", "backup/state.json",
+            "backup/epoch-0002.weights.h5", "notes.tmp", ".hidden"]
+    stale = [".best.1234.0a1b2c3d.weights.h5", ".train_state.json.1234.0a1b2c3d.tmp", ".config.json.99.deadbeef.tmp",
+             "backup/.tmp.1234.0a1b2c3d.weights.h5", "backup/.tmp.1234.0a1b2c3d.state.json"]
+    for name in keep + stale:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x")
+    removed = workdir.remove_temporaries(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == sorted(stale)
+    assert all((tmp_path / name).exists() for name in keep)
