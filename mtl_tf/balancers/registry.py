@@ -5,6 +5,7 @@ A method module registers its class with `@register("name")`; configs and
 """
 
 import inspect
+from typing import Any, Callable, TypeVar
 
 import keras
 
@@ -12,9 +13,17 @@ from mtl_tf.balancers.base import Balancer
 
 _REGISTRY: dict[str, type[Balancer]] = {}
 
+_B = TypeVar("_B", bound=type[Balancer])
 
-def register(name):
-    def decorate(cls):
+
+def register(name: str) -> Callable[[_B], _B]:
+    """A class decorator that registers a `Balancer` subclass under `name`.
+
+    Raises ValueError (when the class is decorated) if `name` is already
+    registered to another class.
+    """
+
+    def decorate(cls: _B) -> _B:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"balancer name {name!r} is already registered to {_REGISTRY[name]}")
         _REGISTRY[name] = cls
@@ -25,7 +34,7 @@ def register(name):
     return decorate
 
 
-def available():
+def available() -> list[str]:
     """Sorted names of every registered method."""
     return sorted(_REGISTRY)
 
@@ -34,7 +43,7 @@ def available():
 _LAYER_ARGUMENTS = ("name", "dtype", "trainable")
 
 
-def option_names(name):
+def option_names(name: str) -> tuple[str, ...]:
     """The options method `name` takes: its constructors' named parameters along the MRO."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown balancing method {name!r}; expected one of {available()}.")
@@ -49,7 +58,7 @@ def option_names(name):
     return tuple(dict.fromkeys(names))
 
 
-def get(identifier, **options) -> Balancer:
+def get(identifier: str | dict[str, Any] | Balancer, **options: Any) -> Balancer:
     """A balancer from a name (with options), a {"name": ..., **options} dict, or an instance."""
     if isinstance(identifier, Balancer):
         if options:

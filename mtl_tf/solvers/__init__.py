@@ -193,7 +193,13 @@ def min_norm_weights_with_info(gram, method=DEFAULT_METHOD, max_iterations=None,
 
 
 @_plain_python
-def min_norm_weights(gram, method=DEFAULT_METHOD, max_iterations=None, tolerance=None, mask=None):
+def min_norm_weights(
+    gram: tf.types.experimental.TensorLike,
+    method: str = DEFAULT_METHOD,
+    max_iterations: int | None = None,
+    tolerance: float | None = None,
+    mask: tf.types.experimental.TensorLike | None = None,
+) -> tf.Tensor:
     """alpha on the simplex minimising alpha^T gram alpha (the MGDA weights).
 
     Args:
