@@ -9,6 +9,11 @@ named by the task: class probabilities (softmax of the logits) for classificatio
 the raw map for regression heads. The task names, the output kinds and the training config
 are stored under <out>/assets/. Load it with TensorFlow alone: launch/predict.py.
 The benchmark's data set is needed to rebuild the model (--data_dir if it moved).
+
+A run that is not finished (no results.json) is refused (exit code 2) unless --allow_unfinished;
+outputs.json records under `run` whether the run was finished and the epoch of the exported
+weights. The SavedModel is written beside --out and renamed into place, so a killed export
+leaves nothing that blocks the same command.
 """
 
 import os
@@ -25,14 +30,28 @@ from mtl_tf import export  # noqa: E402
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch/train.py.", required=True)
 _OUT = flags.DEFINE_string("out", None, "SavedModel directory to write (new or empty).", required=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Data set location, if not the one the run used.")
+_ALLOW_UNFINISHED = flags.DEFINE_bool(
+    "allow_unfinished", False, "Export the best weights so far of a run that has no results.json yet."
+)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    model, config, input_shape, pixels = export.load_trained_run(_WORKDIR.value, data_dir=_DATA_DIR.value)
-    metadata = export.export_saved_model(model, _OUT.value, input_shape=input_shape, config=config, pixel_transform=pixels)
+    try:
+        model, config, input_shape, pixels = export.load_trained_run(
+            _WORKDIR.value, data_dir=_DATA_DIR.value, allow_unfinished=_ALLOW_UNFINISHED.value
+        )
+    except export.UnfinishedRun as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    status = export.run_status(_WORKDIR.value)
+    metadata = export.export_saved_model(
+        model, _OUT.value, input_shape=input_shape, config=config, pixel_transform=pixels, run=status
+    )
     print(f"SavedModel: {_OUT.value}")
+    finished = "finished run" if status["finished"] else f"UNFINISHED run ({status['epochs_trained']} of {status['epochs']} epochs)"
+    print(f"weights: epoch {status['best_epoch']} of the {finished} {_WORKDIR.value}")
     print(f"input: {metadata['input']['name']} float32 {metadata['input']['shape']}")
     for task, kind in metadata["outputs"].items():
         print(f"output {task}: {'probabilities' if kind != 'identity' else 'raw'} ({kind})")

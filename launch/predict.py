@@ -12,8 +12,9 @@ launch/export.py as `input.pixels` in assets/outputs.json: raw 0..255 for the di
 `pareto` protocol, pixels / 255 or Sener's normalisation otherwise; SavedModels exported
 before that record exist get pixels / 255; a model whose inputs are not such a map refuses
 image files); they must already have the model's height and width. NPY files hold float32 arrays, one example
-([H, W, C]) or a batch ([N, H, W, C]), already scaled. Anything else is an error that
-names the file, the expected shape or dtype and what it got.
+([H, W, C]) or a batch ([N, H, W, C]), already scaled; they are memory-mapped and predicted
+--batch_size examples at a time, so a file larger than the memory works. Anything else is an
+error that names the file, the expected shape or dtype and what it got.
 
 Printed, per file and example: for probability outputs the arg-max class and its
 probability; for raw (regression) outputs the shape, mean, min and max.
@@ -32,6 +33,7 @@ from absl import app, flags  # noqa: E402
 
 _MODEL = flags.DEFINE_string("model", None, "SavedModel directory written by launch/export.py.", required=True)
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write every prediction (full arrays) as JSON here.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Examples per model call (large .npy files go in chunks).", lower_bound=1)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -59,6 +61,7 @@ _UNIT_PIXELS = {"scale": 1.0 / 255.0, "offset": 0.0}
 def read_examples(file, shape, dtype, pixels=_UNIT_PIXELS):
     """The examples of one file as a [N, *shape] array of `dtype`; `shape` has no batch axis.
 
+    A .npy file is memory-mapped (read-only), not loaded: slice it to read it.
     pixels: {"scale", "offset"} mapping 8-bit image pixels to the model input, or
     None when image files cannot be fed to this model.
     """
@@ -68,7 +71,7 @@ def read_examples(file, shape, dtype, pixels=_UNIT_PIXELS):
     suffix = file.suffix.lower()
     if suffix == ".npy":
         try:
-            array = np.load(file, allow_pickle=False)
+            array = np.load(file, mmap_mode="r", allow_pickle=False)
         except ValueError as error:
             raise InputError(f"{file}: not a readable .npy array ({error})") from error
         if array.dtype != np.dtype(dtype):
@@ -104,8 +107,16 @@ def read_examples(file, shape, dtype, pixels=_UNIT_PIXELS):
 
 def predict(signature, metadata, array):
     """{task: np.ndarray} for a batch that matches the model's input."""
-    outputs = signature(**{metadata["input"]["name"]: tf.constant(array)})
+    outputs = signature(**{metadata["input"]["name"]: tf.constant(np.ascontiguousarray(array))})
     return {t: outputs[t].numpy() for t in metadata["tasks"]}
+
+
+def predict_in_chunks(signature, metadata, array, batch_size: int):
+    """Yields (first index, {task: outputs}) for `array` (e.g. a memory-mapped .npy) `batch_size` examples at a time."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, array.shape[0], batch_size):
+        yield start, predict(signature, metadata, array[start:start + batch_size])
 
 
 def describe(task, kind, value):
@@ -132,12 +143,17 @@ def main(argv):
         except InputError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
-        outputs = predict(signature, metadata, array)
-        everything[file] = {t: v.tolist() for t, v in outputs.items()}
-        for i in range(array.shape[0]):
-            print(f"{file}[{i}]")
-            for task in metadata["tasks"]:
-                print("  " + describe(task, metadata["outputs"][task], outputs[task][i]))
+        collected = {t: [] for t in metadata["tasks"]} if _OUTPUT_JSON.value else None
+        for start, outputs in predict_in_chunks(signature, metadata, array, _BATCH_SIZE.value):
+            for i in range(next(iter(outputs.values())).shape[0]):
+                print(f"{file}[{start + i}]")
+                for task in metadata["tasks"]:
+                    print("  " + describe(task, metadata["outputs"][task], outputs[task][i]))
+            if collected is not None:
+                for task, value in outputs.items():
+                    collected[task].extend(value.tolist())
+        if collected is not None:
+            everything[file] = collected
     if _OUTPUT_JSON.value:
         Path(_OUTPUT_JSON.value).write_text(json.dumps(everything))
 

@@ -14,24 +14,37 @@ and returns a dict with one entry per task, named by the task:
                  cross-entropies on probabilities (`from_logits=False`).
 
 Assets (`<out>/assets/`): `task_names.txt` (one task a line, in the model's
-order), `outputs.json` ({task: output kind}, the input name, shape and dtype)
-and `config.json` (the training config, when given). A consumer needs only
+order), `outputs.json` ({task: output kind}, the input name, shape and dtype,
+and `run`: which run and epoch the weights are, see `run_status`) and
+`config.json` (the training config, when given). A consumer needs only
 `tf.saved_model.load` (see `launch/predict.py`).
 
-`load_trained_model(workdir)` rebuilds a finished run of `launch/train.py`
-(config.json + best.weights.h5) for export, with `mtl_tf.training.trainer.restore_run`.
+The SavedModel is written to a hidden directory beside `out_dir` and renamed into
+place, so an export killed half-way leaves no `out_dir` to block the same command
+(the leftover `.<out>.<pid>.<hex>.partial` is removed by the next export once its
+process is gone).
+
+`load_trained_run(workdir)` rebuilds a finished run of `launch/train.py`
+(config.json + best.weights.h5) for export, with `mtl_tf.training.trainer.restore_run`;
+a run without results.json is refused unless `allow_unfinished=True`.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from mtl_tf.training import trainer
+from mtl_tf.training import workdir as workdir_files
+from mtl_tf.training.callbacks import read_state
 
 INPUT_NAME = "image"
 SIGNATURE = "serving_default"
@@ -56,7 +69,8 @@ def output_kind(loss) -> str:
 _ACTIVATIONS = {"softmax": lambda x: tf.nn.softmax(x, axis=-1), "sigmoid": tf.sigmoid, "identity": tf.identity}
 
 
-def export_saved_model(model, out_dir, *, input_shape, config=None, task_kinds=None, pixel_transform=None) -> dict:
+def export_saved_model(model, out_dir, *, input_shape, config=None, task_kinds=None, pixel_transform=None,
+                       run=None) -> dict:
     """Writes the SavedModel of a built `MultiTaskModel` to `out_dir`; returns the metadata.
 
     Args:
@@ -70,6 +84,12 @@ def export_saved_model(model, out_dir, *, input_shape, config=None, task_kinds=N
       pixel_transform: (scale, offset) from 8-bit pixels to the model input
         (`Benchmark.pixel_transform`), recorded as `input.pixels` in outputs.json
         for `launch/predict.py`; None records that image files cannot be fed.
+      run: what the weights are (`run_status`: workdir, finished, best epoch, ...),
+        recorded as `run` in outputs.json.
+
+    Raises:
+      FileExistsError: `out_dir` exists and is not empty.
+      ValueError: an unbuilt model, or `task_kinds` naming unknown tasks or kinds.
     """
     if not model.built:
         raise ValueError(f"model {model.name!r} must be built (e.g. with its trained weights loaded) before export")
@@ -99,6 +119,8 @@ def export_saved_model(model, out_dir, *, input_shape, config=None, task_kinds=N
         },
         "signature": SIGNATURE,
     }
+    if run is not None:
+        metadata["run"] = dict(run)
 
     def serve(image):
         outputs = model(image, training=False)
@@ -121,17 +143,92 @@ def export_saved_model(model, out_dir, *, input_shape, config=None, task_kinds=N
         # 3.15), which has no public hook for assets.
         root = getattr(archive, "_tf_trackable", archive)
         root.mtl_tf_assets = [tf.saved_model.Asset(str(staging / name)) for name in assets]
-        archive.write_out(str(out_dir), verbose=False)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_partials(out_dir)
+        partial = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+        try:
+            archive.write_out(str(partial), verbose=False)
+            if out_dir.exists():
+                out_dir.rmdir()  # empty (checked above); rename cannot replace it on every platform
+            os.replace(partial, out_dir)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     return metadata
 
 
-def load_trained_model(workdir, *, data_dir=None):
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.partial$")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, under another user
+        return True
+    return True
+
+
+def _remove_abandoned_partials(out_dir: Path) -> None:
+    """Deletes `.<out>.<pid>.<hex>.partial` directories of exports whose process is gone."""
+    if not out_dir.parent.is_dir():
+        return
+    for path in out_dir.parent.iterdir():
+        match = _PARTIAL.match(path.name)
+        if match and match["name"] == out_dir.name and path.is_dir() and not _process_exists(int(match["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class UnfinishedRun(ValueError):
+    """The run has no results.json yet: its best weights are those of the epochs trained so far."""
+
+
+def run_status(workdir) -> dict:
+    """What a run directory's best weights are: {"workdir", "finished", "best_epoch", "epochs_trained", "epochs"}.
+
+    `best_epoch` is the (1-based) epoch whose weights best.weights.h5 holds; for an
+    unfinished run `epochs_trained` is the last epoch its backup saved.
+    """
+    workdir = Path(workdir)
+    results = workdir_files.load_results(workdir)
+    if results is not None:
+        if results.get("method") == "grid":
+            selected = run_status(results["selected"]["workdir"])
+            return {**selected, "workdir": str(workdir), "grid_point": results["selected"]["workdir"]}
+        return {"workdir": str(workdir), "finished": True, "best_epoch": results.get("best_epoch"),
+                "epochs_trained": results.get("epochs_trained"), "epochs": results.get("config", {}).get("epochs")}
+    state_path = workdir / workdir_files.TRAIN_STATE
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    try:
+        backup = read_state(workdir / workdir_files.BACKUP)
+    except (OSError, ValueError):
+        backup = None
+    config_path = workdir / workdir_files.CONFIG
+    epochs = json.loads(config_path.read_text()).get("epochs") if config_path.exists() else None
+    trained = backup["epoch"] if backup else len(state.get("history", []))
+    return {"workdir": str(workdir), "finished": False, "best_epoch": state.get("best_epoch"),
+            "epochs_trained": trained, "epochs": epochs}
+
+
+def load_trained_model(workdir, *, data_dir=None, allow_unfinished: bool = False):
     """(model, config, input_shape) of a run of `launch/train.py`, with its best weights loaded."""
-    model, config, input_shape, _ = load_trained_run(workdir, data_dir=data_dir)
+    model, config, input_shape, _ = load_trained_run(workdir, data_dir=data_dir, allow_unfinished=allow_unfinished)
     return model, config, input_shape
 
 
-def load_trained_run(workdir, *, data_dir=None):
-    """(model, config, input_shape, pixel_transform) of a run of `launch/train.py`."""
+def load_trained_run(workdir, *, data_dir=None, allow_unfinished: bool = False):
+    """(model, config, input_shape, pixel_transform) of a run of `launch/train.py`.
+
+    Raises:
+      UnfinishedRun: `workdir` has no results.json and `allow_unfinished` is False.
+      FileNotFoundError: `workdir` is not a run directory (no config.json / best.weights.h5).
+    """
+    status = run_status(workdir)
+    if not status["finished"] and not allow_unfinished and (Path(workdir) / workdir_files.CONFIG).exists():
+        raise UnfinishedRun(
+            f"{workdir} is not finished (no {workdir_files.RESULTS}): it has trained {status['epochs_trained']} of "
+            f"{status['epochs']} epochs, and best.weights.h5 is epoch {status['best_epoch']}. Finish it with the same "
+            "launch/train.py command, or export these weights anyway with --allow_unfinished (allow_unfinished=True)"
+        )
     model, benchmark, config = trainer.restore_run(workdir, data_dir=data_dir)
     return model, config, trainer.input_shape(benchmark), benchmark.pixel_transform

@@ -74,3 +74,43 @@ def test_export_refuses_a_non_empty_directory_and_unknown_tasks(tmp_path):
         export.export_saved_model(model, tmp_path / "a", input_shape=(5, 5, 2), task_kinds={"nope": "softmax"})
     with pytest.raises(ValueError, match="expected one of"):
         export.export_saved_model(model, tmp_path / "b", input_shape=(5, 5, 2), task_kinds={"depth": "relu"})
+
+
+def _dead_pid():
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_export_is_written_aside_and_renamed_so_a_killed_export_blocks_nothing(tmp_path, monkeypatch):
+    model = tiny_model()
+    # A previous export killed half-way (its process is gone) left its partial directory.
+    abandoned = tmp_path / f".sm.{_dead_pid()}.0a1b2c3d.partial"
+    (abandoned / "variables").mkdir(parents=True)
+    other = tmp_path / ".other.1.0a1b2c3d.partial"  # another output's: not ours to remove
+    other.mkdir()
+
+    archive_class = type(keras.export.ExportArchive())  # Keras returns its backend's subclass
+    real_write_out = archive_class.write_out
+
+    def dies_half_way(self, filepath, **kwargs):
+        real_write_out(self, filepath, **kwargs)
+        raise KeyboardInterrupt  # after the SavedModel is written, before it is in place
+
+    monkeypatch.setattr(archive_class, "write_out", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_saved_model(model, tmp_path / "sm", input_shape=(5, 5, 2))
+    assert not (tmp_path / "sm").exists()
+    assert not abandoned.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]  # its own partial is removed too
+
+    monkeypatch.setattr(archive_class, "write_out", real_write_out)
+    (tmp_path / "sm").mkdir()  # an existing empty directory is fine
+    run = {"workdir": "runs/x", "finished": False, "best_epoch": 3, "epochs_trained": 4, "epochs": 10}
+    metadata = export.export_saved_model(model, tmp_path / "sm", input_shape=(5, 5, 2), run=run)
+    assert metadata["run"] == run
+    assert json.loads((tmp_path / "sm" / "assets" / "outputs.json").read_text())["run"] == run
+    assert tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"] is not None

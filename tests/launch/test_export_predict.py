@@ -125,3 +125,50 @@ def test_digit_protocols_pixel_maps():
                                       ("sener", "unit", (p / 255 - 0.1307) / 0.3081)):
         a, b = digits.pixel_transform(protocol, scale)
         np.testing.assert_allclose(a * p + b, expected, rtol=1e-12)
+
+
+def test_a_large_npy_is_memory_mapped_and_predicted_in_chunks(exported, tmp_path):
+    predict = load_predict_module()
+    batch = np.random.default_rng(3).random((5, 36, 36, 1)).astype("float32")
+    np.save(tmp_path / "five.npy", batch)
+    array = predict.read_examples(tmp_path / "five.npy", (36, 36, 1), np.float32)
+    assert isinstance(array, np.memmap) and array.shape == (5, 36, 36, 1)  # not read into memory
+    _, signature, metadata = predict.load_model(exported)
+    chunks = list(predict.predict_in_chunks(signature, metadata, array, batch_size=2))
+    assert [start for start, _ in chunks] == [0, 2, 4]
+    assert [out["left"].shape[0] for _, out in chunks] == [2, 2, 1]
+    whole = predict.predict(signature, metadata, batch)
+    for task in ("left", "right"):
+        np.testing.assert_allclose(np.concatenate([out[task] for _, out in chunks]), whole[task], atol=1e-6)
+
+
+def test_an_unfinished_run_is_exported_only_when_allowed_and_says_so(cli_run, fake_fashion_dir, isolated_env, tmp_path):
+    import shutil
+
+    run = tmp_path / "unfinished"
+    shutil.copytree(cli_run["workdir"], run, ignore=shutil.ignore_patterns(".lock"))
+    (run / "results.json").unlink()  # as if killed after epoch 1 of 3
+    (run / "backup").mkdir()
+    shutil.copy(run / "best.weights.h5", run / "backup" / "epoch-0001.weights.h5")
+    (run / "backup" / "state.json").write_text('{"epoch": 1, "weights": "epoch-0001.weights.h5"}')
+    (run / "train_state.json").write_text(json.dumps({"history": [{"epoch": 1}], "best_epoch": 1, "best_value": 0.5}))
+    config = json.loads((run / "config.json").read_text())
+    config["epochs"] = 3
+    (run / "config.json").write_text(json.dumps(config))
+
+    assert export.run_status(run) == {"workdir": str(run), "finished": False, "best_epoch": 1, "epochs_trained": 1,
+                                      "epochs": 3}
+    assert export.run_status(cli_run["workdir"])["finished"] is True
+    with pytest.raises(export.UnfinishedRun, match=r"is not finished \(no results.json\): it has trained 1 of 3 epochs, "
+                                                   r"and best.weights.h5 is epoch 1.*--allow_unfinished"):
+        export.load_trained_run(run)
+    completed = run_script("export.py", [f"--workdir={run}", f"--out={tmp_path / 'refused'}"], isolated_env, check=False)
+    assert completed.returncode == 2 and "--allow_unfinished" in completed.stderr
+    assert "Traceback" not in completed.stderr and not (tmp_path / "refused").exists()
+
+    keras.backend.clear_session()
+    model, config, input_shape, pixels = export.load_trained_run(run, data_dir=fake_fashion_dir, allow_unfinished=True)
+    export.export_saved_model(model, tmp_path / "allowed", input_shape=input_shape, config=config,
+                              pixel_transform=pixels, run=export.run_status(run))
+    recorded = json.loads((tmp_path / "allowed" / "assets" / "outputs.json").read_text())["run"]
+    assert recorded["finished"] is False and recorded["best_epoch"] == 1 and recorded["epochs_trained"] == 1
