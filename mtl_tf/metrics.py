@@ -23,6 +23,9 @@ a mean of per-batch values:
   of valid pixels with an angle below t degrees; Lee & Son use 11.25, 22.5 and
   30) on the angle between predicted and true normals, in degrees.
 
+Every metric says whether higher is better (`higher_is_better`, and Keras'
+`_direction`, which `EarlyStopping` / `ModelCheckpoint` with `mode="auto"` read).
+
 Valid pixels follow one rule with `mtl_tf.losses`: a target pixel is invalid
 when a channel is NaN or every channel equals `invalid_value`. Sums and
 counts are accumulated in float64, so the counts stay exact beyond 2**24
@@ -164,6 +167,9 @@ class _MaskedMean(keras.metrics.Metric):
 
     def __init__(self, invalid_value, name, dtype=None, **kwargs):
         super().__init__(name=name, dtype=dtype, **kwargs)
+        # Keras' own direction flag: callbacks with mode="auto" (EarlyStopping,
+        # ModelCheckpoint) read it to know whether higher is better.
+        self._direction = "up" if self.higher_is_better else "down"
         if invalid_value is not None:
             invalid_value = float(invalid_value)
             if math.isnan(invalid_value):

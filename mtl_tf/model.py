@@ -1,9 +1,13 @@
 """MultiTaskModel: a shared encoder, named task heads and a balancing method.
 
-Training is plain Keras: `model.compile(optimizer=...)`, `model.fit(...)`,
-`model.evaluate(...)`, `model.predict(...)` (a dict of per-task outputs). Data
-yields `(x, {task: target})` or `(x, {task: target}, sample_weight)` where the
-sample weight is one tensor for every task or a dict keyed by task.
+Training is plain Keras: `model.compile(optimizer=..., loss={task: ...},
+metrics={task: [...]})`, `model.fit(...)`, `model.evaluate(...)`,
+`model.predict(...)` (a dict of per-task outputs), `model.save("m.keras")`,
+`model.export(path)`. Data yields `(x, {task: target})` or
+`(x, {task: target}, sample_weight)` where `x` is any structure the encoder
+accepts and the sample weight is one tensor for every task or a dict keyed by
+task. Callbacks with `mode="auto"` know the direction of the per-task logs
+(`MultiTaskModel.monitor_mode`).
 
 `train_step` has one code path for every method: the balancer turns the batch
 into gradients (see `mtl_tf.balancers.base`), the step applies them, updates
@@ -37,6 +41,8 @@ weighting (see `mtl_tf.balancers.base`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -107,29 +113,50 @@ class MultiTaskModel(keras.Model):
 
     Args:
       encoder: a Keras layer or model mapping inputs to the shared representation z.
+        Its inputs may have any structure a Keras model accepts (one tensor, a
+        dict of named inputs, a list).
       heads: dict task name -> Keras layer or model mapping z to that task's output.
         The dict order is the task order everywhere (weights, logs, solvers).
       losses: dict task name -> Keras loss (object, name or function), with the
-        default `sum_over_batch_size` reduction.
+        default `sum_over_batch_size` reduction. Tasks left out here get their
+        loss from `compile(loss=...)`; every task needs one before the model is
+        built (ValueError naming the tasks otherwise).
       metrics: optional dict task name -> list of Keras metrics (objects or names).
+        `compile(metrics=...)` replaces a task's list.
       balancer: a method name from `mtl_tf.balancers.available()`, a
         `{"name": ..., **options}` dict, or a `Balancer` instance.
       balancer_options: options for a balancer given by name.
+
+    `mtl_tf.nets.split.split_model` turns an existing functional Keras model
+    into an encoder and heads.
     """
 
-    def __init__(self, encoder, heads, losses, metrics=None, balancer="uniform", balancer_options=None, **kwargs):
+    def __init__(
+        self,
+        encoder: keras.layers.Layer,
+        heads: Mapping[str, keras.layers.Layer],
+        losses: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Sequence[Any]] | None = None,
+        balancer: str | Mapping[str, Any] | balancers.Balancer = "uniform",
+        balancer_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if not heads:
             raise ValueError("MultiTaskModel needs at least one head")
         self.task_names = tuple(heads)
-        _check_keys("losses", losses, self.task_names)
+        if losses is None:
+            losses = {}
+        else:
+            _check_keys("losses", losses, self.task_names, allow_missing=True)
         metrics = dict(metrics or {})
         unknown = sorted(set(metrics) - set(self.task_names))
         if unknown:
             raise ValueError(f"metrics are given for tasks {unknown} that have no head; heads: {list(self.task_names)}")
         self.encoder = encoder
         self.heads = dict(heads)
-        self.task_losses = {t: _as_loss(losses[t]) for t in self.task_names}
+        # A task without a loss here must get one from `compile(loss=...)` before the model is built.
+        self.task_losses = {t: _as_loss(losses[t]) for t in self.task_names if t in losses}
         self._metric_identifiers = {t: list(metrics.get(t, [])) for t in self.task_names}
         self.task_metrics = {t: [_task_metric(m, t) for m in self._metric_identifiers[t]] for t in self.task_names}
         self.balancer = balancers.get(balancer, **(balancer_options or {}))
@@ -143,24 +170,39 @@ class MultiTaskModel(keras.Model):
 
     # -- Keras plumbing ---------------------------------------------------------------
 
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
+        """Builds encoder, heads and balancer for inputs of `input_shape`.
+
+        `input_shape` is one batched shape (`(None, 28, 28, 1)`) or, for an
+        encoder with several inputs, the same structure of shapes as the
+        inputs (`{"image": (None, 28, 28, 1), "meta": (None, 3)}`, a list).
+        """
+        missing = [t for t in self.task_names if t not in self.task_losses]
+        if missing:
+            raise ValueError(
+                f"no loss for tasks {missing} of heads {list(self.task_names)}; give every task a loss, in "
+                "MultiTaskModel(losses={task: loss}) or model.compile(loss={task: loss}), before the model "
+                "is built (by fit, evaluate, predict or build)"
+            )
+        inputs = _symbolic_inputs(input_shape, getattr(self, "_data_dtypes", None))
         if not self.encoder.built:
             self.encoder.build(input_shape)
-        representation = self.encoder.compute_output_spec(keras.KerasTensor(input_shape))
+        representation = self.encoder.compute_output_spec(inputs)
         for head in self.heads.values():
             if not head.built:
-                head.build(tf.nest.map_structure(lambda s: s.shape, representation))
+                head.build(keras.tree.map_structure(lambda s: s.shape, representation))
         if not self.balancer.built:
             self.balancer.build_for_tasks(self.task_names, self.task_losses)
         self.built = True
         self._build_optimizers()
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
+        """{task: head output} for `inputs` (any structure the encoder accepts)."""
         z = self.encoder(inputs, training=training)
         return {t: self.heads[t](z, training=training) for t in self.task_names}
 
     @property
-    def metrics(self):
+    def metrics(self) -> list[keras.metrics.Metric]:
         return [
             self.loss_tracker,
             *self.task_loss_trackers.values(),
@@ -170,8 +212,71 @@ class MultiTaskModel(keras.Model):
 
     # -- steps ----------------------------------------------------------------------------
 
-    def compile(self, *args, **kwargs):
-        super().compile(*args, **kwargs)
+    def compile(
+        self,
+        optimizer: str | keras.optimizers.Optimizer = "rmsprop",
+        loss: Any = None,
+        loss_weights: Any = None,
+        metrics: Any = None,
+        weighted_metrics: Any = None,
+        run_eagerly: bool = False,
+        steps_per_execution: int = 1,
+        jit_compile: bool | str = "auto",
+        auto_scale_loss: bool = True,
+    ) -> None:
+        """Keras' `compile`, with `loss` and `metrics` per task as for a Keras multi-output model.
+
+        Args:
+          loss: None (keep the constructor's `losses`), a dict task -> loss
+            (those tasks' losses replace the constructor's; the other tasks
+            keep theirs), one loss for every task (`"mse"`), or a list of one
+            loss per task in head order.
+          metrics: None (keep the constructor's `metrics`), a dict task -> list
+            of metrics (those tasks' lists replace the constructor's), or a list
+            of one list per task in head order. A flat list such as
+            `["accuracy"]` is refused, as Keras refuses it for a model with
+            several outputs.
+          optimizer, run_eagerly, steps_per_execution, jit_compile,
+          auto_scale_loss: as in `keras.Model.compile`.
+
+        Rule: compile's per-task entries override the constructor's, task by
+        task; the result is what `get_config` saves, so a `.keras` file
+        restores it. Every metric is weighted by the sample weight (a task's
+        unlabelled examples carry weight 0 and must not count), so `metrics`
+        are what Keras calls weighted metrics.
+
+        Raises:
+          ValueError: `loss_weights` is given (the balancer decides the task
+            weights: fixed weights are `balancer="static"` with
+            `balancer_options={"weights": ...}`); `weighted_metrics` is given
+            (give them as `metrics`); a task name that has no head; a list of
+            the wrong length; a loss change after the model is built.
+        """
+        if loss_weights is not None:
+            raise ValueError(
+                f"compile(loss_weights={loss_weights!r}): a MultiTaskModel's task weights come from its balancer, "
+                "not from compile. For fixed weights use MultiTaskModel(..., balancer=\"static\", "
+                f"balancer_options={{\"weights\": {{task: weight}}}}) with tasks {list(self.task_names)}."
+            )
+        if weighted_metrics is not None:
+            raise ValueError(
+                "compile(weighted_metrics=...): every metric of a MultiTaskModel is already weighted by the sample "
+                "weight (unlabelled examples of a task carry weight 0); give them as compile(metrics={task: [...]}) "
+                "or MultiTaskModel(metrics={task: [...]})."
+            )
+        if loss is not None:
+            self._set_losses(self._per_task("loss", loss, allow_single=True))
+        if metrics is not None:
+            self._set_metrics(self._per_task("metrics", metrics, allow_single=False))
+        # Keras' own loss and metric containers stay empty: train_step and
+        # test_step compute the task losses and metrics themselves.
+        super().compile(
+            optimizer=optimizer,
+            run_eagerly=run_eagerly,
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile,
+            auto_scale_loss=auto_scale_loss,
+        )
         # A second optimizer for methods that step the heads on their own
         # (Lee & Son's eq. 4); an attribute of the model, so every weights file
         # and `.keras` file carries its moments.
@@ -180,10 +285,76 @@ class MultiTaskModel(keras.Model):
             self.head_optimizer = balancers.head_optimizer_like(self.optimizer)
         self._build_optimizers()
 
-    def compile_from_config(self, config):
+    def compile_from_config(self, config: dict) -> None:
         # Keras' own skips a model whose `compile` is overridden; ours only adds
-        # the head optimizer, so a `.keras` file compiles as Keras would.
-        self.compile(**keras.saving.deserialize_keras_object(config))
+        # the head optimizer, so a `.keras` file compiles as Keras would. The
+        # losses and metrics that compile set are in `get_config` already.
+        config = keras.saving.deserialize_keras_object(config)
+        for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            if config.get(key) is not None:
+                raise ValueError(f"the compile config of {self.name!r} has {key}={config[key]!r}; expected None")
+            config.pop(key, None)
+        self.compile(**config)
+
+    def _per_task(self, what, value, allow_single):
+        """compile's `loss` / `metrics` as a dict keyed by (some) task names."""
+        names = list(self.task_names)
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - set(names))
+            if unknown:
+                raise ValueError(f"compile({what}=...) names tasks {unknown} that have no head; heads: {names}")
+            return dict(value)
+        if isinstance(value, (list, tuple)) and (allow_single or all(isinstance(v, (list, tuple)) or v is None for v in value)):
+            if len(value) != len(names):
+                raise ValueError(
+                    f"compile({what}=[...]) has {len(value)} entries for {len(names)} heads {names}; "
+                    f"expected one per head, in head order, or a dict keyed by task"
+                )
+            return {t: v for t, v in zip(names, value) if v is not None}
+        if allow_single:
+            return {t: value for t in names}
+        raise ValueError(
+            f"compile({what}={value!r}): expected a dict task -> list of metrics (e.g. "
+            f"{{{names[0]!r}: [\"accuracy\"]}}) or a list of one list per head {names}; a flat list is "
+            "ambiguous with several heads (Keras refuses it for multi-output models too)"
+        )
+
+    def _set_losses(self, losses):
+        new = {t: _as_loss(l) for t, l in losses.items()}
+        if self.built:
+            # The balancer was built for the old losses (uncertainty reads their kind).
+            serialize = keras.saving.serialize_keras_object
+            changed = [t for t, l in new.items() if t not in self.task_losses or serialize(l) != serialize(self.task_losses[t])]
+            if changed:
+                raise ValueError(
+                    f"compile(loss=...) changes the losses of tasks {changed} of a model that is already built; "
+                    "give the losses before it is built (MultiTaskModel(losses=...) or compile before fit/build)"
+                )
+        self.task_losses = {t: new.get(t, self.task_losses.get(t)) for t in self.task_names if t in new or t in self.task_losses}
+
+    def _set_metrics(self, metrics):
+        for t, identifiers in metrics.items():
+            identifiers = [] if identifiers is None else identifiers
+            if isinstance(identifiers, (str, keras.metrics.Metric)) or callable(identifiers):
+                identifiers = [identifiers]
+            self._metric_identifiers[t] = list(identifiers)
+        new = {t: [_task_metric(m, t) for m in self._metric_identifiers[t]] for t in self.task_names}
+        # A built Keras layer locks its state tracker; Keras' own compile makes
+        # its metric containers with tracking off for the same reason. The
+        # metrics are state of no layer (read through `metrics`, never saved),
+        # so the old ones leave the tracker and the new ones join it.
+        tracker = getattr(self, "_tracker", None)
+        locked = bool(tracker is not None and tracker.locked)
+        if locked:
+            tracker.unlock()
+        try:
+            for metric in (m for ms in self.task_metrics.values() for m in ms):
+                if tracker is not None:
+                    tracker.untrack(metric)
+            self.task_metrics = new
+        finally:
+            if locked:
+                tracker.lock()
 
     def _build_optimizers(self):
         """Builds the optimizer(s) on the model's variables once the model is built (before any cond)."""
@@ -289,40 +460,153 @@ class MultiTaskModel(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self(x, training=False)
 
-    def fit(self, x=None, *args, callbacks=None, **kwargs):
+    def fit(self, x: Any = None, *args: Any, callbacks: Sequence[keras.callbacks.Callback] | None = None,
+            **kwargs: Any) -> keras.callbacks.History:
+        """Keras' `fit`; adds a `NonFiniteLossGuard` and resolves `mode="auto"` of monitoring callbacks.
+
+        `EarlyStopping`, `ModelCheckpoint` and `ReduceLROnPlateau` with
+        `mode="auto"` and a monitor such as `"val_left_accuracy"` or
+        `"left_loss"` get the direction of that task metric (see
+        `monitor_mode`); Keras 3 alone cannot find it for per-task metrics.
+        """
         callbacks = list(callbacks or [])
         if not any(isinstance(c, NonFiniteLossGuard) for c in callbacks):
             callbacks.append(NonFiniteLossGuard())
+        for callback in callbacks:
+            self._resolve_auto_mode(callback)
         self._build_from_inputs(x)
         return super().fit(x, *args, callbacks=callbacks, **kwargs)
 
-    def evaluate(self, x=None, *args, **kwargs):
+    def evaluate(self, x: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """Keras' `evaluate`; the logs are `loss`, `{task}_loss` and `{task}_{metric}`."""
         self._build_from_inputs(x)
         return super().evaluate(x, *args, **kwargs)
+
+    def monitor_mode(self, monitor: str) -> str | None:
+        """`"max"` or `"min"` for a logged quantity (`"val_left_accuracy"`, `"left_loss"`), None if unknown.
+
+        Task losses are minimised; a task metric's direction is Keras' own
+        (`metric._direction`: "up" for accuracies and IoUs, "down" for errors)
+        or `higher_is_better` (the metrics of `mtl_tf.metrics`). Task weights
+        and method logs have no direction (None).
+        """
+        name = monitor.removeprefix("val_")
+        if name == "loss" or name in (f"{t}_loss" for t in self.task_names):
+            return "min"
+        for metric in (m for ms in self.task_metrics.values() for m in ms):
+            if metric.name == name:
+                return _metric_mode(metric)
+        return None
+
+    def _resolve_auto_mode(self, callback):
+        # Keras' MonitorCallback picks the direction of `mode="auto"` from
+        # metrics found inside its own compile containers only (Keras 3.15
+        # `_set_monitor_op`), which a model with its own train_step does not
+        # have; the public `mode` set here before training is read instead.
+        if getattr(callback, "mode", None) != "auto" or not isinstance(getattr(callback, "monitor", None), str):
+            return
+        if getattr(callback, "monitor_op", None) is not None:
+            return
+        mode = self.monitor_mode(callback.monitor)
+        if mode is not None:
+            callback.mode = mode
+
+    def export(self, filepath: str, format: str = "tf_saved_model", verbose: bool | None = None,
+               input_signature: Any = None, **kwargs: Any) -> None:
+        """Keras' `export` (a SavedModel whose `serve` endpoint returns {task: output}).
+
+        Works once the model is built (after `fit`, `build` or loading); the
+        input signature defaults to the encoder's inputs (a functional
+        encoder's named inputs and dtypes, whatever their structure), else to
+        the shapes the model was built with. `mtl_tf.export.export_saved_model`
+        writes the serving format of `launch/predict.py` instead.
+        """
+        if input_signature is None and format == "tf_saved_model":
+            input_signature = self._serving_signature()
+        return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
+
+    def _serving_signature(self):
+        """[structure of TensorSpecs]: the encoder's own inputs, else the built shapes and data dtypes."""
+        if not self.built:
+            raise ValueError(
+                f"model {self.name!r} is not built; fit it, call it on a batch or call build(input_shape) before export"
+            )
+        # A functional encoder knows its inputs' structure, names and dtypes.
+        inputs = getattr(self.encoder, "_inputs_struct", None) if isinstance(self.encoder, keras.Model) else None
+        if inputs is not None:
+            return [_tensor_specs(inputs, named=True)]
+        shapes = (getattr(self, "_build_shapes_dict", None) or {}).get("input_shape")
+        if shapes is None:
+            raise ValueError(f"model {self.name!r} has no recorded input shape; give export an input_signature")
+        return [_tensor_specs(_symbolic_inputs(shapes, getattr(self, "_data_dtypes", None)), named=False)]
+
+    @property
+    def _default_save_signature(self):
+        # TensorFlow's SavedModel writer asks for this; Keras' own builds it from
+        # the recorded build shapes, as float32 and through a tracked copy of a
+        # dict of shapes (which a functional encoder with named inputs warns
+        # about). The encoder's own inputs are the exact signature.
+        if not self.built:
+            return None
+
+        @tf.function(input_signature=self._serving_signature())
+        def serving_default(inputs):
+            return self(inputs)
+
+        return serving_default
+
+    def summary(self, *args: Any, **kwargs: Any) -> None:
+        """Keras' summary of encoder and heads, then one line naming the balancer and its state."""
+        super().summary(*args, **kwargs)
+        print_fn = kwargs.get("print_fn") or print
+        count = sum(int(np.prod(v.shape)) for v in self.balancer.variables) if self.balancer.built else 0
+        state = f"{count:,} state values (counted in the totals above)" if count else "no state"
+        line = (
+            f"Balancer: {self.balancer.name} ({type(self.balancer).__name__}), chooses the task weights of "
+            f"{list(self.task_names)} every step; {state}"
+        )
+        try:
+            print_fn(line, line_break=True)
+        except TypeError:
+            print_fn(line)
+
+    @property
+    def layers(self) -> list[keras.layers.Layer]:
+        """The layers of the forward pass: the encoder, then the heads in task order.
+
+        The balancer is not among them (it is no layer of `call`, and has no
+        output shape); it is `model.balancer`, and `summary` names it.
+        """
+        return [self.encoder, *(self.heads[t] for t in self.task_names)]
 
     # -- helpers ----------------------------------------------------------------------------
 
     def _build_from_inputs(self, x):
-        """Builds the model and its optimizer from the data's input shape, before tracing.
+        """Builds the model and its optimizer from the data's input structure, before tracing.
 
         Otherwise the first trace of the step creates the optimizer's
         variables, and `tf.function` then traces the whole step a second time,
         which doubles the start-up cost on large nets. Inputs whose shape is
         not known up front (generators, PyDatasets) are built in the step.
         """
-        shape = _input_shape(x)
-        if shape is None:
+        specs = _input_specs(x)
+        if specs is None:
             return
         with self.distribute_strategy.scope():
             if not self.built:
-                self.build(shape)
+                self._build_for(specs)
             self._build_optimizers()
 
     def _ensure_built(self, x):
         # Without a distribution strategy Keras defers building to the first
         # trace of the step; the balancer's state must exist before it runs.
         if not self.built:
-            self.build(tuple(x.shape))
+            self._build_for(tf.nest.map_structure(lambda t: keras.KerasTensor((None, *t.shape[1:]), t.dtype.name), x))
+
+    def _build_for(self, specs):
+        """`build` from a structure of KerasTensors, keeping their dtypes (integer ids, strings)."""
+        self._data_dtypes = keras.tree.map_structure(lambda t: t.dtype, specs)
+        self.build(keras.tree.map_structure(lambda t: tuple(t.shape), specs))
 
     def _targets(self, y):
         if not isinstance(y, dict):
@@ -411,14 +695,50 @@ class MultiTaskModel(keras.Model):
         return cls(**config)
 
 
-def _input_shape(x):
-    """The batched shape of the model input in `x`, when it is one tensor known up front."""
+def _input_specs(x):
+    """The model input of `x` as a structure of KerasTensors (batch axis None), when known up front."""
     if isinstance(x, tf.data.Dataset):
         spec = x.element_spec
         spec = spec[0] if isinstance(spec, tuple) else spec
-        return tuple(spec.shape) if isinstance(spec, tf.TensorSpec) else None
-    if isinstance(x, (np.ndarray, tf.Tensor)) and len(x.shape) >= 1:
-        return (None, *x.shape[1:])
+        leaves = tf.nest.flatten(spec)
+        if not leaves or not all(isinstance(s, tf.TensorSpec) and s.shape.rank for s in leaves):
+            return None
+        return tf.nest.map_structure(lambda s: keras.KerasTensor((None, *s.shape[1:]), s.dtype.name), spec)
+    if x is None or isinstance(x, (keras.utils.PyDataset,)):
+        return None
+    leaves = tf.nest.flatten(x)
+    if not leaves or not all(isinstance(v, (np.ndarray, tf.Tensor)) and len(v.shape) >= 1 for v in leaves):
+        return None
+    return tf.nest.map_structure(
+        lambda v: keras.KerasTensor((None, *v.shape[1:]), keras.backend.standardize_dtype(v.dtype)), x
+    )
+
+
+def _symbolic_inputs(input_shape, dtypes=None):
+    """A structure of KerasTensors for a structure of shapes (float32 unless `dtypes` matches it)."""
+    inputs = keras.tree.map_shape_structure(lambda shape: keras.KerasTensor(tuple(shape)), input_shape)
+    if dtypes is not None:
+        try:
+            inputs = keras.tree.map_structure(lambda t, d: keras.KerasTensor(t.shape, d), inputs, dtypes)
+        except (ValueError, TypeError):
+            pass  # built for another structure (e.g. loaded): float32 as Keras assumes
+    return inputs
+
+
+def _tensor_specs(structure, named):
+    return keras.tree.map_structure(
+        lambda t: tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name if named else None), structure
+    )
+
+
+def _metric_mode(metric):
+    """"max" / "min" from a metric's Keras `_direction` or `higher_is_better`, None if it has neither."""
+    direction = getattr(metric, "_direction", None)
+    if direction in ("up", "down"):
+        return "max" if direction == "up" else "min"
+    higher = getattr(metric, "higher_is_better", None)
+    if higher is not None:
+        return "max" if higher else "min"
     return None
 
 
