@@ -5,7 +5,6 @@ Build it from the repository root (warnings are errors, as in tests/test_docs.py
     python -m sphinx -W --keep-going -b html docs docs/_build/html
 """
 
-import inspect
 import io
 import os
 import re
@@ -19,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import docutils.core  # noqa: E402
 from docutils.parsers.rst import directives, roles  # noqa: E402
+from sphinx.util import inspect as sphinx_inspect  # noqa: E402
 from sphinx.util import logging as sphinx_logging  # noqa: E402
 
 import mtl_tf  # noqa: E402
@@ -55,6 +55,8 @@ autodoc_inherit_docstrings = False
 # here), so unresolved references are not reported.
 default_role = "code"
 nitpicky = False
+# Annotations read "Layer", "Mapping[str, Any]", not "keras.src.layers.layer.Layer".
+python_use_unqualified_type_names = True
 
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
@@ -143,9 +145,8 @@ def _init_signature(app, what, name, obj, options, signature, return_annotation)
     would show as the class signature; show the constructor's parameters instead."""
     if what != "class" or signature != "(*args, **kwargs)" or "__init__" not in vars(obj):
         return None
-    init = inspect.signature(obj.__init__)
-    parameters = list(init.parameters.values())[1:]  # without self
-    return str(init.replace(parameters=parameters, return_annotation=inspect.Signature.empty)), return_annotation
+    init = sphinx_inspect.signature(obj.__init__, bound_method=True)  # without self
+    return sphinx_inspect.stringify_signature(init, show_return_annotation=False, unqualified_typehints=True), return_annotation
 
 
 def setup(app):

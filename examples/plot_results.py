@@ -20,9 +20,11 @@ What results.json holds (written by `mtl_tf.training.trainer`):
                MGDA), val_{task}_loss, val_{task}_{metric}, and method scalars
   config, versions, sizes, strategy, wall_time_s
 
-Needs matplotlib (in the `launch` and `test` extras). Only the standard library, NumPy and matplotlib (the non-interactive Agg
-backend: no display needed) are used, so the same code reads results.json
-files copied off a training machine.
+Needs matplotlib (in the `launch` and `test` extras) and the standard library
+only, with the non-interactive Agg backend (no display), so the same code reads
+results.json files copied off a training machine. The project's own figure of a
+run is `python launch/plot_run.py` (`mtl_tf.reports.run_figure`); this example
+shows how little reading results.json takes.
 """
 
 import argparse

@@ -18,18 +18,35 @@ DOCS = REPO / "docs"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """The HTML build of docs/ (one per test session), as the README's command builds it."""
+def build(tmp_path_factory):
+    """One HTML build of docs/ as the README's command runs it: (completed process, output directory).
+
+    With --keep-going Sphinx writes every page even when it reports warnings,
+    so the coverage tests below read the pages whatever the warnings test says.
+    """
     out = tmp_path_factory.mktemp("docs_html")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
     completed = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
-    assert completed.returncode == 0, f"sphinx-build failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
+    return completed, out
+
+
+@pytest.fixture(scope="module")
+def built(build):
+    completed, out = build
+    if not (out / "index.html").exists():
+        pytest.fail(f"sphinx-build wrote no pages:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}")
+    return out
+
+
+def test_build_has_no_warnings(build):
+    """Warnings are errors: a docstring that is not valid Google style / reST fails here, naming it."""
+    completed, _ = build
     sphinx_warnings = [line for line in completed.stderr.splitlines() if "WARNING:" in line and "absl" not in line]
     assert not sphinx_warnings, "\n".join(sphinx_warnings)
-    return out
+    assert completed.returncode == 0, f"sphinx-build failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
 
 
 def page_text(built, page):
@@ -50,7 +67,10 @@ def test_public_entry_points_are_documented(built):
     assert "mtl_tf.export.export_saved_model" in documented_ids(built, "api/export.html")
     assert "mtl_tf.data.idx.load_idx_dataset" in documented_ids(built, "api/data.html")
     # The class signature is the constructor's, not Keras' `__new__(*args, **kwargs)`.
-    assert "MultiTaskModel(encoder, heads, losses" in page_text(built, "api/model.html")
+    signature = re.search(r"class mtl_tf\.model\.MultiTaskModel(\(.*?\))\[source\]", page_text(built, "api/model.html"), re.S)
+    assert signature, "no MultiTaskModel signature on api/model.html"
+    names = re.findall(r"[(,]\s*(\*{0,2}\w+)", signature.group(1))
+    assert names[:6] == ["encoder", "heads", "losses", "metrics", "balancer", "balancer_options"], names
 
 
 def test_every_registered_balancer_class_has_its_page_entry(built):
