@@ -11,7 +11,8 @@ from mtl_tf import balancers
 from mtl_tf.balancers import registry
 from tests.balancers import tiny
 
-METHODS = {"uniform", "static", "mgda", "mgda_ub", "single_step", "split_only", "uncertainty", "gradnorm", "pareto_mtl"}
+METHODS = {"uniform", "static", "mgda", "mgda_ub", "single_step", "split_only", "uncertainty", "gradnorm", "pareto_mtl",
+           "pcgrad"}
 REQUIRED_OPTIONS = {"static": {"weights": [0.25, 0.75]}}
 
 
