@@ -8,6 +8,9 @@ launch/train.py's trainer unless it already holds a results.json, so an
 interrupted reproduction resumes and a finished one only re-renders. Then the
 table (mean +- std over seeds beside the published numbers) is printed and
 written to `<root>/<table>.md`, and the table's figures (PNG) to `<root>/`.
+Runs whose config differs from the table's protocol (e.g. through --config_overrides) are
+named in the table's first line and in the figures' titles ("NOT the paper protocol: config
+overrides epochs=1, ..."), so a quick reproduction never passes for the paper's protocol.
 
 Flags:
   --table             one of the registered tables (--list shows them);

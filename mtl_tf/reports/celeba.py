@@ -29,6 +29,7 @@ attributes says how many it has.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +272,10 @@ def figures(results: list, out_dir: Path) -> list[Path]:
         fig = plt.figure(figsize=(7.5, 7.5))
         ax = fig.add_subplot(projection="polar")
         _radar(ax, attributes, rows, methods, colors)
-        ax.set_title(f"CelebA test error per attribute [%], {half} half (lower is better)", fontsize=10, pad=24)
+        note = common.overrides_note(results)
+        ax.set_title(f"CelebA test error per attribute [%], {half} half (lower is better)"
+                     + (f"\n{textwrap.fill(note, 90)}" if note else ""), fontsize=10, pad=24,
+                     color="firebrick" if note else "black")
         ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.3, 1.12))
         fig.tight_layout()
         path = out_dir / f"{TABLE}_radar_{half}.png"

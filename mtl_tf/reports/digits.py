@@ -31,7 +31,11 @@ Accuracies are printed in percent (results.json holds fractions); each cell is
 the mean +- sample standard deviation over seeds, with the number of seeds.
 The figure is Sener & Koltun's Figure 3 style performance profile: task-1 vs
 task-2 test accuracy for every method (error bars over seeds), every grid point,
-and the published numbers as hollow markers.
+and the published numbers as hollow markers. Each method has its own marker shape;
+methods at (nearly) the same point are drawn as concentric markers of decreasing
+size, so none hides another (`common.marker_styles`). Runs trained with config
+overrides (`launch/reproduce.py --config_overrides`) are named in the title
+(`common.overrides_note`).
 
 Every `single_step` run also gets Lee & Son's Figure 3 (section 4.1, "Loss ratio
 of task 1 for multi-MNIST"), `<root>/<table>_fig3_<run>.png`, drawn from the
@@ -47,6 +51,7 @@ losses is skipped with a printed note.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -421,20 +426,34 @@ def _figure_maker(table_name: str, title: str, published: dict, paper_rows, axis
             for weights, x, y in points:
                 ax.annotate("/".join(f"{w:g}" for w in weights), (x, y), fontsize=6, color="0.4",
                             xytext=(3, 3), textcoords="offset points")
+        shapes = {label: common.MARKERS[i % len(common.MARKERS)] for i, label in enumerate(labels)}
+        ours = {}
         for label in labels:
-            color = colors[label]
             stats = rows.get(label)
             if stats and all(s is not None for s in stats):
-                (m1, s1, n), (m2, s2, _) = stats
-                ax.errorbar(m1, m2, xerr=s1 if n > 1 else None, yerr=s2 if n > 1 else None, fmt="o", ms=7,
-                            color=color, capsize=3, label=f"{names.get(label, label)} (ours, n={n})", zorder=3)
-            pub = published.get(label)
-            if pub is not None:
-                ax.plot(*pub, marker="s", ms=8, mfc="none", mec=color, mew=1.5, ls="none",
-                        label=f"{names.get(label, label)} (published)", zorder=2)
+                ours[label] = (stats[0][0], stats[1][0])
+        ours_style = common.marker_styles(ours, markers=shapes)
+        published_points = {label: tuple(published[label]) for label in labels if published.get(label) is not None}
+        published_style = common.marker_styles(published_points, markers=shapes, size=8.0)
+        for label in labels:
+            color = colors[label]
+            if label in ours:
+                (m1, s1, n), (m2, s2, _) = rows[label]
+                style = ours_style[label]
+                # Methods at the same point: concentric markers of different shapes and sizes (marker_styles).
+                ax.errorbar(m1, m2, xerr=s1 if n > 1 else None, yerr=s2 if n > 1 else None, fmt=style["marker"],
+                            ms=style["ms"], mec="white", mew=0.6, color=color, capsize=3,
+                            label=f"{names.get(label, label)} (ours, n={n})", zorder=style["zorder"])
+            if label in published_points:
+                style = published_style[label]
+                ax.plot(*published_points[label], marker=style["marker"], ms=style["ms"], mfc="none", mec=color, mew=1.5,
+                        ls="none", label=f"{names.get(label, label)} (published)", zorder=2)
         ax.set_xlabel(axis_labels[0])
         ax.set_ylabel(axis_labels[1])
-        ax.set_title(title, fontsize=10)
+        note = common.overrides_note(results)
+        ax.set_title(title + (f"\n{textwrap.fill(note, 110)}" if note else ""), fontsize=10)
+        if note:  # a run that is not the paper's protocol must not pass for one
+            ax.title.set_color("firebrick")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         fig.tight_layout()

@@ -11,6 +11,12 @@ Runs are trained in this process through `mtl_tf.training.trainer` (`launcher=
 "inprocess"`) or each in a fresh `launch/train.py` process (`"subprocess"`).
 `"auto"` picks the subprocess whenever the strategy is not `default`, because
 TensorFlow allows one `MirroredStrategy` per process.
+
+A run whose config differs from its table's protocol (the table's config file with
+the run's own overrides, e.g. after `--config_overrides=epochs=1`) must not pass for
+the paper's protocol: each loaded result gets `protocol_overrides` (the fields that
+differ, `common.protocol_differences`), and the table's markdown starts with
+`common.overrides_note`, which the figures put in their titles too.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from pathlib import Path
 
 import keras
 
-from mtl_tf.reports import registry
+from mtl_tf.reports import common, registry
 from mtl_tf.training import config as config_lib
 from mtl_tf.training import distribute, trainer
 
@@ -64,6 +70,13 @@ def train_command(run: registry.Run, workdir: Path, overrides: dict, *, strategy
     return command
 
 
+def protocol_config(run: registry.Run) -> dict:
+    """The config dict a run of the table is meant to have: its config file with the run's own overrides."""
+    config = config_lib.load(run.config)
+    config_lib.apply_overrides(config, dict(run.overrides))
+    return config_lib.config_to_dict(config)
+
+
 def _train_inprocess(run, workdir, overrides, *, strategy, data_dir, verbose):
     config = config_lib.load(run.config)
     config_lib.apply_overrides(config, {**run.overrides, **overrides})
@@ -91,7 +104,8 @@ def run_table(
     """Trains the missing runs of table `name` under `root`, renders it, draws its figures.
 
     Returns {"runs": [Run], "trained": [keys], "skipped": [keys], "results":
-    [dicts], "markdown": str, "figures": [Path], "table_path": Path}.
+    [dicts], "markdown": str, "note": str ("" when every run follows the table's
+    protocol), "figures": [Path], "table_path": Path}.
     """
     if launcher not in LAUNCHERS:
         raise ValueError(f"unknown launcher {launcher!r}; expected one of {list(LAUNCHERS)}")
@@ -130,11 +144,20 @@ def run_table(
             _train_inprocess(run, workdir, overrides, strategy=strategy_object, data_dir=data_dir, verbose=verbose)
         trained.append(run.key)
     results = []
+    protocols: dict[tuple, dict] = {}
     for run in runs:
         path = root / run.key / "results.json"
         if path.exists():
-            results.append({**json.loads(path.read_text()), "run_key": run.key})
+            result = {**json.loads(path.read_text()), "run_key": run.key}
+            key = (run.config, json.dumps(run.overrides, sort_keys=True, default=repr))
+            if key not in protocols:
+                protocols[key] = protocol_config(run)
+            result[common.PROTOCOL_OVERRIDES] = common.protocol_differences(result.get("config") or {}, protocols[key])
+            results.append(result)
+    note = common.overrides_note(results)
     markdown = table.render(results)
+    if note:
+        markdown = f"**{note}**\n\n{markdown}"
     root.mkdir(parents=True, exist_ok=True)
     table_path = root / f"{table.name}.md"
     table_path.write_text(f"# {table.description}\n\n{markdown}\n")
@@ -145,6 +168,7 @@ def run_table(
         "skipped": skipped,
         "results": results,
         "markdown": markdown,
+        "note": note,
         "figures": figures,
         "table_path": table_path,
     }

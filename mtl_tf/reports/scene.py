@@ -53,6 +53,7 @@ Published numbers, and what we know about them:
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -374,6 +375,7 @@ def _figure_maker(benchmark, table_name: str, title: str, published: dict, paper
         rows = aggregate(results, benchmark, columns)
         labels = [label for label in _ordered_labels(paper_rows, rows) if label != "grid"]
         colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
+        shapes = {label: common.MARKERS[i % len(common.MARKERS)] for i, label in enumerate(labels)}
         pairs = [(a, b) for i, a in enumerate(axes) for b in axes[i + 1:]]
         fig, panels = plt.subplots(1, len(pairs), figsize=(max(5.2 * len(pairs), 8.0), 6.0), squeeze=False)
         points = grid_points(results, columns)
@@ -384,21 +386,34 @@ def _figure_maker(benchmark, table_name: str, title: str, published: dict, paper
                        if x_axis[:2] in v and y_axis[:2] in v]
             if grid_xy:
                 ax.plot(*zip(*grid_xy), "x", color="0.55", ms=5, label="grid search (static weights)", zorder=1)
+            ours, published_points, bars = {}, {}, {}
             for label in labels:
-                color = colors[label]
                 cells = rows.get(label, {}).get("cells")
                 if cells and cells[xi] is not None and cells[yi] is not None:
                     (mx, sx, n), (my, sy, _) = cells[xi], cells[yi]
                     px, py = x_perf(mx), y_perf(my)
+                    ours[label] = (px, py)
                     # Error bars map through the (monotone) performance transform.
-                    ex = abs(x_perf(mx + sx) - px) if n > 1 else None
-                    ey = abs(y_perf(my + sy) - py) if n > 1 else None
-                    ax.errorbar(px, py, xerr=ex, yerr=ey, fmt="o", ms=7, color=color, capsize=3,
-                                label=f"{names.get(label, label)} (ours, n={n})", zorder=3)
+                    bars[label] = (abs(x_perf(mx + sx) - px) if n > 1 else None,
+                                   abs(y_perf(my + sy) - py) if n > 1 else None, n)
                 pub = published.get(label)
                 if pub is not None:
-                    ax.plot(x_perf(pub[xi]), y_perf(pub[yi]), marker="s", ms=8, mfc="none", mec=color, mew=1.5,
-                            ls="none", label=f"{names.get(label, label)} (published)", zorder=2)
+                    published_points[label] = (x_perf(pub[xi]), y_perf(pub[yi]))
+            # Methods at the same point: concentric markers of different shapes and sizes.
+            ours_style = common.marker_styles(ours, markers=shapes)
+            published_style = common.marker_styles(published_points, markers=shapes, size=8.0)
+            for label in labels:
+                color = colors[label]
+                if label in ours:
+                    ex, ey, n = bars[label]
+                    style = ours_style[label]
+                    ax.errorbar(*ours[label], xerr=ex, yerr=ey, fmt=style["marker"], ms=style["ms"], mec="white",
+                                mew=0.6, color=color, capsize=3, label=f"{names.get(label, label)} (ours, n={n})",
+                                zorder=style["zorder"])
+                if label in published_points:
+                    style = published_style[label]
+                    ax.plot(*published_points[label], marker=style["marker"], ms=style["ms"], mfc="none", mec=color,
+                            mew=1.5, ls="none", label=f"{names.get(label, label)} (published)", zorder=2)
             ax.set_xlabel(x_axis[2])
             ax.set_ylabel(y_axis[2])
             ax.tick_params(axis="x", labelrotation=30)
@@ -411,7 +426,9 @@ def _figure_maker(benchmark, table_name: str, title: str, published: dict, paper
                     legend_labels.append(label)
         fig.legend([handles[label] for label in legend_labels], legend_labels, fontsize=7, loc="lower center",
                    ncol=3, frameon=False)
-        fig.suptitle(title, fontsize=10)
+        note = common.overrides_note(results)
+        fig.suptitle(title + (f"\n{textwrap.fill(note, 120)}" if note else ""), fontsize=10,
+                     color="firebrick" if note else "black")
         fig.tight_layout(rect=(0, 0.06 + 0.025 * math.ceil(len(legend_labels) / 3), 1, 0.95))
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

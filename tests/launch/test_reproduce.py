@@ -43,6 +43,10 @@ def test_reproduce_trains_every_run_and_prints_ours_beside_the_published(reprodu
     assert any(line.startswith("| Proposed") and "82.41" in line and "—" in line for line in stdout.splitlines())
     table = (root / "lee_son_table1_multi_fashion.md").read_text()
     assert row in table
+    # Not the paper's protocol: the table says which overrides made the runs (data_dir is not one).
+    note = next(line for line in table.splitlines() if "NOT the paper protocol: config overrides" in line)
+    assert "epochs=1" in note and "data.max_train_examples=256" in note and "data_dir" not in note
+    assert note in stdout
     png = root / "lee_son_table1_multi_fashion_profile.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
