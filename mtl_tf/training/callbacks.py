@@ -35,7 +35,9 @@ epoch boundary); `advance_dataset` makes the data order of the resumed epochs
 the same as in an uninterrupted run (see its docstring).
 
 `TensorBoard` is `keras.callbacks.TensorBoard` plus the learning rate in the
-every-N-steps (`batch_*`) scalars; Keras writes it only with the epoch scalars.
+every-N-steps (`batch_*`) scalars (Keras writes it only with the epoch scalars), every
+epoch written whatever the steps per epoch, and `batch_*` steps that continue after a
+resume instead of restarting at 0 (the epoch steps already do).
 What is logged, every `update_freq` steps (`batch_<key>`) and every epoch
 (`epoch_<key>`, validation under `validation/`): `loss`, `{task}_loss`, each
 task metric (`{task}_accuracy`, ...), the task weights `{task}_weight` (alpha
@@ -287,7 +289,8 @@ def current_learning_rate(optimizer) -> float | None:
 
 class TensorBoard(keras.callbacks.TensorBoard):
     """`keras.callbacks.TensorBoard` that also writes `batch_learning_rate` every `update_freq` steps,
-    and writes every epoch's scalars whatever the number of steps per epoch.
+    writes every epoch's scalars whatever the number of steps per epoch, and continues the
+    `batch_*` step count of the first run when a `fit` resumes at epoch N > 0.
 
     Keras 3.15 writes its epoch summaries inside the `record_if(step % update_freq == 0)` context it
     opened for batch summaries, so with 469 steps per epoch and `update_freq=100` no epoch and no

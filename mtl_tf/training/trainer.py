@@ -23,6 +23,14 @@ registry. Two baselines of the papers are trainer-level methods, not balancers:
 A finished run is rebuilt by `restore_run` (config.json + best.weights.h5), the one way
 `evaluate_workdir` and `mtl_tf.export` load it.
 
+Safety: every field is checked before anything is written (`TrainSettings`: a learning
+rate <= 0, epochs or batch size < 1, ... are errors naming the field); one process at a
+time trains in a workdir (`mtl_tf.training.workdir.locked`, an OS lock a crash cannot
+leave behind); temporaries of a crashed run are removed at the start; under a mirrored or
+multi-worker strategy a batch the replicas cannot split is refused up front
+(`check_replica_batches`). With `verbose` the start and a resume print a `banner`;
+`describe_saved` says what an interrupted run left on disk.
+
 results.json: `method`, `seed`, `benchmark`, `tasks` ({task: {metric: value}} on
 the test split, e.g. `accuracy` as a fraction in [0, 1], and `loss`),
 `validation` (the same at the best epoch), `best_epoch` (1-based), `monitor`,

@@ -76,8 +76,13 @@ def test_banner_ctrl_c_and_a_resume_that_continues_the_tensorboard_steps(fake_fa
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines[-1] == f"interrupted: epoch 1 is saved in {workdir / 'backup'}. Run the same command to resume."
 
+    # Temporaries a crash can leave (a best-weights write, an atomic JSON write): removed at the restart.
+    stale = [workdir / ".best.999999.0a1b2c3d.weights.h5", workdir / ".train_state.json.999999.0a1b2c3d.tmp"]
+    for path in stale:
+        path.write_text("partial")
     monkeypatch.setattr(distribute, "fit", real_fit)
     assert run_main(args) == 0
+    assert not any(path.exists() for path in stale)
     out, _ = capsys.readouterr()
     best = json.loads((workdir / "results.json").read_text())["history"][0]["val_monitor"]
     assert f"resuming after epoch 1 of 2 (restored from {workdir / 'backup'}); best so far: epoch 1, " \
@@ -109,17 +114,19 @@ def test_refusals_before_training_name_what_is_wrong(fake_fashion_dir, tmp_path,
     assert "error: --config.foo: no such field in the config configs/multi_fashion.py:smoke" in capsys.readouterr().err
 
 
-def test_a_locked_workdir_is_refused_at_once(fake_fashion_dir, tmp_path, capsys, monkeypatch):
-    from mtl_tf.training import workdir as workdir_lib
+def test_a_locked_workdir_is_refused_at_once(fake_fashion_dir, tmp_path, capsys):
+    from tests.training.test_workdir import _start_holder
 
-    def held(*args, **kwargs):
-        raise workdir_lib.WorkdirLocked(f"{tmp_path / 'run'} is in use by process 4242 on host h, started 2025")
-
-    monkeypatch.setattr(trainer, "locked", held)
-    args = ["--config=configs/multi_fashion.py:smoke", *flag_args(TINY), f"--data_dir={fake_fashion_dir}",
-            f"--workdir={tmp_path / 'run'}"]
-    assert run_main(args) == 1
-    assert f"error: {tmp_path / 'run'} is in use by process 4242" in capsys.readouterr().err
+    holder = _start_holder(tmp_path / "run")  # another process trains there
+    try:
+        args = ["--config=configs/multi_fashion.py:smoke", *flag_args(TINY), f"--data_dir={fake_fashion_dir}",
+                f"--workdir={tmp_path / 'run'}"]
+        assert run_main(args) == 1
+        assert f"error: {tmp_path / 'run'} is in use by process {holder.pid} on host " in capsys.readouterr().err
+        assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_mirrored_batches_the_replicas_cannot_split_are_refused_before_training(fake_fashion_dir, tmp_path,
