@@ -68,7 +68,9 @@ class FunctionLoss(keras.losses.Loss):
     serialised by name, so `.keras` files keep it.
     """
 
-    def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None):
+    def __init__(
+        self, fn: Callable, name: str | None = None, reduction: str = "sum_over_batch_size", dtype: Any = None
+    ) -> None:
         super().__init__(name=name or getattr(fn, "__name__", None), reduction=reduction, dtype=dtype)
         self.fn = fn
 
@@ -234,10 +236,11 @@ class MultiTaskModel(keras.Model):
           metrics: None (keep the constructor's `metrics`), a dict task -> list
             of metrics (those tasks' lists replace the constructor's), or a list
             of one list per task in head order. A flat list such as
-            `["accuracy"]` is refused, as Keras refuses it for a model with
-            several outputs.
-          optimizer, run_eagerly, steps_per_execution, jit_compile,
-          auto_scale_loss: as in `keras.Model.compile`.
+            `["accuracy"]` is refused when there are several heads, as Keras
+            refuses it for a model with several outputs (a one-head model
+            takes it).
+          optimizer: as in `keras.Model.compile`; so are `run_eagerly`,
+            `steps_per_execution`, `jit_compile` and `auto_scale_loss`.
 
         Rule: compile's per-task entries override the constructor's, task by
         task; the result is what `get_config` saves, so a `.keras` file
@@ -304,14 +307,18 @@ class MultiTaskModel(keras.Model):
             if unknown:
                 raise ValueError(f"compile({what}=...) names tasks {unknown} that have no head; heads: {names}")
             return dict(value)
-        if isinstance(value, (list, tuple)) and (allow_single or all(isinstance(v, (list, tuple)) or v is None for v in value)):
+        sequence = isinstance(value, (list, tuple))
+        if sequence and not value and not allow_single:  # metrics=[]: no metrics for any task
+            return {t: [] for t in names}
+        per_head = sequence and (allow_single or all(isinstance(v, (list, tuple)) or v is None for v in value))
+        if per_head:
             if len(value) != len(names):
                 raise ValueError(
                     f"compile({what}=[...]) has {len(value)} entries for {len(names)} heads {names}; "
                     f"expected one per head, in head order, or a dict keyed by task"
                 )
             return {t: v for t, v in zip(names, value) if v is not None}
-        if allow_single:
+        if allow_single or len(names) == 1:  # one loss for every task; the metrics of a one-head model
             return {t: value for t in names}
         raise ValueError(
             f"compile({what}={value!r}): expected a dict task -> list of metrics (e.g. "
@@ -324,13 +331,16 @@ class MultiTaskModel(keras.Model):
         if self.built:
             # The balancer was built for the old losses (uncertainty reads their kind).
             serialize = keras.saving.serialize_keras_object
-            changed = [t for t, l in new.items() if t not in self.task_losses or serialize(l) != serialize(self.task_losses[t])]
+            changed = [
+                t for t, l in new.items() if t not in self.task_losses or serialize(l) != serialize(self.task_losses[t])
+            ]
             if changed:
                 raise ValueError(
                     f"compile(loss=...) changes the losses of tasks {changed} of a model that is already built; "
                     "give the losses before it is built (MultiTaskModel(losses=...) or compile before fit/build)"
                 )
-        self.task_losses = {t: new.get(t, self.task_losses.get(t)) for t in self.task_names if t in new or t in self.task_losses}
+        merged = {**self.task_losses, **new}
+        self.task_losses = {t: merged[t] for t in self.task_names if t in merged}
 
     def _set_metrics(self, metrics):
         for t, identifiers in metrics.items():
@@ -366,7 +376,7 @@ class MultiTaskModel(keras.Model):
         if head_optimizer is not None and not head_optimizer.built:
             head_optimizer.build([v for t in self.task_names for v in self.heads[t].trainable_variables])
 
-    def train_step(self, data):
+    def train_step(self, data: Any) -> dict[str, Any]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)
         self._build_optimizers()
@@ -442,7 +452,7 @@ class MultiTaskModel(keras.Model):
         replicas_ok = problem.all_reduce_sum(tf.cast(local_ok, tf.float32))
         return tf.equal(replicas_ok, float(problem.num_replicas))
 
-    def test_step(self, data):
+    def test_step(self, data: Any) -> dict[str, Any]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y, sample_weight = self._targets(y), self._sample_weights(sample_weight)
         self._ensure_built(x)
@@ -456,7 +466,7 @@ class MultiTaskModel(keras.Model):
             losses = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, losses)
         return self._record(y, sample_weight, predictions, losses)
 
-    def predict_step(self, data):
+    def predict_step(self, data: Any) -> dict[str, Any]:
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self(x, training=False)
 
@@ -668,7 +678,7 @@ class MultiTaskModel(keras.Model):
 
     # -- serialisation -------------------------------------------------------------------
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         serialize = keras.saving.serialize_keras_object
         return {
             **super().get_config(),
@@ -680,7 +690,7 @@ class MultiTaskModel(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> MultiTaskModel:
         config = dict(config)
         deserialize = keras.saving.deserialize_keras_object
 
@@ -762,10 +772,10 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
     skipped the bad batch, so the weights are those before it.
     """
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         logs = logs or {}
 
         def value(key, default=0.0):

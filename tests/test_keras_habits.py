@@ -47,7 +47,8 @@ def make_parts(structure, seed=0):
         merged = keras.layers.Concatenate()([first, second])
     z = keras.layers.Dense(8, activation="tanh")(merged)
     encoder = keras.Model(inputs, z, name="encoder")
-    heads = {"left": keras.layers.Dense(NUM_CLASSES, name="left_head"), "right": keras.layers.Dense(1, name="right_head")}
+    heads = {"left": keras.layers.Dense(NUM_CLASSES, name="left_head"),
+             "right": keras.layers.Dense(1, name="right_head")}
     return encoder, heads
 
 
@@ -197,7 +198,8 @@ def test_compile_losses_and_metrics_per_task_as_keras(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(ours, rel=1e-6)
-    assert isinstance(loaded.task_losses["right"], keras.losses.Loss) and loaded.task_losses["right"].name == "mean_absolute_error"
+    assert isinstance(loaded.task_losses["right"], keras.losses.Loss)
+    assert loaded.task_losses["right"].name == "mean_absolute_error"
 
 
 def test_compile_dict_overrides_the_constructor_task_by_task():
@@ -206,10 +208,12 @@ def test_compile_dict_overrides_the_constructor_task_by_task():
     model = MultiTaskModel(encoder, heads, losses={"left": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                                                    "right": "mse"},
                            metrics={"left": ["accuracy"], "right": ["mae"]})
-    model.compile(optimizer="sgd", loss={"right": "mae"}, metrics={"left": [keras.metrics.SparseTopKCategoricalAccuracy(2)]})
+    model.compile(optimizer="sgd", loss={"right": "mae"},
+                  metrics={"left": [keras.metrics.SparseTopKCategoricalAccuracy(2)]})
     scores = model.evaluate(x, y, verbose=0, return_dict=True)
     predictions = model.predict(x, verbose=0)
-    assert set(scores) == {"loss", "left_loss", "right_loss", "left_sparse_top_k_categorical_accuracy", "right_mean_absolute_error"}
+    assert set(scores) == {"loss", "left_loss", "right_loss", "left_sparse_top_k_categorical_accuracy",
+                           "right_mean_absolute_error"}
     np.testing.assert_allclose(scores["right_loss"], np.abs(predictions["right"] - y["right"]).mean(), rtol=1e-5)
     logits = predictions["left"]
     log_probs = logits - logits.max(1, keepdims=True)
@@ -301,7 +305,8 @@ def test_export_of_a_sequential_encoder_built_by_fit(tmp_path):
     keras.utils.set_random_seed(0)
     encoder = keras.Sequential([keras.layers.Dense(6, activation="relu")])
     model = MultiTaskModel(encoder, {"left": keras.layers.Dense(3), "right": keras.layers.Dense(1)},
-                           losses={"left": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "right": "mse"})
+                           losses={"left": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                   "right": "mse"})
     model.compile(optimizer="sgd")
     model.fit(x, y, epochs=1, verbose=0)
     model.export(str(tmp_path / "sm"), verbose=False)
@@ -378,7 +383,8 @@ def test_early_stopping_auto_mode_knows_the_task_metric_direction(monitor, mode,
     assert auto.mode == mode
     model = auto.model
     # Independent expectation: Keras' own callback with the mode written out.
-    explicit = _stops_after(lambda: keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=2), values, model)
+    explicit = _stops_after(lambda: keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=2),
+                            values, model)
     assert _stops_after(lambda: auto, values, model) == explicit
     assert explicit[1] == (max(values[:4]) if mode == "max" else min(values[:4]))  # stops at epoch 3
 
@@ -410,3 +416,14 @@ def test_mtl_tf_metrics_carry_the_keras_direction():
     model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y), callbacks=[stop_error, stop_within])
     assert stop_error.monitor_op(1.0, 2.0) and not stop_within.monitor_op(1.0, 2.0)
     assert mtl_metrics.MeanIoU(3)._direction == "up" and mtl_metrics.NormalAngleMedian()._direction == "down"
+
+
+def test_compile_metrics_of_a_one_head_model_take_a_flat_list():
+    x, y = _single_input_data()
+    encoder, heads = _single_input_parts()
+    model = MultiTaskModel(encoder, {"left": heads["left"]},
+                           losses={"left": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+    model.compile(optimizer="sgd", metrics=["accuracy"])
+    scores = model.evaluate(x, {"left": y["left"]}, verbose=0, return_dict=True)
+    accuracy = np.mean(np.argmax(model.predict(x, verbose=0)["left"], axis=1) == y["left"])
+    np.testing.assert_allclose(scores["left_accuracy"], accuracy, rtol=1e-6)

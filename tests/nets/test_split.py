@@ -136,6 +136,7 @@ def test_bad_requests_are_named():
 def test_a_layer_called_twice_is_refused():
     x1, x2 = keras.Input((3,)), keras.Input((3,))
     shared = keras.layers.Dense(2, name="shared")
-    model = keras.Model([x1, x2], [keras.layers.Dense(1, name="o1")(shared(x1)), keras.layers.Dense(1, name="o2")(shared(x2))])
+    outputs = [keras.layers.Dense(1, name="o1")(shared(x1)), keras.layers.Dense(1, name="o2")(shared(x2))]
+    model = keras.Model([x1, x2], outputs)
     with pytest.raises(ValueError, match="'shared' .* called 2 times"):
         split_model(model, at="shared")
