@@ -1,6 +1,14 @@
 """Balancing methods, one module each, looked up by config name through the registry."""
 
-from mtl_tf.balancers import gradnorm, mgda, pareto_mtl, pcgrad, single_step, static, uncertainty, uniform  # noqa: F401  (registration)
+# Importing a method's module registers it; one line each, sorted.
+from mtl_tf.balancers import gradnorm  # noqa: F401
+from mtl_tf.balancers import mgda  # noqa: F401
+from mtl_tf.balancers import pareto_mtl  # noqa: F401
+from mtl_tf.balancers import pcgrad  # noqa: F401
+from mtl_tf.balancers import single_step  # noqa: F401
+from mtl_tf.balancers import static  # noqa: F401
+from mtl_tf.balancers import uncertainty  # noqa: F401
+from mtl_tf.balancers import uniform  # noqa: F401
 from mtl_tf.balancers.base import Balancer, MultiTaskProblem, Update, head_optimizer_like
 from mtl_tf.balancers.registry import available, get, option_names, register
 

@@ -11,8 +11,18 @@ from mtl_tf import balancers
 from mtl_tf.balancers import registry
 from tests.balancers import tiny
 
-METHODS = {"uniform", "static", "mgda", "mgda_ub", "single_step", "split_only", "uncertainty", "gradnorm", "pareto_mtl",
-           "pcgrad"}
+METHODS = {
+    "gradnorm",
+    "mgda",
+    "mgda_ub",
+    "pareto_mtl",
+    "pcgrad",
+    "single_step",
+    "split_only",
+    "static",
+    "uncertainty",
+    "uniform",
+}
 REQUIRED_OPTIONS = {"static": {"weights": [0.25, 0.75]}}
 
 
