@@ -59,18 +59,26 @@ def main(argv):
     if not _TABLE.value:
         raise app.UsageError(f"--table is required; one of {reports.available()}")
     root = Path(_ROOT.value or Path("runs") / _TABLE.value)
-    outcome = runner.run_table(
-        _TABLE.value,
-        root=root,
-        methods=_METHODS.value,
-        seeds=[int(s) for s in _SEEDS.value],
-        overrides=runner.parse_overrides(_OVERRIDES.value),
-        launcher=_LAUNCHER.value,
-        strategy=_STRATEGY.value,
-        data_dir=_DATA_DIR.value,
-        verbose=_VERBOSE.value,
-        dry_run=_DRY_RUN.value,
-    )
+    try:
+        outcome = runner.run_table(
+            _TABLE.value,
+            root=root,
+            methods=_METHODS.value,
+            seeds=[int(s) for s in _SEEDS.value],
+            overrides=runner.parse_overrides(_OVERRIDES.value),
+            launcher=_LAUNCHER.value,
+            strategy=_STRATEGY.value,
+            data_dir=_DATA_DIR.value,
+            verbose=_VERBOSE.value,
+            dry_run=_DRY_RUN.value,
+        )
+    except runner.OverrideError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the finished runs under {root} are kept and the current one resumes from its last "
+              "finished epoch; run the same command to continue.", file=sys.stderr)
+        sys.exit(130)
     print()
     print(reports.get(_TABLE.value).description)
     print()

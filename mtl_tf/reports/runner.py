@@ -70,6 +70,22 @@ def train_command(run: registry.Run, workdir: Path, overrides: dict, *, strategy
     return command
 
 
+class OverrideError(ValueError):
+    """A `--config_overrides` field that a table's config does not have."""
+
+
+def check_overrides(runs, overrides: dict) -> None:
+    """An `OverrideError` naming each override field that a run's config lacks, before anything trains."""
+    for config_spec in dict.fromkeys(run.config for run in runs):
+        config = config_lib.load(config_spec)
+        unknown = config_lib.unknown_fields(config, list(overrides))
+        if unknown:
+            raise OverrideError(
+                f"--config_overrides {unknown}: no such field in {config_spec} (a typo?); its top-level fields: "
+                f"{sorted(config.keys())}"
+            )
+
+
 def protocol_config(run: registry.Run) -> dict:
     """The config dict a run of the table is meant to have: its config file with the run's own overrides."""
     config = config_lib.load(run.config)
@@ -119,6 +135,8 @@ def run_table(
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:
         raise ValueError(f"table {name!r} produced duplicate run keys {duplicates}")
+    if not dry_run:
+        check_overrides(runs, overrides)
     if launcher == "auto":
         launcher = "inprocess" if strategy == "default" else "subprocess"
     strategy_object = None

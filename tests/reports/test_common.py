@@ -77,3 +77,13 @@ def test_a_table_of_runs_with_overrides_says_so_in_its_markdown_and_figure_title
     outcome = runner.run_table("lee_son_table1_multi_fashion", root=tmp_path, methods=["uniform", "mgda_ub"], seeds=[0],
                                log=lambda *_: None)
     assert outcome["note"] == "" and outcome["markdown"].startswith("| Method")
+
+
+def test_an_unknown_override_field_is_refused_before_any_run_trains(tmp_path, monkeypatch):
+    import pytest
+
+    monkeypatch.setattr(runner, "_train_inprocess", lambda *a, **k: pytest.fail("a run was trained"))
+    with pytest.raises(runner.OverrideError, match=r"--config_overrides \['data.max_train_exampels'\]: no such field in "
+                                                   r"configs/multi_fashion.py:pareto"):
+        runner.run_table("lee_son_table1_multi_fashion", root=tmp_path, methods=["uniform"], seeds=[0],
+                         overrides={"epochs": 1, "data.max_train_exampels": 5}, log=lambda *_: None)
