@@ -695,7 +695,13 @@ def restore_run(workdir, *, data_dir=None, strategy=None):
     model = build_model(settings, benchmark, strategy)
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
-    model.load_weights(str(weights_path))
+    try:
+        model.load_weights(str(weights_path))
+    except (OSError, ValueError, KeyError) as error:  # h5py: OSError for a truncated file
+        raise ValueError(
+            f"{weights_path} cannot be loaded: {error}. It is damaged (truncated?) or not this config's model; "
+            "train the run again (launch/train.py --overwrite)"
+        ) from None
     return model, benchmark, config
 
 

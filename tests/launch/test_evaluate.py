@@ -29,3 +29,14 @@ def test_evaluate_the_validation_split_in_process(cli_run):
 def test_evaluate_an_empty_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json not found.*not a \\(trained\\) run directory"):
         trainer.evaluate_workdir(tmp_path)
+
+
+def test_a_truncated_best_weights_file_is_named(cli_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run["workdir"], run, ignore=shutil.ignore_patterns(".lock"))
+    with open(run / "best.weights.h5", "r+b") as f:
+        f.truncate(300)
+    with pytest.raises(ValueError, match=rf"{run / 'best.weights.h5'} cannot be loaded: .*--overwrite"):
+        trainer.restore_run(run)
