@@ -1,4 +1,14 @@
-"""A run's directory (mtl_tf.training.workdir): the versions a results.json records."""
+"""A run's directory (mtl_tf.training.workdir): the versions a results.json records, the lock that keeps a
+second process out, the temporaries of a crashed run."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from mtl_tf.training import workdir
 
@@ -23,25 +33,12 @@ def test_versions_name_the_commit_of_a_checkout_and_mark_a_dirty_tree(tmp_path):
 
 # -- the lock ------------------------------------------------------------------------------
 
-import os  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[2]
-# Another process that takes the lock, says so, and keeps it until it is killed (a plain Python, no TensorFlow).
+# Another process that takes the lock, says so, and keeps it until it is killed.
 HOLDER = """
 import sys, time
 sys.path.insert(0, {repo!r})
-import importlib.util
-spec = importlib.util.spec_from_file_location("workdir_module", {module!r})
-workdir = importlib.util.module_from_spec(spec)
-sys.modules["mtl_tf"] = type(sys)("mtl_tf")  # workdir.py imports mtl_tf for versions() only
-spec.loader.exec_module(workdir)
+from mtl_tf.training import workdir
 with workdir.locked(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)
@@ -49,7 +46,7 @@ with workdir.locked(sys.argv[1]):
 
 
 def _start_holder(directory):
-    script = HOLDER.format(repo=str(REPO), module=str(REPO / "mtl_tf" / "training" / "workdir.py"))
+    script = HOLDER.format(repo=str(REPO))
     process = subprocess.Popen([sys.executable, "-c", script, str(directory)], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "locked"
     return process
