@@ -70,8 +70,9 @@ class MultiTaskProblem:
 
     Attributes:
       task_names: task names in head order.
-      x, y, sample_weight: the batch; `y` and `sample_weight` are dicts keyed by
-        task (`sample_weight` entries may be None).
+      x: the batch's inputs (any structure the encoder takes).
+      y: dict task -> targets.
+      sample_weight: dict task -> sample weights (entries may be None).
       encoder: the shared representation function g(x; theta_sh).
       heads: dict task -> head f^t(z; theta^t).
       shared_variables: the encoder's trainable variables (theta_sh).
