@@ -1,11 +1,13 @@
 """Balancing methods, one module each, looked up by config name through the registry."""
 
 # Importing a method's module registers it; one line each, sorted.
+from mtl_tf.balancers import cagrad  # noqa: F401
 from mtl_tf.balancers import gls  # noqa: F401
 from mtl_tf.balancers import gradnorm  # noqa: F401
 from mtl_tf.balancers import mgda  # noqa: F401
 from mtl_tf.balancers import pareto_mtl  # noqa: F401
 from mtl_tf.balancers import pcgrad  # noqa: F401
+from mtl_tf.balancers import rlw  # noqa: F401
 from mtl_tf.balancers import single_step  # noqa: F401
 from mtl_tf.balancers import static  # noqa: F401
 from mtl_tf.balancers import uncertainty  # noqa: F401

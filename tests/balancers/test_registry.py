@@ -12,12 +12,14 @@ from mtl_tf.balancers import registry
 from tests.balancers import tiny
 
 METHODS = {
+    "cagrad",
     "gls",
     "gradnorm",
     "mgda",
     "mgda_ub",
     "pareto_mtl",
     "pcgrad",
+    "rlw",
     "single_step",
     "split_only",
     "static",

@@ -1,0 +1,102 @@
+"""`mtl_tf.solvers.qp.lower_bounded_qp` against brute-force enumeration of active sets and the KKT conditions.
+
+For T <= 4 the exact optimum of min 1/2 x^T Q x + p^T x s.t. x >= l (and
+sum x = 1) is found by trying every set of bounds held active, solving the
+equality-constrained problem on the rest, and keeping the best feasible point;
+for larger T the returned point is checked against the KKT conditions.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtl_tf.solvers.qp import lower_bounded_qp
+
+
+def brute_force(q, p, lower, simplex):
+    n = len(p)
+    best, best_value = None, np.inf
+    for size in range(n + 1):
+        for held in itertools.combinations(range(n), size):
+            free = [i for i in range(n) if i not in held]
+            x = lower.copy()
+            if free:
+                rows = len(free) + (1 if simplex else 0)
+                system = np.zeros((rows, rows))
+                system[: len(free), : len(free)] = q[np.ix_(free, free)]
+                rhs = -(p[free] + q[np.ix_(free, list(held))] @ lower[list(held)])
+                if simplex:
+                    system[: len(free), -1] = system[-1, : len(free)] = 1.0
+                    rhs = np.append(rhs, 1.0 - lower[list(held)].sum())
+                x[free] = np.linalg.lstsq(system, rhs, rcond=None)[0][: len(free)]
+            elif simplex and abs(lower.sum() - 1) > 1e-12:
+                continue
+            if np.any(x < lower - 1e-12) or (simplex and abs(x.sum() - 1) > 1e-9):
+                continue
+            value = 0.5 * x @ q @ x + p @ x
+            if value < best_value - 1e-15:
+                best, best_value = x, value
+    return best, best_value
+
+
+@pytest.mark.parametrize("simplex", [False, True])
+@pytest.mark.parametrize("num", [2, 3, 4])
+def test_equals_the_enumerated_optimum(num, simplex):
+    rng = np.random.default_rng(num + 10 * simplex)
+    for trial in range(6):
+        g = rng.normal(size=(num, int(rng.integers(1, 2 * num))))  # singular Q in some trials
+        q = g @ g.T
+        if simplex:
+            p = rng.normal(size=(2, num))
+            lower = np.zeros((2, num))
+        else:
+            p = np.zeros((num, num))
+            lower = np.eye(num) / num  # the dual-cone projections of UPGrad
+        x, _ = lower_bounded_qp(tf.constant(q), tf.constant(p), tf.constant(lower), simplex=simplex)
+        for b in range(len(p)):
+            _, value = brute_force(q, p[b], lower[b], simplex)
+            got = x.numpy()[b]
+            assert np.all(got >= lower[b] - 1e-12)
+            if simplex:
+                assert abs(got.sum() - 1) < 1e-10
+            assert 0.5 * got @ q @ got + p[b] @ got <= value + 1e-10 * max(1.0, abs(value))
+
+
+def test_kkt_conditions_hold_for_forty_variables():
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(40, 60))
+    q = g @ g.T
+    lower = np.eye(40) / 40
+    x, iterations = lower_bounded_qp(tf.constant(q), tf.zeros([40, 40], tf.float64), tf.constant(lower))
+    x = x.numpy()
+    gradient = x @ q  # Q x for every row (Q symmetric)
+    scale = np.abs(np.diag(q)).max()
+    active = x - lower <= 1e-12
+    assert np.all(np.abs(gradient[~active]) <= 1e-10 * scale)
+    assert np.all(gradient[active] >= -1e-10 * scale)
+    assert int(iterations) < 10 * 40 + 20
+
+
+def test_fixed_coordinates_stay_at_their_bound():
+    rng = np.random.default_rng(3)
+    g = rng.normal(size=(4, 6))
+    q = g @ g.T
+    p = rng.normal(size=(1, 4))
+    fixed = np.array([[False, True, False, False]])
+    x, _ = lower_bounded_qp(tf.constant(q), tf.constant(p), tf.zeros([1, 4], tf.float64), simplex=True,
+                            fixed=tf.constant(fixed))
+    keep = [0, 2, 3]
+    _, value = brute_force(q[np.ix_(keep, keep)], p[0, keep], np.zeros(3), True)
+    got = x.numpy()[0]
+    assert got[1] == 0.0
+    assert 0.5 * got @ q @ got + p[0] @ got <= value + 1e-12
+
+
+def test_compiles_with_xla():
+    q = tf.constant([[1.0, -0.8], [-0.8, 1.0]])
+    lower = tf.eye(2) / 2
+    solve = tf.function(lambda q, lower: lower_bounded_qp(q, tf.zeros_like(lower), lower)[0], jit_compile=True)
+    eager = lower_bounded_qp(q, tf.zeros_like(lower), lower)[0]
+    np.testing.assert_allclose(solve(q, lower).numpy(), eager.numpy(), atol=1e-6)
