@@ -18,6 +18,7 @@ from mtl_tf import balancers
 TASKS = ("cls", "reg")
 BATCH = 8
 OPTIONS = {"static": {"weights": [0.3, 0.7]}}
+OPTIONS["rlw"] = {"seed": 1}  # random weights: the models a test compares draw the same ones
 # The state each method carries from step to step, which must be the same on both replicas.
 # (Pareto MTL moves one of its two: the step count of the initial phase or the feasibility flag.)
 STATE = {"uncertainty": ["log_variances"], "gradnorm": ["loss_weights"], "pareto_mtl": ["init_steps", "feasible"]}

@@ -21,6 +21,7 @@ TASKS = ("cls", "reg")
 NUM_CLASSES = 3
 NUM_FEATURES = 6
 OPTIONS = {"static": {"weights": [0.3, 0.7]}}
+OPTIONS["rlw"] = {"seed": 1}  # random weights: the models a test compares draw the same ones
 
 
 def make_data(num_examples=32, seed=0):
