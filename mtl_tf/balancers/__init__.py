@@ -4,6 +4,7 @@
 from mtl_tf.balancers import cagrad  # noqa: F401
 from mtl_tf.balancers import gls  # noqa: F401
 from mtl_tf.balancers import gradnorm  # noqa: F401
+from mtl_tf.balancers import imtl  # noqa: F401
 from mtl_tf.balancers import mgda  # noqa: F401
 from mtl_tf.balancers import pareto_mtl  # noqa: F401
 from mtl_tf.balancers import pcgrad  # noqa: F401

@@ -15,6 +15,7 @@ METHODS = {
     "cagrad",
     "gls",
     "gradnorm",
+    "imtl",
     "mgda",
     "mgda_ub",
     "pareto_mtl",
