@@ -22,6 +22,7 @@ OPTIONS["rlw"] = {"seed": 1}  # random weights: the models a test compares draw 
 # The state each method carries from step to step, which must be the same on both replicas.
 # (Pareto MTL moves one of its two: the step count of the initial phase or the feasibility flag.)
 STATE = {"uncertainty": ["log_variances"], "gradnorm": ["loss_weights"], "pareto_mtl": ["init_steps", "feasible"]}
+STATE["famo"] = ["logits"]  # moved at step 2 by step 1's loss decrease
 
 
 def make_model(method):

@@ -2,6 +2,7 @@
 
 # Importing a method's module registers it; one line each, sorted.
 from mtl_tf.balancers import cagrad  # noqa: F401
+from mtl_tf.balancers import famo  # noqa: F401
 from mtl_tf.balancers import gls  # noqa: F401
 from mtl_tf.balancers import gradnorm  # noqa: F401
 from mtl_tf.balancers import imtl  # noqa: F401

@@ -13,6 +13,7 @@ from tests.balancers import tiny
 
 METHODS = {
     "cagrad",
+    "famo",
     "gls",
     "gradnorm",
     "imtl",
