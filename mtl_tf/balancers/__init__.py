@@ -2,6 +2,8 @@
 
 # Importing a method's module registers it; one line each, sorted.
 from mtl_tf.balancers import cagrad  # noqa: F401
+from mtl_tf.balancers import dualproj  # noqa: F401
+from mtl_tf.balancers import dwa  # noqa: F401
 from mtl_tf.balancers import famo  # noqa: F401
 from mtl_tf.balancers import gls  # noqa: F401
 from mtl_tf.balancers import gradnorm  # noqa: F401
@@ -14,6 +16,7 @@ from mtl_tf.balancers import single_step  # noqa: F401
 from mtl_tf.balancers import static  # noqa: F401
 from mtl_tf.balancers import uncertainty  # noqa: F401
 from mtl_tf.balancers import uniform  # noqa: F401
+from mtl_tf.balancers import upgrad  # noqa: F401
 from mtl_tf.balancers.base import Balancer, MultiTaskProblem, Update, head_optimizer_like
 from mtl_tf.balancers.registry import available, get, option_names, register
 

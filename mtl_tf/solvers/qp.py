@@ -83,7 +83,7 @@ def lower_bounded_qp(q, p, lower, simplex=False, start=None, fixed=None, max_ite
         raise ValueError(f"q must be [T, T] and p, lower [B, T] with a static T; got {q.shape}, {p.shape}, {lower.shape}.")
     if start is not None and not simplex:
         raise ValueError("start is only used with simplex=True (without it the method starts at x = lower).")
-    batch = tf.shape(p)[0]
+    batch = p.shape[0] if p.shape[0] is not None else tf.shape(p)[0]
     q = 0.5 * (q + tf.transpose(q))
     scale = tf.reduce_max(tf.abs(tf.linalg.diag_part(q)))
     scale = tf.where(scale > 0, scale, tf.ones_like(scale))
@@ -173,3 +173,41 @@ def lower_bounded_qp(q, p, lower, simplex=False, start=None, fixed=None, max_ite
     )
     x = tf.maximum(x, lower)
     return tf.cast(x, out_dtype), iterations
+
+
+@tf.autograph.experimental.do_not_convert
+def dual_cone_weights(gram, u, mask=None, norm_eps=1e-4, reg_eps=1e-4):
+    """Weights of the projections of sum_t u_bt g_t onto the dual cone of the gradients, from their Gramian.
+
+    The dual cone of g_1..g_T is {d : <g_t, d> >= 0 for every t}. By
+    Proposition 1 of Quinton & Rey, "Jacobian Descent for Multi-Objective
+    Optimization" (2024), the projection of J^T u onto it is J^T v with
+    v = argmin_{v >= u} v^T K v, K = J J^T. As in TorchJD (the authors'
+    library), K is first divided by its trace (replaced by zeros when the trace
+    is below `norm_eps`) and `reg_eps` times the identity is added, so the
+    program is strictly convex.
+
+    Args:
+      gram: [T, T] Gramian (float32 or float64).
+      u: [B, T] weights of the vectors to project.
+      mask: optional [T] bool; tasks outside it take no part (their v is 0,
+        their rows and columns of K are ignored; their u must be 0).
+      norm_eps, reg_eps: TorchJD's constants (defaults 1e-4 each).
+
+    Returns:
+      [B, T] float64 v.
+    """
+    gram = tf.cast(gram, tf.float64)
+    num = gram.shape[0]
+    gram = 0.5 * (gram + tf.transpose(gram))
+    mask = tf.ones([num], tf.bool) if mask is None else tf.cast(mask, tf.bool)
+    both = tf.logical_and(mask[:, None], mask[None, :])
+    gram = tf.where(both, gram, tf.zeros_like(gram))
+    gram = tf.where(tf.reduce_all(tf.math.is_finite(gram)), gram, tf.zeros_like(gram))
+    trace = tf.linalg.trace(gram)
+    gram = tf.where(trace >= norm_eps, gram / tf.where(trace > 0, trace, tf.ones_like(trace)), tf.zeros_like(gram))
+    gram = gram + reg_eps * tf.linalg.diag(tf.cast(mask, tf.float64))
+    u = tf.cast(u, tf.float64)
+    fixed = tf.logical_and(tf.logical_not(mask)[None], tf.ones_like(u, dtype=tf.bool))
+    v, _ = lower_bounded_qp(gram, tf.zeros_like(u), u, fixed=fixed)
+    return v

@@ -13,6 +13,8 @@ from tests.balancers import tiny
 
 METHODS = {
     "cagrad",
+    "dualproj",
+    "dwa",
     "famo",
     "gls",
     "gradnorm",
@@ -27,6 +29,7 @@ METHODS = {
     "static",
     "uncertainty",
     "uniform",
+    "upgrad",
 }
 REQUIRED_OPTIONS = {"static": {"weights": [0.25, 0.75]}}
 
