@@ -14,7 +14,6 @@ from tests.balancers import tiny
 METHODS = {
     "cagrad",
     "dualproj",
-    "dwa",
     "famo",
     "gls",
     "gradnorm",
