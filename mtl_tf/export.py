@@ -42,7 +42,6 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from mtl_tf.training import trainer
 from mtl_tf.training import workdir as workdir_files
 from mtl_tf.training.callbacks import read_state
 
@@ -230,5 +229,8 @@ def load_trained_run(workdir, *, data_dir=None, allow_unfinished: bool = False):
             f"{status['epochs']} epochs, and best.weights.h5 is epoch {status['best_epoch']}. Finish it with the same "
             "launch/train.py command, or export these weights anyway with --allow_unfinished (allow_unfinished=True)"
         )
+    # Here, not at the top: the trainer needs the launch extra (ml_collections); the rest of export does not.
+    from mtl_tf.training import trainer
+
     model, benchmark, config = trainer.restore_run(workdir, data_dir=data_dir)
     return model, config, trainer.input_shape(benchmark), benchmark.pixel_transform

@@ -8,6 +8,8 @@ machine; everything else keeps using the default (first) device.
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The data loaders fall back to downloading MNIST / Fashion-MNIST; tests must never do that.
+os.environ.setdefault("MTL_TF_DOWNLOAD", "0")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -99,11 +99,6 @@ def test_core_imports_and_trains_without_the_launch_extra():
     assert all(v[0] == v[0] and abs(v[0]) < 1e6 for v in history.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mtl_tf/export.py imports mtl_tf.training.trainer (ml_collections) at module level; "
-    "it is needed only by load_trained_model and should be imported there",
-)
 def test_export_imports_without_the_launch_extra():
     assert run_without_launch_extra(["mtl_tf.export"])["errors"] == {}
 

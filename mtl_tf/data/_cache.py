@@ -68,7 +68,11 @@ def cache_root(cache_dir=None, subdir: str | None = None) -> Path:
     """`cache_dir`, else `$MTL_TF_CACHE`, else `~/.cache/mtl_tf`; then `subdir` below it."""
     root = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
     root = Path(root).expanduser()
-    return root / subdir if subdir else root
+    root = root / subdir if subdir else root
+    # Every lookup cleans what crashed writers left, not only a new build:
+    # a cache that is only ever read would keep their temporaries for good.
+    remove_stale_temporaries(root)
+    return root
 
 
 def file_fingerprint(path) -> str:

@@ -222,3 +222,15 @@ def test_celeba_decode_failing_mid_split_leaves_no_partial_cache(tmp_path, monke
         celeba.load_celeba_arrays("train", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
     (directory,) = (tmp_path / "cache" / "celeba").iterdir()
     assert _entries(directory) == []
+
+
+def test_a_cache_lookup_removes_a_crashed_writers_temporary(tmp_path):
+    # A cache that is only ever read again (no new entry built) must not keep them either.
+    root = tmp_path / "multi_digits"
+    root.mkdir()
+    dead = root / f".entry.npz.{_cache._host()}-{_dead_pid()}.{'0' * 32}.tmp"
+    dead.write_bytes(b"partial")
+    entry = root / "entry.npz"
+    entry.write_bytes(b"complete")
+    assert _cache.cache_root(tmp_path, "multi_digits") == root
+    assert not dead.exists() and entry.exists()
