@@ -14,6 +14,7 @@ from tests.balancers import tiny
 METHODS = {
     "cagrad",
     "dualproj",
+    "dwa",
     "famo",
     "gls",
     "gradnorm",
