@@ -14,6 +14,7 @@ from mtl_tf.balancers import pcgrad  # noqa: F401
 from mtl_tf.balancers import rlw  # noqa: F401
 from mtl_tf.balancers import single_step  # noqa: F401
 from mtl_tf.balancers import static  # noqa: F401
+from mtl_tf.balancers import stch  # noqa: F401
 from mtl_tf.balancers import uncertainty  # noqa: F401
 from mtl_tf.balancers import uniform  # noqa: F401
 from mtl_tf.balancers import upgrad  # noqa: F401

@@ -27,6 +27,7 @@ METHODS = {
     "single_step",
     "split_only",
     "static",
+    "stch",
     "uncertainty",
     "uniform",
     "upgrad",
