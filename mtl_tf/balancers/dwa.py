@@ -1,7 +1,7 @@
 """DWA: dynamic weight average.
 
 Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention", CVPR
-2019, section 3.3, eq. (7): with K tasks and the average loss L_k(t) of task
+2019, section 3, eq. (7): with K tasks and the average loss L_k(t) of task
 k over epoch t,
 
     w_k(t) = K exp(r_k(t-1) / T) / sum_i exp(r_i(t-1) / T),
@@ -68,7 +68,7 @@ class DWA(LossWeightingBalancer):
       ValueError: a temperature that is not a positive finite number, or an
         unknown period.
 
-    Reference: Liu, Johns & Davison, CVPR 2019, section 3.3, eq. (7).
+    Reference: Liu, Johns & Davison, CVPR 2019, section 3, eq. (7) (dynamic weight average).
     """
 
     def __init__(self, temperature=2.0, period="epoch", **kwargs):
