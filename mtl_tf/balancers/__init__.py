@@ -4,11 +4,13 @@
 from mtl_tf.balancers import cagrad  # noqa: F401
 from mtl_tf.balancers import dualproj  # noqa: F401
 from mtl_tf.balancers import dwa  # noqa: F401
+from mtl_tf.balancers import fairgrad  # noqa: F401
 from mtl_tf.balancers import famo  # noqa: F401
 from mtl_tf.balancers import gls  # noqa: F401
 from mtl_tf.balancers import gradnorm  # noqa: F401
 from mtl_tf.balancers import imtl  # noqa: F401
 from mtl_tf.balancers import mgda  # noqa: F401
+from mtl_tf.balancers import nash_mtl  # noqa: F401
 from mtl_tf.balancers import pareto_mtl  # noqa: F401
 from mtl_tf.balancers import pcgrad  # noqa: F401
 from mtl_tf.balancers import rlw  # noqa: F401
