@@ -1,6 +1,7 @@
 """Balancing methods, one module each, looked up by config name through the registry."""
 
 # Importing a method's module registers it; one line each, sorted.
+from mtl_tf.balancers import aligned_mtl  # noqa: F401
 from mtl_tf.balancers import cagrad  # noqa: F401
 from mtl_tf.balancers import dualproj  # noqa: F401
 from mtl_tf.balancers import dwa  # noqa: F401

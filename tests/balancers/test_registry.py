@@ -12,6 +12,7 @@ from mtl_tf.balancers import registry
 from tests.balancers import tiny
 
 METHODS = {
+    "aligned_mtl",
     "cagrad",
     "dualproj",
     "dwa",
