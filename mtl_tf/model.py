@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_tf import balancers
+from mtl_tf.balancers.base import head_input
 
 # Integer labels against logits or probabilities is the multi-task norm
 # (classification heads, per-pixel segmentation), so "accuracy" means that.
@@ -115,6 +116,9 @@ class MultiTaskModel(keras.Model):
 
     Args:
       encoder: a Keras layer or model mapping inputs to the shared representation z.
+        An encoder that returns a dict keyed by exactly the task names gives
+        every task its own representation ({task: z_t}: `mtl_tf.nets`'
+        cross-stitch, MMoE, CGC, PLE); head t then reads z_t only.
         Its inputs may have any structure a Keras model accepts (one tensor, a
         dict of named inputs, a list).
       heads: dict task name -> Keras layer or model mapping z to that task's output.
@@ -190,9 +194,11 @@ class MultiTaskModel(keras.Model):
         if not self.encoder.built:
             self.encoder.build(input_shape)
         representation = self.encoder.compute_output_spec(inputs)
-        for head in self.heads.values():
+        for t, head in self.heads.items():
             if not head.built:
-                head.build(keras.tree.map_structure(lambda s: s.shape, representation))
+                # An encoder with per-task representations ({task: z_t}) feeds head t its z_t only.
+                task_input = head_input(representation, t, self.task_names)
+                head.build(keras.tree.map_structure(lambda s: s.shape, task_input))
         if not self.balancer.built:
             self.balancer.build_for_tasks(self.task_names, self.task_losses)
         self.built = True
@@ -201,7 +207,7 @@ class MultiTaskModel(keras.Model):
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
         """{task: head output} for `inputs` (any structure the encoder accepts)."""
         z = self.encoder(inputs, training=training)
-        return {t: self.heads[t](z, training=training) for t in self.task_names}
+        return {t: self.heads[t](head_input(z, t, self.task_names), training=training) for t in self.task_names}
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
@@ -390,6 +396,7 @@ class MultiTaskModel(keras.Model):
             sample_weight=self._sample_weights(sample_weight),
             optimizer=self.optimizer,
             loss_scale=self.optimizer.scale_loss(tf.constant(1.0)) if loss_scaled else None,
+            method=self.balancer,
         )
         # Method state that the balancer assigns inside the step (GradNorm's
         # weights, Pareto MTL's phase) is read first, so that a skipped batch

@@ -81,10 +81,24 @@ class MultiTaskProblem:
         current learning rate).
       loss_scale: float32 scalar S, the loss scale of a loss-scaling optimizer
         (1 otherwise); `loss_scaled` says whether there is one.
+      method: the balancer computing the update (None when not given; error
+        messages name it).
+
+    Per-task representations. An encoder may return a dict keyed by exactly
+    the task names, {task: z_t} (cross-stitch, MMoE, CGC, PLE in
+    `mtl_tf.nets`): head t then reads z_t only (`head_input`), in every pass
+    here and in `MultiTaskModel.call`. The shared parameters stay the
+    encoder's variables, so the shared-parameter methods are unchanged; but
+    dL_t/dZ is zero outside z_t, so a Gramian of representation gradients
+    (`mgda_ub`, `gradient_at="representation"`) would be diagonal and is
+    refused (`gram_matrix` raises ValueError naming the method, the option and
+    the encoder).
     """
 
-    def __init__(self, *, encoder, heads, loss_fns, x, y, sample_weight, optimizer, loss_scale=None):
+    def __init__(self, *, encoder, heads, loss_fns, x, y, sample_weight, optimizer, loss_scale=None, method=None):
         self.encoder = encoder
+        # The balancer, when the model gives it: only error messages read it.
+        self.method = method
         self.heads = heads
         self.task_names = tuple(heads)
         self.loss_fns = loss_fns
@@ -120,7 +134,7 @@ class MultiTaskProblem:
         `tape.gradient(losses[t], ...)` on a list entry does not.
         """
         z = self.encoder(self.x, training=True)
-        predictions, losses = self._heads_and_losses({t: z for t in self.task_names})
+        predictions, losses = self._heads_and_losses({t: head_input(z, t, self.task_names) for t in self.task_names})
         self.predictions, self.losses = predictions, tf.stack(losses)
         return z, predictions, losses
 
@@ -146,7 +160,16 @@ class MultiTaskProblem:
         variables fall back to one backward pass per task, which keeps each
         head gradient its own task's. Sets `predictions` and `losses` like
         `forward`.
+
+        For per-task representations z = {task: z_t} (see the class doc), head
+        t reads its own copy of z_t and dL_t/dz is a dict equal to dL_t/dz_t
+        at key t and zero elsewhere (a `TaskRepresentationGradient`, which
+        `gram_matrix` refuses: that Gramian would be diagonal). Feeding it to
+        the encoder's backward pass (`tape.gradient(z, shared_variables,
+        output_gradients=...)`) gives grad_sh L_t exactly, as for a shared z.
         """
+        if is_per_task(z, self.task_names):
+            return self._per_task_representation_gradients(z)
         copies = {t: tf.nest.map_structure(tf.identity, z) for t in self.task_names}
         head_variables = [self.head_variables[t] for t in self.task_names]
         flat_ids = [id(v) for vs in head_variables for v in vs]
@@ -168,6 +191,60 @@ class MultiTaskProblem:
         ]
         heads = {t: list(per_task[i][1]) for i, t in enumerate(self.task_names)}
         return losses, representation_grads, heads
+
+    def _per_task_representation_gradients(self, z):
+        """`representation_gradients` for z = {task: z_t}: each head differentiated at its own z_t."""
+        tasks = self.task_names
+        copies = {t: tf.nest.map_structure(tf.identity, z[t]) for t in tasks}
+        head_variables = [self.head_variables[t] for t in tasks]
+        flat_ids = [id(v) for vs in head_variables for v in vs]
+        overlapping = len(flat_ids) != len(set(flat_ids))
+        with tf.GradientTape(persistent=overlapping) as tape:
+            tape.watch(tf.nest.flatten(copies))
+            predictions, losses = self._heads_and_losses(copies)
+            scaled = [self.scale(loss) for loss in losses]
+            total = tf.add_n(scaled)
+        self.predictions, self.losses = predictions, tf.stack(losses)
+        if overlapping:
+            per_task = [tape.gradient(scaled[i], (copies[t], head_variables[i])) for i, t in enumerate(tasks)]
+            del tape
+        else:
+            z_grads, head_grads = tape.gradient(total, ([copies[t] for t in tasks], head_variables))
+            per_task = list(zip(z_grads, head_grads))
+        refusal = self._representation_gram_refusal()
+        representation_grads = []
+        for i, t in enumerate(tasks):
+            own = tf.nest.map_structure(lambda g, ref: tf.zeros_like(ref) if g is None else g, per_task[i][0], z[t])
+            full = {s: own if s == t else tf.nest.map_structure(tf.zeros_like, z[s]) for s in z}
+            representation_grads.append(TaskRepresentationGradient(full, refusal=refusal))
+        heads = {t: list(per_task[i][1]) for i, t in enumerate(tasks)}
+        return losses, representation_grads, heads
+
+    def _representation_gram_refusal(self):
+        """The error message for a Gramian of per-task representation gradients."""
+        method = self.method
+        name = getattr(method, "method_name", None) or getattr(method, "name", None)
+        option = getattr(method, "gradient_at", None)
+        if name is None:
+            what = "this balancer"
+        elif option is not None:
+            what = f"balancer {name!r} with gradient_at={option!r}"
+        else:
+            what = f"balancer {name!r}"
+        if name == "mgda_ub":
+            instead = "'mgda' instead of 'mgda_ub'"
+        elif option is not None:
+            instead = f"{name!r} with gradient_at='shared_parameters'"
+        else:
+            instead = "a method on the shared parameters (e.g. 'mgda' instead of 'mgda_ub')"
+        return (
+            f"{what} forms the Gramian of the task gradients with respect to the shared representation, but "
+            f"the encoder {self.encoder.name!r} ({type(self.encoder).__name__}) gives every task its own "
+            f"representation z_t (it returns a dict keyed by the task names {list(self.task_names)}): dL_t/dZ is "
+            "zero outside z_t, so that Gramian is diagonal and says nothing about how the tasks conflict. Use "
+            f"{instead}: it works on the gradients of every encoder parameter (experts, gates, cross-stitch "
+            "units), which the tasks do share."
+        )
 
     def task_loss(self, task, prediction):
         """The unscaled float32 loss of `task` (replica-scaled, as every Keras loss)."""
@@ -200,6 +277,8 @@ class MultiTaskProblem:
             if values is None:
                 values = [v.value for v in self.head_variables[t]]
             inputs = z[t] if isinstance(z, dict) else z
+            # A dict of per-task copies of a per-task representation: head t reads z_t.
+            inputs = head_input(inputs, t, self.task_names)
             predictions[t] = _stateless(self.heads[t], list(values), self._head_state[t], inputs)
             losses.append(self.task_loss(t, predictions[t]))
         return predictions, losses
@@ -280,6 +359,34 @@ def _stateless(layer, trainable_values, state, inputs):
     has_training = "training" in getattr(layer, "call_signature_parameters", ("training",))
     outputs, _ = layer.stateless_call(trainable_values, list(state), inputs, **({"training": True} if has_training else {}))
     return outputs
+
+
+def is_per_task(z, task_names):
+    """True when the representation z is a dict keyed by exactly the task names ({task: z_t})."""
+    return isinstance(z, dict) and len(z) == len(task_names) and set(z) == set(task_names)
+
+
+def head_input(z, task, task_names):
+    """What head `task` reads: z[task] for a per-task representation, else z itself."""
+    return z[task] if is_per_task(z, task_names) else z
+
+
+class TaskRepresentationGradient(dict):
+    """dL_t/dZ of a per-task representation Z = {task: z_t}: dL_t/dz_t at key t, zeros elsewhere.
+
+    A plain dict to `tf.nest` and `tape.gradient`; `gram_matrix` refuses it
+    with `refusal` (the Gramian of such gradients is diagonal).
+    """
+
+    refusal = (
+        "the Gramian of representation gradients is not defined for an encoder with per-task "
+        "representations (a dict keyed by the task names); use the shared-parameter variant"
+    )
+
+    def __init__(self, *args, refusal=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if refusal is not None:
+            self.refusal = refusal
 
 
 def labelled_count(loss_fn, y_true, sample_weight):
@@ -441,7 +548,15 @@ def gram_matrix(per_task):
     Works variable by variable (reshape the T gradients of one variable to a
     [T, n] matrix and accumulate its Gram), so the gradients are never
     concatenated into one long vector.
+
+    Raises:
+      ValueError: the entries are gradients with respect to a per-task
+        representation (`TaskRepresentationGradient`): their Gramian is
+        diagonal, so no method may read it as the tasks' conflicts.
     """
+    for g in per_task:
+        if isinstance(g, TaskRepresentationGradient):
+            raise ValueError(g.refusal)
     flat = [tf.nest.flatten(g) for g in per_task]
     gram = None
     for pieces in zip(*flat):
