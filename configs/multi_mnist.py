@@ -15,6 +15,9 @@ Variants (`--config=configs/multi_mnist.py:VARIANT`, comma-separated):
                    (data.pixel_scale=raw; unit divides by 255) and PyTorch's default
                    initialisation, kernels and biases U(+-1/sqrt(fan_in))
                    (model.initializer=torch; keras gives glorot-uniform and zero biases).
+  (any variant)    --config.model.name=cross_stitch|mmoe|cgc|ple trains that multi-task
+                   architecture on the protocol's LeNet (mtl_tf.benchmarks.digits); they
+                   refuse mgda_ub (per-task representations): use mgda.
   smoke            a few thousand composites, one epoch, /255 inputs and Keras'
                    initialisation (a pipeline check, not a result).
 
@@ -67,6 +70,10 @@ def get_config(arg=None):
     )
     # Both official codes are PyTorch and keep its default initialisation.
     config.model = ml_collections.ConfigDict({"name": "multi_lenet", "initializer": "torch", "dropout": "keras"})
+    # Options of the multi-task architectures on the protocol's LeNet (model.name=cross_stitch, mmoe,
+    # cgc or ple; see mtl_tf.benchmarks.digits); the LeNets read none of them.
+    config.model.update({"num_experts": 3, "num_shared_experts": 1, "num_task_experts": 1, "num_levels": 2,
+                         "alpha_learning_rate_scale": 1.0})
     if protocol == "pareto":
         # Lin et al.'s official code: raw pixels, SGD, the rate halved every 15 epochs.
         config.data.pixel_scale = "raw"

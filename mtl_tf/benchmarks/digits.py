@@ -14,7 +14,22 @@ Protocols (`config.data.protocol`, data in `mtl_tf.data.multi_digits`):
           (`ParetoLeNetEncoder` / `ParetoLeNetHead`).
 
 `config.model.name` picks the net (`multi_lenet`, `pareto_lenet`, or `auto`:
-the protocol's own). The configs `configs/multi_*.py` write out each paper's
+the protocol's own), or a multi-task architecture built from the protocol's
+LeNet (its encoder as the backbone, its heads as the towers):
+
+  cross_stitch  `mtl_tf.nets.cross_stitch`: one LeNet column per task, cut into
+                the stages conv1-pool1, conv2-pool2 and fc, a cross-stitch unit
+                after each (model.alpha_learning_rate_scale, default 1);
+  mmoe          `mtl_tf.nets.mmoe`: model.num_experts (default 3) LeNet
+                encoders as experts, a softmax gate per task on the image;
+  cgc, ple      `mtl_tf.nets.ple`: model.num_shared_experts and
+                model.num_task_experts (default 1 each) LeNet encoders per
+                level 1; ple adds model.num_levels - 1 (default 1) levels of
+                50-unit ReLU MLP experts on the 50-wide representations.
+
+These give each task its own representation, so `mgda_ub` and
+`gradient_at="representation"` are refused (use `mgda`, the shared-parameter
+variants); see `mtl_tf.balancers.base`. The configs `configs/multi_*.py` write out each paper's
 hyperparameters (REFERENCE.md section 4):
 
   pareto  SGD lr 1e-3, momentum 0.9, lr halved after epochs 15, 30, ..., 90
@@ -55,7 +70,9 @@ so every training seed sees the same composites), data.val_fraction,
 data.pareto_sizes, data.eval_batch_size, data.max_train_examples,
 data.max_eval_examples, data.pixel_scale (`unit` | `raw`), model.name,
 model.initializer (`keras` | `torch`), model.dropout (`keras` | `official`,
-MultiLeNet only).
+MultiLeNet only), model.num_experts, model.num_shared_experts,
+model.num_task_experts, model.num_levels, model.alpha_learning_rate_scale
+(architectures only).
 """
 
 from __future__ import annotations
@@ -67,12 +84,15 @@ import keras
 from mtl_tf.benchmarks.registry import Benchmark, register
 from mtl_tf.config_fields import read
 from mtl_tf.data import multi_digits
+from mtl_tf.nets import cross_stitch, mmoe, ple
+from mtl_tf.nets import experts as experts_lib
 from mtl_tf.nets import initializers as init_lib
 from mtl_tf.nets import lenet
 
 NAMES = multi_digits.DATASETS
 TASKS = multi_digits.TASKS
-MODELS = ("auto", "multi_lenet", "pareto_lenet")
+ARCHITECTURES = ("cross_stitch", "mmoe", "cgc", "ple")
+MODELS = ("auto", "multi_lenet", "pareto_lenet", *ARCHITECTURES)
 PROTOCOL_MODELS = {"sener": "multi_lenet", "pareto": "pareto_lenet"}
 
 
@@ -86,7 +106,8 @@ class DigitsSettings:
 
     name: str
     protocol: str
-    model: str  # the net: multi_lenet or pareto_lenet (`auto` resolved)
+    model: str  # the net: multi_lenet, pareto_lenet or an architecture (`auto` resolved)
+    backbone: str  # the LeNet: the model itself, or the protocol's for an architecture
     initializer: str
     dropout: str
     pixel_scale: str
@@ -104,6 +125,7 @@ class DigitsSettings:
     tfds_download: bool
     val_fraction: float
     pareto_sizes: tuple
+    arch_options: dict = dataclasses.field(default_factory=dict)  # the architecture's model.* options
 
     @classmethod
     def from_config(cls, config) -> DigitsSettings:
@@ -115,6 +137,7 @@ class DigitsSettings:
         if model not in MODELS:
             raise ValueError(f"unknown model.name {model!r} for benchmark {name!r}; expected one of {list(MODELS)}")
         model = PROTOCOL_MODELS[protocol] if model == "auto" else model
+        backbone = PROTOCOL_MODELS[protocol] if model in ARCHITECTURES else model
         # Without these fields (a config saved before they existed): /255 inputs and Keras' defaults.
         initializer = init_lib.check_initializer(read(config, "model.initializer", "keras"), owner="model.initializer")
         dropout = init_lib.check_initializer(read(config, "model.dropout", "keras"), lenet.DROPOUTS, "model.dropout")
@@ -126,15 +149,27 @@ class DigitsSettings:
                 f"data.pixel_scale={pixel_scale!r} does not apply to data.protocol='sener', which normalises as its "
                 "official loader does (mean 0.1307, std 0.3081); set data.pixel_scale=unit with the sener protocol"
             )
-        if model != "multi_lenet" and dropout != "keras":
+        if backbone != "multi_lenet" and dropout != "keras":
             raise ValueError(
                 f"model.dropout={dropout!r} applies to the MultiLeNet only; model.name {model!r} has no dropout "
                 "(leave model.dropout='keras')"
             )
+        arch_options = {}
+        if model in ("mmoe",):
+            arch_options["num_experts"] = read(config, "model.num_experts", 3, int)
+        if model in ("cgc", "ple"):
+            arch_options["num_shared_experts"] = read(config, "model.num_shared_experts", 1, int)
+            arch_options["num_task_experts"] = read(config, "model.num_task_experts", 1, int)
+        if model == "ple":
+            arch_options["num_levels"] = read(config, "model.num_levels", 2, int)
+        if model == "cross_stitch":
+            arch_options["alpha_learning_rate_scale"] = read(config, "model.alpha_learning_rate_scale", 1.0, float)
         return cls(
             name=name,
             protocol=protocol,
             model=model,
+            backbone=backbone,
+            arch_options=arch_options,
             initializer=initializer,
             dropout=dropout,
             pixel_scale=pixel_scale,
@@ -156,7 +191,14 @@ class DigitsSettings:
 
 
 def _nets(settings: DigitsSettings):
-    if settings.model == "multi_lenet":
+    if settings.model in ARCHITECTURES:
+        return _architecture(settings)
+    return _lenet_nets(settings)
+
+
+def _lenet_nets(settings: DigitsSettings):
+    """(encoder, {task: head}) of the backbone LeNet."""
+    if settings.backbone == "multi_lenet":
         options = {"initializer": settings.initializer, "dropout": settings.dropout}
         return lenet.multi_lenet_encoder(**options), {
             t: lenet.multi_lenet_head(multi_digits.NUM_CLASSES, name=f"head_{t}", **options) for t in TASKS
@@ -165,6 +207,50 @@ def _nets(settings: DigitsSettings):
         t: lenet.pareto_lenet_head(multi_digits.NUM_CLASSES, name=f"head_{t}", initializer=settings.initializer)
         for t in TASKS
     }
+
+
+def _architecture(settings: DigitsSettings):
+    """A multi-task architecture on the protocol's LeNet: (body returning {task: z_t}, towers)."""
+    encoder, heads = _lenet_nets(settings)
+    options = settings.arch_options
+    if settings.model == "mmoe":
+        return mmoe.mmoe(TASKS, expert=encoder, **options), heads
+    if settings.model in ("cgc", "ple"):
+        levels = options.get("num_levels", 1)
+        # Level 1 experts are LeNet encoders; deeper levels mix the 50-wide representations with MLP experts.
+        templates = [encoder] + [experts_lib.MLPExpert((encoder.units,)) for _ in range(levels - 1)]
+        build = ple.cgc if settings.model == "cgc" else ple.ple
+        return build(TASKS, expert=templates, **options), heads
+    return cross_stitch.cross_stitch(TASKS, stages=_lenet_stages(settings), **options), heads
+
+
+def _lenet_stages(settings: DigitsSettings):
+    """The backbone LeNet cut after pool1, pool2 and fc (where Misra et al. put units on AlexNet).
+
+    The same layers as `lenet.MultiLeNetEncoder` / `ParetoLeNetEncoder` in the
+    same order, as three `keras.Sequential` stages; "torch" gives PyTorch's
+    default initialisation (the convolutions' fan-ins are fixed, the dense
+    layer reads its own).
+    """
+    torch = settings.initializer == "torch"
+
+    def conv(filters, kernel, channels_in):
+        extra = init_lib.torch_initializers(kernel * kernel * channels_in) if torch else {}
+        return keras.layers.Conv2D(filters, kernel, **extra)
+
+    dense = init_lib.TorchDense(50) if torch else keras.layers.Dense(50)
+    if settings.backbone == "multi_lenet":
+        if settings.dropout == "official":
+            drop = lenet.UnscaledDropout(0.5, noise_shape=(1, 1, 1, None))
+        else:
+            drop = keras.layers.SpatialDropout2D(0.5)
+        stage1 = [conv(10, 5, 1), keras.layers.MaxPooling2D(2), keras.layers.ReLU()]
+        stage2 = [conv(20, 5, 10), drop, keras.layers.MaxPooling2D(2), keras.layers.ReLU()]
+    else:
+        stage1 = [conv(10, 9, 1), keras.layers.ReLU(), keras.layers.MaxPooling2D(2)]
+        stage2 = [conv(20, 5, 10), keras.layers.ReLU(), keras.layers.MaxPooling2D(2)]
+    stage3 = [keras.layers.Flatten(), dense, keras.layers.ReLU()]
+    return [keras.Sequential(stage, name=f"stage_{i + 1}") for i, stage in enumerate((stage1, stage2, stage3))]
 
 
 @register(*NAMES)
