@@ -16,6 +16,8 @@ PyTorch's own layer default is not its start; torch (kernels and biases uniform 
 
 Variants (`--config=configs/cityscapes_segnet.py:VARIANT`):
   (none)  the paper's setting;
+  (any)   --config.model.name=mtan trains MTAN's attention network on the same SegNet
+          (mtl_tf.nets.mtan; every method, mgda_ub on the shared SegNet's maps);
   smoke   a pipeline check on the real data (16 images, one epoch): not a result.
 
 Run (any method of `mtl_tf.balancers.available()`, `single_task` or `grid`):
@@ -63,6 +65,9 @@ def get_config(arg=None):
         # MTAN's code (PyTorch) overrides PyTorch's default initialisation with its own ("mtan").
         {"filters": (64, 128, 256, 512, 512), "convs_per_block": (2, 2, 3, 3, 3), "initializer": "mtan"}
     )
+    # model.name: "segnet" (shared encoder, one decoder per task, Lee & Son's set-up) or "mtan" (MTAN's
+    # attention network on the same SegNet, mtl_tf.nets.mtan), which Lee & Son compare with.
+    config.model.name = "segnet"
     config.evaluation = ml_collections.ConfigDict({"baseline_results": placeholder(object)})
     config.train.tensorboard_update_freq = 50
 

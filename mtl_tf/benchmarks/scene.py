@@ -51,8 +51,9 @@ Config fields read, once, into `CityscapesSettings` / `SegNetSettings` (see
 `data.val_size`; `model.encoder_weights`, `model.output_stride`,
 `model.batch_norm_momentum`, `model.encoder_blocks`, `model.encoder_width`
 (None: ResNet-50; smaller for tests), `model.pool_scales`, `model.decoder_channels`,
-`model.dropout_rate` (PSP); `model.filters`, `model.convs_per_block`
-(SegNet); `model.initializer` (encoder and decoders: `torch` or `keras`
+`model.dropout_rate` (PSP); `model.filters`, `model.convs_per_block`,
+`model.name` (SegNet: `segnet`, the default, or `mtan`, MTAN's attention
+network on the same SegNet, `mtl_tf.nets.mtan`); `model.initializer` (encoder and decoders: `torch` or `keras`
 for Cityscapes, see `mtl_tf.nets.pspnet`; `mtan`, `torch` or `keras`
 for SegNet, see `mtl_tf.nets.segnet`; a config without it gets each net's
 behaviour from before the field existed, `keras` and `mtan`);
@@ -74,7 +75,7 @@ from mtl_tf.config_fields import read
 from mtl_tf.data import cityscapes as cityscapes_data
 from mtl_tf.data import mtan as mtan_data
 from mtl_tf.nets import initializers as init_lib
-from mtl_tf.nets import pspnet, segnet
+from mtl_tf.nets import mtan, pspnet, segnet
 
 SUMMARY_KEY = "multi_task"
 
@@ -417,6 +418,7 @@ class SegNetSettings:
     drop_remainder: bool
     structure: dict  # filters, convs_per_block, initializer: the encoder's and every decoder's
     baseline_results: object
+    model: str = "segnet"  # model.name: segnet (shared encoder, a decoder per task) or mtan
 
     @classmethod
     def from_config(cls, config, dataset: str) -> SegNetSettings:
@@ -441,7 +443,17 @@ class SegNetSettings:
                 ),
             },
             baseline_results=read(config, "evaluation.baseline_results", None),
+            model=_segnet_model(read(config, "model.name", "segnet")),
         )
+
+
+SEGNET_MODELS = ("segnet", "mtan")
+
+
+def _segnet_model(name):
+    if name not in SEGNET_MODELS:
+        raise ValueError(f"unknown model.name {name!r} for a SegNet set-up; expected one of {list(SEGNET_MODELS)}")
+    return name
 
 
 def _build_segnet(config, name: str, dataset: str) -> Benchmark:
@@ -461,8 +473,19 @@ def _build_segnet(config, name: str, dataset: str) -> Benchmark:
         max_eval_examples=settings.max_eval_examples,
         drop_remainder=settings.drop_remainder,
     )
-    encoder = segnet.segnet_encoder(seed=seed, **settings.structure)
     outputs = {"segmentation": (spec.num_classes, "linear"), "depth": (1, "linear"), "normal": (3, "l2_normalize")}
+    if settings.model == "mtan":
+        # MTAN (mtl_tf.nets.mtan): the shared SegNet gives its maps; each task's attention branch is its head.
+        encoder = mtan.mtan_backbone(seed=seed, **settings.structure)
+        heads = {
+            task: mtan.mtan_head(
+                outputs[task][0], outputs[task][1], seed=seed + 1000 * (i + 1), name=f"{task}_mtan", **settings.structure
+            )
+            for i, task in enumerate(spec.tasks)
+        }
+        losses, metrics = _segnet_parts(spec, dense_losses.IGNORE_LABEL)
+        return _dense_benchmark(name, settings.baseline_results, data, encoder, heads, losses, metrics)
+    encoder = segnet.segnet_encoder(seed=seed, **settings.structure)
     heads = {
         task: segnet.segnet_decoder(
             outputs[task][0], outputs[task][1], seed=seed + 1000 * (i + 1), name=f"{task}_decoder", **settings.structure
