@@ -50,6 +50,7 @@ import tensorflow as tf
 
 from mtl_tf import balancers
 from mtl_tf.balancers.base import head_input
+from mtl_tf.balancers.epochs import EpochSignal
 
 # Integer labels against logits or probabilities is the multi-task norm
 # (classification heads, per-pixel segmentation), so "accuracy" means that.
@@ -479,7 +480,7 @@ class MultiTaskModel(keras.Model):
 
     def fit(self, x: Any = None, *args: Any, callbacks: Sequence[keras.callbacks.Callback] | None = None,
             **kwargs: Any) -> keras.callbacks.History:
-        """Keras' `fit`; adds a `NonFiniteLossGuard` and resolves `mode="auto"` of monitoring callbacks.
+        """Keras' `fit`; adds a `NonFiniteLossGuard` and an `EpochSignal`, and resolves `mode="auto"` of monitoring callbacks.
 
         `EarlyStopping`, `ModelCheckpoint` and `ReduceLROnPlateau` with
         `mode="auto"` and a monitor such as `"val_left_accuracy"` or
@@ -489,6 +490,9 @@ class MultiTaskModel(keras.Model):
         callbacks = list(callbacks or [])
         if not any(isinstance(c, NonFiniteLossGuard) for c in callbacks):
             callbacks.append(NonFiniteLossGuard())
+        # Methods stated per epoch (dwa, stch) learn of epoch boundaries only from it.
+        if not any(isinstance(c, EpochSignal) for c in callbacks):
+            callbacks.append(EpochSignal())
         for callback in callbacks:
             self._resolve_auto_mode(callback)
         self._build_from_inputs(x)

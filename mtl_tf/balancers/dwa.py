@@ -18,9 +18,10 @@ variables, the running sums and counts of the current epoch's global batch
 losses, the means of the last two finished epochs and the number of epochs
 begun; `mtl_tf.balancers.epochs.EpochSignal` (a Keras callback) advances that
 number at every epoch start, and the first step of a new epoch rolls the
-sums over into the history, on the device. `MultiTaskModel.fit` does not add
-that callback yet: pass `callbacks=[EpochSignal()]`, or DWA never sees an
-epoch end and keeps w = 1 (the sum of the losses). `period="step"` (not in the
+sums over into the history, on the device. `MultiTaskModel.fit` adds that
+callback; a custom training loop must call `balancer.begin_epoch()` at every
+epoch start, or DWA never sees an epoch end and keeps w = 1 (the sum of the
+losses). `period="step"` (not in the
 paper) uses single steps as periods instead: r_k from the global losses of the
 last two steps, w = 1 for the first two steps; it needs no callback.
 
@@ -57,8 +58,8 @@ class DWA(LossWeightingBalancer):
 
     Args:
       temperature: T > 0 (default 2, the paper's).
-      period: `"epoch"` (default, the paper: needs the `EpochSignal`
-        callback, see the module docstring) or `"step"` (ratios of the last
+      period: `"epoch"` (default, the paper: epochs as `fit` signals
+        them, see the module docstring) or `"step"` (ratios of the last
         two steps' losses).
 
     Logs `{task}_weight` = w_k (1 for every labelled task until two periods

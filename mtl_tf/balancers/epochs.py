@@ -7,10 +7,11 @@ balancer's `begin_epoch()` if it has one, which counts epochs in a balancer
 variable (`epochs_begun`, in checkpoints and `.keras` files, the same on
 every replica). The step then reads that count on the device.
 
-`MultiTaskModel.fit` does not add it yet: give it in `callbacks=[...]` when
-training an epoch-based method (`dwa` with `period="epoch"`, `stch` with a
-warm-up). Without it those methods never see an epoch end (DWA keeps weights
-1, STCH stays in its warm-up), which their docstrings state.
+`MultiTaskModel.fit` (and `mtl_tf.training.distribute.multi_worker_fit`) add
+it unless the callbacks hold one. A custom training loop must call
+`balancer.begin_epoch()` itself at every epoch start: without it an
+epoch-based method (`dwa` with `period="epoch"`, `stch` with a warm-up) never
+sees an epoch end (DWA keeps weights 1, STCH stays in its warm-up).
 """
 
 from __future__ import annotations

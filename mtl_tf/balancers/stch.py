@@ -29,9 +29,9 @@ module follows it:
 
 Epochs: the warm-up is counted in epochs, which a step cannot see; the
 `mtl_tf.balancers.epochs.EpochSignal` callback tells the balancer where each
-begins (`MultiTaskModel.fit` does not add it yet: pass
-`callbacks=[EpochSignal()]`, or with warm-up epochs STCH never leaves the
-warm-up). The nadir point and the epoch count are balancer variables.
+begins (`MultiTaskModel.fit` adds it; a custom training loop must call
+`balancer.begin_epoch()` at every epoch start, or with warm-up epochs STCH
+never leaves the warm-up). The nadir point and the epoch count are balancer variables.
 
 Choices and deviations:
 * Deviations from the paper (all the official code's): the log of the losses,
@@ -76,8 +76,7 @@ class STCH(LossWeightingBalancer):
         numbers, a list in head order or a dict by task.
       warmup_epochs: epochs of the linear warm-up whose last one gives the
         nadir point (default 5, the official code's STCH_warmup_epoch=4); 0
-        starts STCH at once without normalisation. Needs the `EpochSignal`
-        callback when > 0.
+        starts STCH at once without normalisation. Epochs as `fit` signals them.
       log_losses: True (default, the official code) scalarises log(L_t / N_t);
         False scalarises L_t / N_t (the paper's f_t = L_t).
 

@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtl_tf.balancers.epochs import EpochSignal
 from mtl_tf.model import NonFiniteLossGuard
 from mtl_tf.training.callbacks import AtomicBackupAndRestore, advance_dataset, read_state
 
@@ -271,6 +272,8 @@ def multi_worker_fit(
     # The guard MultiTaskModel.fit adds for itself.
     if hasattr(model, "task_names") and not any(isinstance(c, NonFiniteLossGuard) for c in callbacks):
         callbacks.append(NonFiniteLossGuard())
+    if hasattr(model, "task_names") and not any(isinstance(c, EpochSignal) for c in callbacks):
+        callbacks.append(EpochSignal())
     train_dist = _distribute(strategy, train)
     val_dist = _distribute(strategy, validation_data) if validation_data is not None else None
     steps = steps_per_epoch or _num_batches(train)
