@@ -72,13 +72,13 @@ def _offset(seed, i):
 class MTANBackbone(keras.layers.Layer):
     """MTAN's shared SegNet: `[B, H, W, C] -> dict of its intermediate maps` (H, W multiples of 32).
 
-    Output (k = number of blocks, widths f = `filters`, D = 2^(j+1)):
-      encoder_first: k maps, block j's first conv output, [B, H/2^j, W/2^j, f_j];
-      encoder_last: k maps, block j's last conv output (before pooling), same shapes;
-      decoder_unpooled: k maps, deepest first, the unpooled input of decoder
-        block j, [B, H/2^j, W/2^j, f_j];
-      decoder_last: k maps, deepest first, decoder block j's last output,
-        [B, H/2^j, W/2^j, f_{max(j-1, 0)}] (j counted from 0 at the top).
+    Output, with k blocks, widths f = `filters` and block j counted from 0
+    at the top: a dict of four tuples of k maps. `encoder_first`: block j's
+    first conv output, [B, H/2^j, W/2^j, f_j]; `encoder_last`: block j's last
+    conv output (before pooling), same shapes; `decoder_unpooled` (deepest
+    first): the unpooled input of decoder block j, [B, H/2^j, W/2^j, f_j];
+    `decoder_last` (deepest first): decoder block j's last output,
+    [B, H/2^j, W/2^j, f_{max(j-1, 0)}].
 
     Args:
       filters, convs_per_block: SegNet's structure (default (64, 128, 256,
