@@ -86,7 +86,12 @@ class PCGrad(GramianBalancer):
         """[T] int32: this step's random order of the tasks; advances the step counter."""
         key = tf.stack([tf.constant(self.seed, tf.int32), tf.identity(self.step_counter)])
         self.step_counter.assign_add(1)
-        return tf.argsort(tf.random.stateless_uniform([self.num_tasks], seed=key))
+        # Raw 32-bit draws: TensorFlow's float samplers give other numbers under
+        # XLA than without it, the bits do not (see `rlw.uniform_pair`).
+        bits = tf.random.stateless_uniform(
+            [self.num_tasks], seed=key, minval=None, maxval=None, dtype=tf.uint32, alg="philox"
+        )
+        return tf.argsort(tf.cast(bits, tf.int64), stable=True)
 
     def combination(self, gram, losses, mask):
         num_tasks = self.num_tasks
