@@ -19,6 +19,7 @@ TASKS = ("cls", "reg")
 BATCH = 8
 OPTIONS = {"static": {"weights": [0.3, 0.7]}}
 OPTIONS["rlw"] = {"seed": 1}  # random weights: the models a test compares draw the same ones
+OPTIONS["graddrop"] = {"seed": 1}  # random masks: the models a test compares draw the same ones
 OPTIONS["stch"] = {"warmup_epochs": 0}  # the smooth Tchebycheff steps themselves, not the warm-up
 # The state each method carries from step to step, which must be the same on both replicas.
 # (Pareto MTL moves one of its two: the step count of the initial phase or the feasibility flag.)

@@ -22,6 +22,7 @@ NUM_CLASSES = 3
 NUM_FEATURES = 6
 OPTIONS = {"static": {"weights": [0.3, 0.7]}}
 OPTIONS["rlw"] = {"seed": 1}  # random weights: the models a test compares draw the same ones
+OPTIONS["graddrop"] = {"seed": 1}  # random masks: the models a test compares draw the same ones
 OPTIONS["stch"] = {"warmup_epochs": 0}  # the smooth Tchebycheff steps themselves, not the warm-up
 
 

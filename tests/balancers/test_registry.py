@@ -19,6 +19,7 @@ METHODS = {
     "fairgrad",
     "famo",
     "gls",
+    "graddrop",
     "gradnorm",
     "imtl",
     "mgda",

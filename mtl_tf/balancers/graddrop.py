@@ -1,0 +1,263 @@
+"""GradDrop: gradient sign dropout.
+
+Chen, Ngiam, Huang, Luong, Kretzschmar, Chai & Anguelov, "Just Pick a Sign:
+Optimizing Deep Multitask Models with Gradient Sign Dropout", NeurIPS 2020,
+section 3, Algorithm 1. GradDrop acts at a layer's activations A (here the
+shared representation Z, the encoder's output), element by element:
+
+1. nabla_i = sign(A) * dL_i/dA, summed over the batch dimension (the paper's
+   "batch-separated" case: one statistic per element of one example's
+   activation, A's shape without the batch axis);
+2. the positive sign purity P = 1/2 (1 + sum_i nabla_i / sum_i |nabla_i|);
+3. U ~ Uniform(0, 1) of P's shape, and for every task the keep mask
+   M_i = [f(P) > U] [nabla_i > 0] + [f(P) < U] [nabla_i < 0] (f the identity,
+   the paper's choice): every element keeps the positive-signed or the
+   negative-signed gradients, the positive ones with probability P;
+4. the gradient passed below A is sum_i (l_i + (1 - l_i) M_i) dL_i/dA, with
+   M_i broadcast over the batch and l_i the leak of task i (l_i = 1: task i
+   is never dropped; the paper uses it for auxiliary/source tasks).
+The encoder is then differentiated once with that output gradient (one
+backward pass, as MGDA-UB); the heads descend their own gradients.
+
+Options (`gradient_at`):
+* `"representation"` (default, the paper): A = Z as above.
+* `"shared_parameters"`: Algorithm 1 applied to the per-task gradients of
+  the shared parameters themselves, element by element (each parameter
+  element one "element"; no sign(A) factor, as a parameter is not an
+  activation; the batch sum is already in the parameter gradient). Not in
+  the paper; T encoder backward passes. It is what a gradient aggregator
+  such as TorchJD's `GradDrop` does with a Jacobian of the shared parameters.
+
+Data parallelism: the statistics nabla_i are sums over the GLOBAL batch
+(each replica sums its examples, then `all_reduce_sum`), so P and the mask
+are those of one device holding the whole batch; U is drawn from a stateless
+stream keyed by (seed, step counter, which leaf/variable), the same on every
+replica. An element is a position of one example's activation (or one
+parameter entry), so the same element gets the same mask on every replica
+and for every example of the global batch. The mask multiplies each
+replica's own share of the gradient; the optimizer's cross-replica sum then
+gives the global-batch update. Under a loss-scaling optimizer the gradients
+are those of the scaled losses: P, the signs and so the mask do not depend on
+that positive factor (nor on the replicas' 1/num_replicas loss scale).
+
+Choices and deviations:
+* U comes from raw Philox words (`tf.random.stateless_uniform` with
+  `dtype=uint32`), turned into floats here ((top 24 bits + 1/2) / 2^24), so
+  jit-compiled and eager steps draw the same numbers (TensorFlow's float
+  samplers differ under XLA); the key of leaf/variable k is
+  (crc32(f"{seed}:{k}") & 0x7FFFFFFF, step). `seed=None` takes one from
+  Python's `random` (seeded by `keras.utils.set_random_seed`), kept in
+  `get_config`; the step counter is balancer state (checkpoints resume the
+  sequence).
+* Where sum_i |nabla_i| = 0 (no task has a signed statistic there), P = 1/2;
+  every M_i is 0 there anyway. LibMTL adds 1e-7 to that denominator instead.
+* LibMTL (`GradDrop`, representation gradients only) has one leak for all
+  tasks; here `leak` is one number or one per task.
+* An encoder with per-task representations ({task: z_t}: cross-stitch, MMoE,
+  CGC, PLE) gives every task its own activations: no element is shared, so
+  there is no sign to pick. `gradient_at="representation"` refuses it
+  (ValueError); use `gradient_at="shared_parameters"`. (LibMTL stacks such
+  representations and mixes signs across different tasks' activations.)
+* Unlabelled tasks (rule 3): their gradients are 0, so they take no part in
+  P and pass nothing; their logged weight is 0.
+Permuting the tasks permutes nothing random (U is drawn per element, not per
+task), so the method is exactly permutation-equivariant under a fixed seed.
+
+Logs `{task}_weight` = the fraction of task i's non-zero gradient elements
+(statistics nabla_i != 0) that pass, l_i + (1 - l_i) M_i averaged over them
+(1 when no element conflicts; 0 for an unlabelled task). Not on the simplex.
+"""
+
+import numbers
+import random
+import zlib
+
+import tensorflow as tf
+
+from mtl_tf.balancers.base import (
+    Balancer,
+    Update,
+    as_task_vector,
+    is_per_task,
+    stack_first_axis,
+    validate_choice,
+    zeros_for_none,
+)
+from mtl_tf.balancers.registry import register
+
+GRADIENT_AT = ("representation", "shared_parameters")
+# Named explicitly: TensorFlow's default ("auto_select") picks another generator under XLA.
+RNG_ALGORITHM = "philox"
+
+
+def unit_uniform(shape, seed):
+    """U(0, 1) float32 draws of `shape` (never 0 or 1) from a stateless Philox stream keyed by `seed` ([2] int32).
+
+    Built from raw 32-bit words (the same with and without XLA): (k + 1/2) / 2^24
+    with k the top 24 bits.
+    """
+    bits = tf.random.stateless_uniform(shape, seed=seed, minval=None, maxval=None, dtype=tf.uint32, alg=RNG_ALGORITHM)
+    return (tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) + 0.5) * 2.0**-24
+
+
+def stream_key(seed, index):
+    """The int32 key of the stream of leaf/variable `index` under `seed`."""
+    return zlib.crc32(f"{seed}:{index}".encode("utf-8")) & 0x7FFFFFFF
+
+
+@register("graddrop")
+class GradDrop(Balancer):
+    """GradDrop: every element of the shared representation keeps one sign of the task gradients.
+
+    Args:
+      gradient_at: `"representation"` (default, the paper: Algorithm 1 at the
+        encoder's output, one encoder backward pass) or `"shared_parameters"`
+        (Algorithm 1 on the per-task gradients of the encoder's variables,
+        element by element; T encoder backward passes).
+      leak: l_i in [0, 1]: one number for every task, or a list (head order) /
+        dict (by task); default 0 (the paper's plain GradDrop).
+      seed: int seed of the uniform draws, or None (default) for one drawn
+        from Python's `random` (seeded by `keras.utils.set_random_seed`).
+
+    Logs `{task}_weight` = the fraction of the task's non-zero gradient
+    elements that pass (see the module docstring).
+
+    Raises:
+      ValueError: an unknown `gradient_at`, a leak outside [0, 1] or of the
+        wrong length / keys, a seed that is not an integer; at the first step,
+        `gradient_at="representation"` with an encoder that returns per-task
+        representations.
+
+    Reference: Chen et al., NeurIPS 2020, section 3, Algorithm 1.
+    """
+
+    def __init__(self, gradient_at="representation", leak=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.gradient_at = validate_choice("graddrop gradient_at", gradient_at, GRADIENT_AT)
+        if isinstance(leak, numbers.Number):
+            leak = _leak_value(leak)
+        elif isinstance(leak, dict):
+            leak = {t: _leak_value(v) for t, v in leak.items()}
+        else:
+            leak = [_leak_value(v) for v in leak]
+        self.leak = leak
+        if seed is None:
+            seed = random.randint(0, 2**31 - 1)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"graddrop seed must be an integer or None; got {seed!r}")
+        self.seed = seed
+
+    def build_for_tasks(self, task_names, losses=None):
+        if isinstance(self.leak, float):
+            self._leaks = [self.leak] * len(task_names)
+        else:
+            self._leaks = as_task_vector("graddrop leak", self.leak, task_names)
+        self.step_counter = self.add_weight(
+            name="step_counter", shape=(), dtype="int32", initializer="zeros", trainable=False,
+            aggregation="only_first_replica",
+        )
+        super().build_for_tasks(task_names, losses)
+
+    def masks(self, statistics, step):
+        """Per leaf k: [T, *shape_k] float32 multipliers l_i + (1 - l_i) M_i, from global statistics nabla.
+
+        statistics: list over leaves of [T, *shape_k] float32 global sums nabla_i.
+        Returns (multipliers, kept, nonzero): the multipliers per leaf, and [T]
+        sums of the multipliers and counts over the elements where nabla_i != 0.
+        """
+        leaks = tf.constant(self._leaks, tf.float32)
+        multipliers = []
+        kept = tf.zeros([self.num_tasks])
+        nonzero = tf.zeros([self.num_tasks])
+        for k, stat in enumerate(statistics):
+            total = tf.reduce_sum(stat, axis=0)
+            magnitude = tf.reduce_sum(tf.abs(stat), axis=0)
+            signed = magnitude > 0.0
+            purity = 0.5 * (1.0 + tf.where(signed, total / tf.where(signed, magnitude, 1.0), 0.0))
+            key = tf.stack([tf.constant(stream_key(self.seed, k), tf.int32), step])
+            uniform = unit_uniform(tf.shape(purity), key)
+            keep_positive = tf.cast(purity > uniform, tf.float32)
+            keep_negative = tf.cast(purity < uniform, tf.float32)
+            mask = keep_positive[None] * tf.cast(stat > 0.0, tf.float32) + keep_negative[None] * tf.cast(
+                stat < 0.0, tf.float32)
+            leak = tf.reshape(leaks, [-1] + [1] * (len(stat.shape) - 1))
+            multiplier = leak + (1.0 - leak) * mask
+            multipliers.append(multiplier)
+            present = tf.reshape(tf.cast(stat != 0.0, tf.float32), [self.num_tasks, -1])
+            kept += tf.reduce_sum(tf.reshape(multiplier, [self.num_tasks, -1]) * present, axis=1)
+            nonzero += tf.reduce_sum(present, axis=1)
+        return multipliers, kept, nonzero
+
+    def next_step(self):
+        step = tf.identity(self.step_counter)
+        self.step_counter.assign_add(1)
+        return step
+
+    def compute_update(self, problem):
+        if self.gradient_at == "representation":
+            shared, heads, kept, nonzero = self._at_representation(problem)
+        else:
+            shared, heads, kept, nonzero = self._at_shared_parameters(problem)
+        weights = tf.where(nonzero > 0.0, kept / tf.maximum(nonzero, 1.0), tf.zeros_like(kept))
+        weights = tf.where(problem.task_mask, weights, tf.zeros_like(weights))
+        return Update(shared=shared, heads=heads, task_weights=weights)
+
+    def _at_representation(self, problem):
+        with tf.GradientTape() as encoder_tape:
+            z = problem.encode()
+        if is_per_task(z, problem.task_names):
+            raise ValueError(
+                f"balancer 'graddrop' with gradient_at='representation' picks one sign per element of the shared "
+                f"representation, but the encoder {problem.encoder.name!r} ({type(problem.encoder).__name__}) "
+                f"gives every task its own representation z_t (it returns a dict keyed by the task names "
+                f"{list(problem.task_names)}): no element is shared, so there is no sign to pick. Use "
+                "gradient_at='shared_parameters' (GradDrop on the gradients of the encoder's variables, which "
+                "the tasks do share)."
+            )
+        _, per_task, heads = problem.representation_gradients(z)
+        activations = tf.nest.flatten(z)
+        leaves = [tf.nest.flatten(g) for g in per_task]  # [T][K], each [B, ...]
+        statistics = []
+        for k, a in enumerate(activations):
+            sign = tf.sign(tf.cast(a, tf.float32))
+            statistics.append(tf.stack([tf.reduce_sum(sign * tf.cast(g[k], tf.float32), axis=0) for g in leaves]))
+        statistics = problem.all_reduce_sum(statistics)
+        multipliers, kept, nonzero = self.masks(statistics, self.next_step())
+        combined = []
+        for k in range(len(activations)):
+            total = None
+            for t in range(self.num_tasks):
+                g = leaves[t][k]
+                term = tf.cast(multipliers[k][t], g.dtype)[None] * g
+                total = term if total is None else total + term
+            combined.append(total)
+        combined = tf.nest.pack_sequence_as(z, combined)
+        shared = encoder_tape.gradient(z, problem.shared_variables, output_gradients=combined)
+        return shared, heads, kept, nonzero
+
+    def _at_shared_parameters(self, problem):
+        shared_vars = problem.shared_variables
+        with tf.GradientTape(persistent=True) as tape:
+            z = problem.encode()
+        _, representation_grads, heads = problem.representation_gradients(z)
+        per_task = [
+            zeros_for_none(tape.gradient(z, shared_vars, output_gradients=dz), shared_vars)
+            for dz in representation_grads
+        ]
+        del tape
+        stacked = stack_first_axis(per_task)  # [V] of [T, *variable shape]
+        statistics = problem.all_reduce_sum([tf.cast(s, tf.float32) for s in stacked])
+        multipliers, kept, nonzero = self.masks(statistics, self.next_step())
+        shared = [
+            tf.reduce_sum(tf.cast(m, s.dtype) * s, axis=0) for m, s in zip(multipliers, stacked)
+        ]
+        return shared, heads, kept, nonzero
+
+    def get_config(self):
+        return {**super().get_config(), "gradient_at": self.gradient_at, "leak": self.leak, "seed": self.seed}
+
+
+def _leak_value(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"graddrop leak values must be numbers in [0, 1]; got {value!r}")
+    return float(value)
