@@ -9,6 +9,7 @@ from mtl_tf.balancers import fairgrad  # noqa: F401
 from mtl_tf.balancers import famo  # noqa: F401
 from mtl_tf.balancers import gls  # noqa: F401
 from mtl_tf.balancers import graddrop  # noqa: F401
+from mtl_tf.balancers import gradvac  # noqa: F401
 from mtl_tf.balancers import gradnorm  # noqa: F401
 from mtl_tf.balancers import imtl  # noqa: F401
 from mtl_tf.balancers import mgda  # noqa: F401

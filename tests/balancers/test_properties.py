@@ -38,6 +38,7 @@ TASKS = ("a", "b", "c")
 OPTIONS = {"static": {"weights": {"a": 0.6, "b": 1.3, "c": 0.9}}}
 OPTIONS["rlw"] = {"seed": 1}  # random weights: the models a test compares draw the same ones
 OPTIONS["graddrop"] = {"seed": 1}  # random masks: the models a test compares draw the same ones
+OPTIONS["gradvac"] = {"seed": 1}  # random task orders: the models a test compares draw the same ones
 OPTIONS["stch"] = {"warmup_epochs": 0}  # the smooth Tchebycheff steps themselves, not the warm-up
 BATCH = 8
 

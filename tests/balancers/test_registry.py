@@ -20,6 +20,7 @@ METHODS = {
     "famo",
     "gls",
     "graddrop",
+    "gradvac",
     "gradnorm",
     "imtl",
     "mgda",
