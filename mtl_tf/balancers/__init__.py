@@ -3,6 +3,7 @@
 # Importing a method's module registers it; one line each, sorted.
 from mtl_tf.balancers import aligned_mtl  # noqa: F401
 from mtl_tf.balancers import cagrad  # noqa: F401
+from mtl_tf.balancers import db_mtl  # noqa: F401
 from mtl_tf.balancers import dualproj  # noqa: F401
 from mtl_tf.balancers import dwa  # noqa: F401
 from mtl_tf.balancers import fairgrad  # noqa: F401

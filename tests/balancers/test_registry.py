@@ -14,6 +14,7 @@ from tests.balancers import tiny
 METHODS = {
     "aligned_mtl",
     "cagrad",
+    "db_mtl",
     "dualproj",
     "dwa",
     "fairgrad",
