@@ -73,6 +73,7 @@ from mtl_tf.balancers.base import (
     Update,
     global_parameter_gram,
     gram_matrix,
+    is_per_task,
     stack_first_axis,
     validate_choice,
     weighted_sum,
@@ -267,6 +268,10 @@ class MGDAUB(_MinNormBalancer):
         # the heads, and the encoder is differentiated exactly once.
         with tf.GradientTape() as encoder_tape:
             z = problem.encode()
+        if is_per_task(z, problem.task_names):
+            # Every head update reads a Gramian of dL_t/dZ, which is diagonal here
+            # (the look-ahead of `paper_sequential` would miss the refusal of `gram_matrix`).
+            raise ValueError(problem._representation_gram_refusal())
         losses, representation_grads, heads = problem.representation_gradients(z)
         if self.head_update == "paper_sequential":
             losses, representation_grads = self.after_head_step(problem, z, heads)

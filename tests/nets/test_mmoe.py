@@ -76,6 +76,9 @@ def test_fit_with_gradient_methods_and_the_refusal(rng, tmp_path):
     make = lambda: mmoe.mmoe(TASKS, num_experts=N, expert_units=(UNITS,), seed=0)  # noqa: E731
     message = arch_checks.refuses_representation_gram(make(), _heads(), x, y, "mgda_ub")
     assert "'mgda' instead of 'mgda_ub'" in message
+    message = arch_checks.refuses_representation_gram(make(), _heads(), x, y, "mgda_ub",
+                                                      {"head_update": "paper_sequential"})
+    assert "'mgda' instead of 'mgda_ub'" in message
     message = arch_checks.refuses_representation_gram(make(), _heads(), x, y, "pcgrad", {"gradient_at": "representation"})
     assert "gradient_at='representation'" in message and "gradient_at='shared_parameters'" in message
     logs, _ = arch_checks.fit_epoch(make(), _heads(), x, y, "mgda")
