@@ -25,6 +25,7 @@ OPTIONS["stch"] = {"warmup_epochs": 0}  # the smooth Tchebycheff steps themselve
 # (Pareto MTL moves one of its two: the step count of the initial phase or the feasibility flag.)
 STATE = {"uncertainty": ["log_variances"], "gradnorm": ["loss_weights"], "pareto_mtl": ["init_steps", "feasible"]}
 STATE["famo"] = ["logits"]  # moved at step 2 by step 1's loss decrease
+STATE["moco"] = ["lambdas"]  # moved every step by the tracked gradients' Gramian
 
 
 def make_model(method):

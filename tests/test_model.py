@@ -141,6 +141,7 @@ ROUND_TRIPS = {
     "uncertainty": {"task_types": ["classification", "regression"]},
     "gradnorm": {"asymmetry": 0.5, "weight_learning_rate": 0.05},
     "db_mtl": {"beta": 0.5},  # per-task gradient state created at the first step, loaded from the file
+    "moco": {"lambda_update": "softmax", "gamma": 1.0},
 }
 
 

@@ -14,6 +14,7 @@ from mtl_tf.balancers import gradvac  # noqa: F401
 from mtl_tf.balancers import gradnorm  # noqa: F401
 from mtl_tf.balancers import imtl  # noqa: F401
 from mtl_tf.balancers import mgda  # noqa: F401
+from mtl_tf.balancers import moco  # noqa: F401
 from mtl_tf.balancers import nash_mtl  # noqa: F401
 from mtl_tf.balancers import pareto_mtl  # noqa: F401
 from mtl_tf.balancers import pcgrad  # noqa: F401

@@ -26,6 +26,7 @@ METHODS = {
     "imtl",
     "mgda",
     "mgda_ub",
+    "moco",
     "nash_mtl",
     "pareto_mtl",
     "pcgrad",
