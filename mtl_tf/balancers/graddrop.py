@@ -10,12 +10,13 @@ shared representation Z, the encoder's output), element by element:
    activation, A's shape without the batch axis);
 2. the positive sign purity P = 1/2 (1 + sum_i nabla_i / sum_i |nabla_i|);
 3. U ~ Uniform(0, 1) of P's shape, and for every task the keep mask
-   M_i = [f(P) > U] [nabla_i > 0] + [f(P) < U] [nabla_i < 0] (f the identity,
-   the paper's choice): every element keeps the positive-signed or the
-   negative-signed gradients, the positive ones with probability P;
+   M_i = [f(P) > U] [nabla_i > 0] + [f(P) < U] [nabla_i < 0]: every element
+   keeps the positive-signed or the negative-signed gradients, the positive
+   ones with probability f(P). Algorithm 1 allows any monotone f from [0, 1]
+   onto itself; here f is the identity (TorchJD's default; LibMTL has no f);
 4. the gradient passed below A is sum_i (l_i + (1 - l_i) M_i) dL_i/dA, with
    M_i broadcast over the batch and l_i the leak of task i (l_i = 1: task i
-   is never dropped; the paper uses it for auxiliary/source tasks).
+   is never dropped).
 The encoder is then differentiated once with that output gradient (one
 backward pass, as MGDA-UB); the heads descend their own gradients.
 
