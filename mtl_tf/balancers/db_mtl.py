@@ -82,11 +82,6 @@ class DBMTL(TrackedGradientBalancer):
         self.beta_sigma = _number("beta_sigma", beta_sigma)
         self.epsilon = _number("epsilon", epsilon)
 
-    def build_for_tasks(self, task_names, losses=None):
-        self.steps = self.add_weight(name="steps", shape=(), initializer="zeros", trainable=False,
-                                     aggregation="only_first_replica")
-        super().build_for_tasks(task_names, losses)
-
     def compute_update(self, problem):
         tracked = self.ensure_tracked(problem)
         losses, per_task, heads = shared_task_gradients(problem)
@@ -101,11 +96,11 @@ class DBMTL(TrackedGradientBalancer):
         moves = state_may_move(problem, gradients)
         labelled = tf.reshape(mask, [-1])
         new_tracked = []
-        for y, g in zip(tracked, gradients):
+        for y, current, g in zip(tracked, self.tracked_values(), gradients):
             keep = tf.reshape(labelled, [-1] + [1] * (len(g.shape) - 1))
-            moved = beta * y + (1.0 - beta) * g
-            new = tf.where(keep, moved, y)
-            y.assign(tf.where(moves, new, y))
+            moved = beta * current + (1.0 - beta) * g
+            new = tf.where(keep, moved, current)
+            y.assign(tf.where(moves, new, current))
             new_tracked.append(new)
         self.steps.assign(tf.where(moves, steps, self.steps))
         norms = tf.where(mask, task_norms(new_tracked), tf.zeros([self.num_tasks]))

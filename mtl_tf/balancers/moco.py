@@ -114,7 +114,6 @@ class MoCo(TrackedGradientBalancer):
 
     def build_for_tasks(self, task_names, losses=None):
         state = {"trainable": False, "aggregation": "only_first_replica"}
-        self.steps = self.add_weight(name="steps", shape=(), initializer="zeros", **state)
         self.lambdas = self.add_weight(
             name="lambdas", shape=(len(task_names),), initializer=keras.initializers.Constant(1.0 / len(task_names)), **state
         )
@@ -135,8 +134,8 @@ class MoCo(TrackedGradientBalancer):
         moves = state_may_move(problem, h)
 
         new_tracked = []
-        for y, g in zip(tracked, h):
-            new_tracked.append(tf.where(_per_task(mask, g), y - beta * (y - g), y))
+        for y, current, g in zip(tracked, self.tracked_values(), h):
+            new_tracked.append(tf.where(_per_task(mask, g), current - beta * (current - g), current))
         labelled = tf.cast(mask, tf.float32)
         flat = [tf.reshape(y, [self.num_tasks, -1]) * labelled[:, None] for y in new_tracked]
         gram = tf.add_n([tf.matmul(f, f, transpose_b=True) for f in flat])
@@ -152,8 +151,8 @@ class MoCo(TrackedGradientBalancer):
             weights = project_to_simplex(stepped, mask)
         stored = tf.where(share > 0.0, tf.where(mask, weights * share, previous), weights)
 
-        for y, new in zip(tracked, new_tracked):
-            y.assign(tf.where(moves, new, y))
+        for y, current, new in zip(tracked, self.tracked_values(), new_tracked):
+            y.assign(tf.where(moves, new, current))
         self.lambdas.assign(tf.where(moves, stored, previous))
         self.steps.assign(tf.where(moves, steps, self.steps))
         direction = [tf.tensordot(weights, y, axes=1) for y in new_tracked]

@@ -21,7 +21,9 @@ Because the step that creates them is traced before they exist, the model's
 restore-on-skip (the state it reads before `compute_update`) does not cover
 them in that trace; the methods here therefore move their state only on a
 step the model applies: some task labelled and every global gradient finite
-(`state_may_move`), the model's own conditions.
+(`state_may_move`), the model's own conditions. The count of such steps,
+`steps`, is created with the tasks: at 0 the tracked gradients read as zeros
+(`tracked_values`), so resetting the build-time variables resets the state.
 """
 
 import tensorflow as tf
@@ -34,6 +36,12 @@ class TrackedGradientBalancer(Balancer):
 
     def build_for_tasks(self, task_names, losses=None):
         self.tracked = None
+        # The number of steps the state has moved; created here (not lazily),
+        # so it is the authority on the state: at 0 the tracked gradients
+        # read as their initial zeros whatever the variables hold, and
+        # resetting the balancer's build-time variables resets it all.
+        self.steps = self.add_weight(name="steps", shape=(), initializer="zeros", trainable=False,
+                                     aggregation="only_first_replica")
         super().build_for_tasks(task_names, losses)
 
     def build_for_shared_variables(self, variables):
@@ -70,6 +78,11 @@ class TrackedGradientBalancer(Balancer):
                 f"encoder's trainable variables now have shapes {shapes}; a balancer's state belongs to one model."
             )
         return self.tracked
+
+    def tracked_values(self):
+        """The tracked gradients as they stand: [V] float32 [T, ...], zeros before the first applied step."""
+        started = self.steps > 0.0
+        return [tf.where(started, tf.identity(y.value), tf.zeros_like(y.value)) for y in self.tracked]
 
     def load_own_variables(self, store):
         # A file written after the first step holds the tracked state; a model

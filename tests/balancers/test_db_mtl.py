@@ -81,3 +81,13 @@ def test_built_for_shared_variables_before_the_first_step():
 def test_invalid_options(options, message):
     with pytest.raises(ValueError, match=message):
         balancers.get("db_mtl", **options)
+
+
+def test_resetting_the_build_time_state_resets_the_tracked_gradients():
+    # tiny.run reuses a compiled model and resets the variables that existed
+    # when it was built (the step count, not the lazily created EMAs).
+    setup = tiny.make_setup(num_tasks=2, seed=9)
+    first = tiny.model_params(tiny.run(setup, "db_mtl", {"beta_sigma": 1.0}, epochs=2)[0])
+    again, _ = tiny.run(setup, "db_mtl", {"beta_sigma": 1.0}, epochs=2)
+    tiny.assert_params_close(again, first, atol=0, rtol=0)
+    tiny.assert_params_close(again, reference_run(setup, 2, 0.9, 1.0)[0])

@@ -109,3 +109,11 @@ def test_defaults_are_libmtls_and_the_papers():
 def test_invalid_options(options, message):
     with pytest.raises(ValueError, match=message):
         balancers.get("moco", **options)
+
+
+def test_resetting_the_build_time_state_resets_the_tracked_gradients():
+    setup = tiny.make_setup(num_tasks=2, seed=9)
+    first = tiny.model_params(tiny.run(setup, "moco", {"rho": 0.5}, epochs=2)[0])
+    again, _ = tiny.run(setup, "moco", {"rho": 0.5}, epochs=2)
+    tiny.assert_params_close(again, first, atol=0, rtol=0)
+    tiny.assert_params_close(again, reference_run(setup, 2, rho=0.5)[0])
