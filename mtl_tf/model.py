@@ -202,6 +202,10 @@ class MultiTaskModel(keras.Model):
                 head.build(keras.tree.map_structure(lambda s: s.shape, task_input))
         if not self.balancer.built:
             self.balancer.build_for_tasks(self.task_names, self.task_losses)
+        # State shaped like the shared parameters (moco's and db_mtl's tracked
+        # gradients) exists before the first trace, so a skipped step restores it too.
+        if hasattr(self.balancer, "build_for_shared_variables"):
+            self.balancer.build_for_shared_variables(self.encoder.trainable_variables)
         self.built = True
         self._build_optimizers()
 
