@@ -31,7 +31,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-_MODEL = flags.DEFINE_string("model", None, "SavedModel directory written by launch/export.py.", required=True)
+# Checked in main, not with required=True: an absl requirement is enforced by every
+# parse of the process-wide flags, so a process that also runs another script breaks.
+_MODEL = flags.DEFINE_string("model", None, "SavedModel directory written by launch/export.py (required).")
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write every prediction (full arrays) as JSON here.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Examples per model call (large .npy files go in chunks).", lower_bound=1)
 
@@ -130,6 +132,8 @@ def describe(task, kind, value):
 
 
 def main(argv):
+    if not _MODEL.value:
+        raise app.UsageError("--model is required: the SavedModel directory written by launch/export.py")
     files = argv[1:]
     if not files:
         raise app.UsageError("give one or more .png/.jpg/.npy files after the flags")

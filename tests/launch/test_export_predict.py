@@ -1,6 +1,7 @@
 """launch/export.py then launch/predict.py on the session's smoke run: the SavedModel, loaded in a
 fresh process that never imports mtl_tf, predicts what the in-memory model predicts (1e-6)."""
 
+import os
 import functools
 import json
 import subprocess
@@ -172,3 +173,9 @@ def test_an_unfinished_run_is_exported_only_when_allowed_and_says_so(cli_run, fa
                               pixel_transform=pixels, run=export.run_status(run))
     recorded = json.loads((tmp_path / "allowed" / "assets" / "outputs.json").read_text())["run"]
     assert recorded["finished"] is False and recorded["best_epoch"] == 1 and recorded["epochs_trained"] == 1
+
+
+def test_predict_without_a_model_is_a_usage_error(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "launch" / "predict.py"), str(tmp_path / "x.npy")],
+                            capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 1 and "--model is required" in result.stderr, result.stderr[-500:]
