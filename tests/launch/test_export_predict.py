@@ -1,9 +1,9 @@
 """launch/export.py then launch/predict.py on the session's smoke run: the SavedModel, loaded in a
 fresh process that never imports mtl_tf, predicts what the in-memory model predicts (1e-6)."""
 
-import os
 import functools
 import json
+import os
 import subprocess
 import sys
 
