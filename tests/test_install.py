@@ -148,7 +148,7 @@ def test_extras_are_what_the_readme_says(setup_kwargs):
     assert set(extras) == {"launch", "test", "and-cuda"}
     assert extras["launch"] == {"tensorflow-datasets", "importlib-resources", "absl-py", "ml-collections",
                                 "tensorboard", "matplotlib", "pillow", "scipy"}
-    assert extras["test"] >= extras["launch"] | {"pytest", "scipy", "sphinx"}
+    assert extras["test"] >= extras["launch"] | {"pytest", "pytest-xdist", "scipy", "sphinx"}
     (cuda,) = setup_kwargs["extras_require"]["and-cuda"]
     assert Requirement(cuda).name == "tensorflow" and Requirement(cuda).extras == {"and-cuda"}
 
