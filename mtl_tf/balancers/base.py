@@ -170,22 +170,7 @@ class MultiTaskProblem:
         """
         if is_per_task(z, self.task_names):
             return self._per_task_representation_gradients(z)
-        copies = {t: tf.nest.map_structure(tf.identity, z) for t in self.task_names}
-        head_variables = [self.head_variables[t] for t in self.task_names]
-        flat_ids = [id(v) for vs in head_variables for v in vs]
-        overlapping = len(flat_ids) != len(set(flat_ids))
-        with tf.GradientTape(persistent=overlapping) as tape:
-            tape.watch(tf.nest.flatten(copies))
-            predictions, losses = self._heads_and_losses(copies)
-            scaled = [self.scale(loss) for loss in losses]
-            total = tf.add_n(scaled)
-        self.predictions, self.losses = predictions, tf.stack(losses)
-        if overlapping:
-            per_task = [tape.gradient(scaled[i], (copies[t], head_variables[i])) for i, t in enumerate(self.task_names)]
-            del tape
-        else:
-            z_grads, head_grads = tape.gradient(total, ([copies[t] for t in self.task_names], head_variables))
-            per_task = list(zip(z_grads, head_grads))
+        losses, per_task = self._differentiate_heads({t: tf.nest.map_structure(tf.identity, z) for t in self.task_names})
         representation_grads = [
             tf.nest.map_structure(lambda g, ref: tf.zeros_like(ref) if g is None else g, dz, z) for dz, _ in per_task
         ]
@@ -195,7 +180,24 @@ class MultiTaskProblem:
     def _per_task_representation_gradients(self, z):
         """`representation_gradients` for z = {task: z_t}: each head differentiated at its own z_t."""
         tasks = self.task_names
-        copies = {t: tf.nest.map_structure(tf.identity, z[t]) for t in tasks}
+        losses, per_task = self._differentiate_heads({t: tf.nest.map_structure(tf.identity, z[t]) for t in tasks})
+        refusal = self._representation_gram_refusal()
+        representation_grads = []
+        for i, t in enumerate(tasks):
+            own = tf.nest.map_structure(lambda g, ref: tf.zeros_like(ref) if g is None else g, per_task[i][0], z[t])
+            full = {s: own if s == t else tf.nest.map_structure(tf.zeros_like, z[s]) for s in z}
+            representation_grads.append(TaskRepresentationGradient(full, refusal=refusal))
+        heads = {t: list(per_task[i][1]) for i, t in enumerate(tasks)}
+        return losses, representation_grads, heads
+
+    def _differentiate_heads(self, copies):
+        """The real head passes, head t on `copies[t]`: (losses, [T] (dL_t/dcopy_t, dL_t/dtheta^t)).
+
+        One backward pass through every head (gradients of the scaled losses),
+        or one per task when heads share variables, so each head gradient
+        stays its own task's. Sets `predictions` and `losses`.
+        """
+        tasks = self.task_names
         head_variables = [self.head_variables[t] for t in tasks]
         flat_ids = [id(v) for vs in head_variables for v in vs]
         overlapping = len(flat_ids) != len(set(flat_ids))
@@ -211,14 +213,7 @@ class MultiTaskProblem:
         else:
             z_grads, head_grads = tape.gradient(total, ([copies[t] for t in tasks], head_variables))
             per_task = list(zip(z_grads, head_grads))
-        refusal = self._representation_gram_refusal()
-        representation_grads = []
-        for i, t in enumerate(tasks):
-            own = tf.nest.map_structure(lambda g, ref: tf.zeros_like(ref) if g is None else g, per_task[i][0], z[t])
-            full = {s: own if s == t else tf.nest.map_structure(tf.zeros_like, z[s]) for s in z}
-            representation_grads.append(TaskRepresentationGradient(full, refusal=refusal))
-        heads = {t: list(per_task[i][1]) for i, t in enumerate(tasks)}
-        return losses, representation_grads, heads
+        return losses, per_task
 
     def _representation_gram_refusal(self):
         """The error message for a Gramian of per-task representation gradients."""
@@ -669,3 +664,22 @@ class LossWeightingBalancer(Balancer):
 def mask_weights(weights, mask):
     """Weights with the entries of unlabelled tasks set to 0 (rule 3)."""
     return tf.where(mask, weights, tf.zeros_like(weights))
+
+
+def shared_task_gradients(problem):
+    """(losses, [T][V] local per-task gradients of the shared variables (of S L_t), {task: head gradients}).
+
+    One real forward pass; the heads are differentiated once
+    (`representation_gradients`) and the encoder once per task with that
+    task's dL_t/dZ as the output gradient (T encoder backward passes).
+    """
+    shared_vars = problem.shared_variables
+    with tf.GradientTape(persistent=True) as tape:
+        z = problem.encode()
+    losses, representation_grads, heads = problem.representation_gradients(z)
+    per_task = [
+        zeros_for_none(tape.gradient(z, shared_vars, output_gradients=dz), shared_vars)
+        for dz in representation_grads
+    ]
+    del tape
+    return losses, per_task, heads

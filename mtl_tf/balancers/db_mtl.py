@@ -43,13 +43,12 @@ import numbers
 
 import tensorflow as tf
 
-from mtl_tf.balancers.base import Update
+from mtl_tf.balancers.base import Update, shared_task_gradients
 from mtl_tf.balancers.registry import register
 from mtl_tf.balancers.tracked import (
     TrackedGradientBalancer,
     as_replica_share,
     global_task_gradients,
-    shared_task_gradients,
     state_may_move,
     task_norms,
 )

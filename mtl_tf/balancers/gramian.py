@@ -41,10 +41,10 @@ from mtl_tf.balancers.base import (
     Update,
     global_parameter_gram,
     gram_matrix,
+    shared_task_gradients,
     stack_first_axis,
     validate_choice,
     weighted_sum,
-    zeros_for_none,
 )
 
 GRADIENT_AT = ("shared_parameters", "representation")
@@ -87,15 +87,7 @@ class GramianBalancer(Balancer):
             losses, per_task, heads = problem.representation_gradients(z)
             gram = problem.all_reduce_sum(gram_matrix(per_task))
         else:
-            shared_vars = problem.shared_variables
-            with tf.GradientTape(persistent=True) as tape:
-                z = problem.encode()
-            losses, representation_grads, heads = problem.representation_gradients(z)
-            per_task = [
-                zeros_for_none(tape.gradient(z, shared_vars, output_gradients=dz), shared_vars)
-                for dz in representation_grads
-            ]
-            del tape
+            losses, per_task, heads = shared_task_gradients(problem)
             gram = global_parameter_gram(problem, stack_first_axis(per_task))
         gram = gram / tf.square(problem.loss_scale)
         mask = problem.task_mask

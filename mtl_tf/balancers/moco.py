@@ -56,14 +56,13 @@ import numbers
 import keras
 import tensorflow as tf
 
-from mtl_tf.balancers.base import Update, validate_choice
+from mtl_tf.balancers.base import Update, shared_task_gradients, validate_choice
 from mtl_tf.balancers.registry import register
 from mtl_tf.balancers.rlw import masked_softmax
 from mtl_tf.balancers.tracked import (
     TrackedGradientBalancer,
     as_replica_share,
     global_task_gradients,
-    shared_task_gradients,
     state_may_move,
     task_norms,
 )

@@ -28,7 +28,7 @@ step the model applies: some task labelled and every global gradient finite
 
 import tensorflow as tf
 
-from mtl_tf.balancers.base import Balancer, stack_first_axis, zeros_for_none
+from mtl_tf.balancers.base import Balancer, stack_first_axis
 
 
 class TrackedGradientBalancer(Balancer):
@@ -93,20 +93,6 @@ class TrackedGradientBalancer(Balancer):
             if extra > 0:
                 self._create_tracked([tuple(store[str(existing + k)].shape[1:]) for k in range(extra)])
         super().load_own_variables(store)
-
-
-def shared_task_gradients(problem):
-    """(losses, [T][V] local per-task gradients of the shared variables (of S L_t), {task: head gradients})."""
-    shared_vars = problem.shared_variables
-    with tf.GradientTape(persistent=True) as tape:
-        z = problem.encode()
-    losses, representation_grads, heads = problem.representation_gradients(z)
-    per_task = [
-        zeros_for_none(tape.gradient(z, shared_vars, output_gradients=dz), shared_vars)
-        for dz in representation_grads
-    ]
-    del tape
-    return losses, per_task, heads
 
 
 def global_task_gradients(problem, per_task):

@@ -15,7 +15,6 @@ from tests.balancers import tiny
 
 
 def fair_weights_of(vectors, alpha):
-    T = len(vectors)
     # In log coordinates (w = e^u) so the root finder stays in w > 0.
     result = scipy.optimize.root(lambda u: vectors @ (np.exp(u) @ vectors) - np.exp(-u / alpha),
                                  -np.log(np.linalg.norm(vectors, axis=1)), tol=1e-13)

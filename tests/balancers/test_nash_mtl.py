@@ -18,7 +18,6 @@ from tests.balancers import tiny
 
 
 def bargaining_weights(vectors):
-    T = len(vectors)
     # In log coordinates (a = e^u) so the root finder stays in a > 0.
     result = scipy.optimize.root(lambda u: np.exp(u) * (vectors @ (np.exp(u) @ vectors)) - 1.0,
                                  -np.log(np.linalg.norm(vectors, axis=1)), tol=1e-13)
