@@ -80,9 +80,9 @@ from mtl_tf.balancers.base import (
     Update,
     as_task_vector,
     is_per_task,
+    shared_task_gradients,
     stack_first_axis,
     validate_choice,
-    zeros_for_none,
 )
 from mtl_tf.balancers.registry import register
 
@@ -237,15 +237,7 @@ class GradDrop(Balancer):
         return shared, heads, kept, nonzero
 
     def _at_shared_parameters(self, problem):
-        shared_vars = problem.shared_variables
-        with tf.GradientTape(persistent=True) as tape:
-            z = problem.encode()
-        _, representation_grads, heads = problem.representation_gradients(z)
-        per_task = [
-            zeros_for_none(tape.gradient(z, shared_vars, output_gradients=dz), shared_vars)
-            for dz in representation_grads
-        ]
-        del tape
+        _, per_task, heads = shared_task_gradients(problem)
         stacked = stack_first_axis(per_task)  # [V] of [T, *variable shape]
         statistics = problem.all_reduce_sum([tf.cast(s, tf.float32) for s in stacked])
         multipliers, kept, nonzero = self.masks(statistics, self.next_step())
