@@ -476,19 +476,13 @@ def _build_segnet(config, name: str, dataset: str) -> Benchmark:
     outputs = {"segmentation": (spec.num_classes, "linear"), "depth": (1, "linear"), "normal": (3, "l2_normalize")}
     if settings.model == "mtan":
         # MTAN (mtl_tf.nets.mtan): the shared SegNet gives its maps; each task's attention branch is its head.
-        encoder = mtan.mtan_backbone(seed=seed, **settings.structure)
-        heads = {
-            task: mtan.mtan_head(
-                outputs[task][0], outputs[task][1], seed=seed + 1000 * (i + 1), name=f"{task}_mtan", **settings.structure
-            )
-            for i, task in enumerate(spec.tasks)
-        }
-        losses, metrics = _segnet_parts(spec, dense_losses.IGNORE_LABEL)
-        return _dense_benchmark(name, settings.baseline_results, data, encoder, heads, losses, metrics)
-    encoder = segnet.segnet_encoder(seed=seed, **settings.structure)
+        make_encoder, make_head, suffix = mtan.mtan_backbone, mtan.mtan_head, "mtan"
+    else:
+        make_encoder, make_head, suffix = segnet.segnet_encoder, segnet.segnet_decoder, "decoder"
+    encoder = make_encoder(seed=seed, **settings.structure)
     heads = {
-        task: segnet.segnet_decoder(
-            outputs[task][0], outputs[task][1], seed=seed + 1000 * (i + 1), name=f"{task}_decoder", **settings.structure
+        task: make_head(
+            outputs[task][0], outputs[task][1], seed=seed + 1000 * (i + 1), name=f"{task}_{suffix}", **settings.structure
         )
         for i, task in enumerate(spec.tasks)
     }
