@@ -97,10 +97,13 @@ class PCGrad(GramianBalancer):
         num_tasks = self.num_tasks
         order = self.task_order()
         rows = tf.eye(num_tasks)
+        squared_norms = tf.linalg.diag_part(gram)
         for k in range(num_tasks):
             j = order[k]
-            dots = tf.linalg.matvec(rows, gram[:, j])
-            projection = safe_divide(tf.minimum(dots, 0.0), gram[j, j])
+            # tf.gather, not gram[:, j]: XLA's strided slice needs a compile-time index, which would make
+            # the random order a compile-time constant and recompile the step every time it changes.
+            dots = tf.linalg.matvec(rows, tf.gather(gram, j, axis=1))
+            projection = safe_divide(tf.minimum(dots, 0.0), tf.gather(squared_norms, j))
             # Row j is not projected onto g_j itself.
             projection = tf.where(tf.range(num_tasks) == j, tf.zeros_like(projection), projection)
             rows = rows - projection[:, None] * tf.one_hot(j, num_tasks)[None, :]

@@ -106,7 +106,9 @@ def fair_weights(gram, alpha=1.0, mask=None):
         values = objective(candidates)
         accepted = values <= objective(v) + 1e-4 * sizes * slope
         index = tf.argmax(tf.cast(accepted, tf.int32), output_type=tf.int32)  # the largest accepted size
-        size = tf.where(tf.reduce_any(accepted), sizes[index], sizes[-1])
+        # tf.gather, not sizes[index]: XLA's strided slice needs a compile-time index, and asking for one
+        # makes the data it depends on (the batch) a compile-time constant, recompiled every step.
+        size = tf.where(tf.reduce_any(accepted), tf.gather(sizes, index), sizes[-1])
         new = v + size * step
         finished = tf.logical_or(done, -slope <= 1e-15 * (1.0 + tf.abs(objective(v))))
         return i + 1, tf.where(done, v, new), finished
