@@ -112,10 +112,9 @@ def render(results) -> str:
     ]
     for label in order:
         group = by_label[label]
-        acc = [common.mean_std([digits._accuracy(r, t) for r in group]) for t in digits.TASKS]
-        means = [(a + b) / 2 for a, b in zip(*[[digits._accuracy(r, t) for r in group] for t in digits.TASKS])
-                 if a is not None and b is not None]
-        mean = common.mean_std(means)
+        per_run = [[digits._accuracy(r, t) for t in digits.TASKS] for r in group]
+        acc = [common.mean_std([run[i] for run in per_run]) for i in range(len(digits.TASKS))]
+        mean = common.mean_std([sum(run) / len(run) for run in per_run if None not in run])
         epochs = [r.get("best_epoch") for r in group if r.get("best_epoch") is not None]
         scale = common.mean_std([weight_sum(r) for r in group])
         seconds = common.mean_std([seconds_per_epoch(r) for r in group])
