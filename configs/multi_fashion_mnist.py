@@ -67,6 +67,7 @@ def get_config(arg=None):
             "max_train_examples": placeholder(int),
             "max_eval_examples": placeholder(int),
             "pixel_scale": "unit",
+            "drop_remainder": False,  # True drops the last, smaller training batch of every epoch
         }
     )
     # Both official codes are PyTorch and keep its default initialisation.

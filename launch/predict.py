@@ -14,7 +14,9 @@ before that record exist get pixels / 255; a model whose inputs are not such a m
 image files); they must already have the model's height and width. NPY files hold float32 arrays, one example
 ([H, W, C]) or a batch ([N, H, W, C]), already scaled; they are memory-mapped and predicted
 --batch_size examples at a time, so a file larger than the memory works. Anything else is an
-error that names the file, the expected shape or dtype and what it got.
+error (exit code 2) that names the file, the expected shape or dtype and what it got; so are an
+empty file, an array with no examples, and an example holding a NaN or an infinity (named by
+its index: the model would turn it into ordinary-looking predictions).
 
 Printed, per file and example: for probability outputs the arg-max class and its
 probability; for raw (regression) outputs the shape, mean, min and max.
@@ -72,10 +74,12 @@ def read_examples(file, shape, dtype, pixels=_UNIT_PIXELS):
         raise FileNotFoundError(f"input file {file} not found")
     suffix = file.suffix.lower()
     if suffix == ".npy":
+        if file.stat().st_size == 0:
+            raise InputError(f"{file}: the file is empty (0 bytes), not a .npy array; write it with np.save")
         try:
             array = np.load(file, mmap_mode="r", allow_pickle=False)
-        except ValueError as error:
-            raise InputError(f"{file}: not a readable .npy array ({error})") from error
+        except (ValueError, EOFError, OSError) as error:  # a truncated file: numpy's EOFError names no file
+            raise InputError(f"{file}: not a readable .npy array ({error or type(error).__name__})") from error
         if array.dtype != np.dtype(dtype):
             raise InputError(
                 f"{file}: dtype {array.dtype}, expected {np.dtype(dtype).name} (values as the model was "
@@ -104,7 +108,30 @@ def read_examples(file, shape, dtype, pixels=_UNIT_PIXELS):
             f"{file}: shape {list(array.shape)}, expected one example {list(shape)} or a batch "
             f"[N, {', '.join(str(d) for d in shape)}]"
         )
+    if array.shape[0] == 0:
+        raise InputError(f"{file}: holds no examples (shape {list(array.shape)}); nothing to predict")
+    check_finite(file, array)
     return array
+
+
+def check_finite(file, array, chunk: int = 1024):
+    """InputError naming the first example of `array` with a NaN or an infinity.
+
+    The model would map it to ordinary-looking (meaningless) predictions. A
+    memory-mapped array is read `chunk` examples at a time.
+    """
+    if not np.issubdtype(array.dtype, np.floating):
+        return
+    for start in range(0, array.shape[0], chunk):
+        block = np.asarray(array[start:start + chunk])
+        finite = np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
+        if not finite.all():
+            index = int(np.argmin(finite))
+            bad = block[index][~np.isfinite(block[index])]
+            raise InputError(
+                f"{file}: example {start + index} holds {bad.size} non-finite value(s) (first: {bad.flat[0]}); "
+                "every input value must be finite: fix or drop that example"
+            )
 
 
 def predict(signature, metadata, array):

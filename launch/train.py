@@ -19,16 +19,21 @@ Flags:
   --verbose           Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
 
 Before training, with an error naming what is wrong (exit code 2): a config field that does not
-exist (`--config.foo=1`), a learning rate <= 0, epochs or batch size < 1, a --workdir that is a
-file, a batch size the mirrored replicas cannot split. A second train.py on a --workdir in use stops
-at once naming the process that holds it (exit code 1). Start and resume print a banner (method,
-workdir, epochs, TensorBoard command; on a resume the restored epoch and best value); Ctrl-C prints
-what is saved and exits with 130: the same command resumes.
+exist (`--config.foo=1`), a learning rate <= 0, epochs or batch size < 1, a method or model
+option the balancer or the nets refuse (`--config.balancer.c=-1`, `--config.model.num_experts=0`;
+checked before the data is loaded), a --workdir that is a file, a batch size the mirrored replicas
+cannot split. config.json is written only once the data and the model are built, so a run refused
+before that leaves nothing that blocks the corrected command in the same workdir. A second
+train.py on a --workdir in use stops at once naming the process that holds it (exit code 1).
+Start and resume print a banner (method, workdir, epochs, TensorBoard command; on a resume the
+restored epoch and best value); Ctrl-C prints what is saved and exits with 130, SIGTERM (a batch
+scheduler's stop) the same with 143: the same command resumes from the last finished epoch.
 
 The trainer itself is `mtl_tf.training.trainer.train_and_evaluate`.
 """
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -39,7 +44,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from mtl_tf.training import config as config_lib  # noqa: E402
-from mtl_tf.training import distribute, trainer  # noqa: E402
+from mtl_tf.training import distribute, preflight, trainer  # noqa: E402
 from mtl_tf.training.workdir import RESULTS, WorkdirLocked, check_workdir, load_results  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=False)
@@ -52,6 +57,16 @@ _NUM_CPU_DEVICES = flags.DEFINE_integer(
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Data set location (config.data.data_dir).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Retrain even if results.json exists.")
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so a scheduler's stop takes Ctrl-C's path."""
+
+
+def _raise_terminated(signum, frame):
+    # Once: a second SIGTERM while the message is printed must not cut it short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
 
 
 def _fail(error, code: int = 2):
@@ -76,8 +91,9 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/multi_fashion.py")
     if _DATA_DIR.value:
         config_lib.add_data_dir(config, _DATA_DIR.value)
-    try:  # every field the trainer reads, and the workdir, before anything is built
-        trainer.TrainSettings.from_config(config)
+    try:  # every field the trainer reads, the method's and model's options, and the workdir, before any data
+        settings = trainer.TrainSettings.from_config(config)
+        preflight.check_options(config, settings)
         workdir = check_workdir(_WORKDIR.value)
     except ValueError as error:
         _fail(error)
@@ -88,6 +104,8 @@ def main(argv):
         if _NUM_CPU_DEVICES.value:
             distribute.split_cpu(_NUM_CPU_DEVICES.value)
         strategy = distribute.make_strategy(_STRATEGY.value, _DEVICES.value)
+        # A batch scheduler stops a job with SIGTERM (then SIGKILL after a grace period).
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             results = trainer.train_and_evaluate(
                 config, workdir, strategy=strategy, overwrite=_OVERWRITE.value, verbose=_VERBOSE.value
@@ -96,9 +114,11 @@ def main(argv):
             _fail(error, 1)
         except trainer.RunRefused as error:
             _fail(error)
-        except KeyboardInterrupt:
-            print(f"\ninterrupted: {trainer.describe_saved(workdir)} Run the same command to resume.", file=sys.stderr)
-            sys.exit(130)
+        except KeyboardInterrupt as error:
+            what, code = ("terminated (SIGTERM)", 128 + signal.SIGTERM) if isinstance(error, Terminated) else (
+                "interrupted", 130)
+            print(f"\n{what}: {trainer.describe_saved(workdir)} Run the same command to resume.", file=sys.stderr)
+            sys.exit(code)
     print(f"method={results['method']} seed={results['seed']} best_epoch={results.get('best_epoch')}")
     print(trainer.format_metrics(results["tasks"]))
     print(f"results: {workdir / RESULTS}")

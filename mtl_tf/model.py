@@ -9,6 +9,27 @@ accepts and the sample weight is one tensor for every task or a dict keyed by
 task. Callbacks with `mode="auto"` know the direction of the per-task logs
 (`MultiTaskModel.monitor_mode`).
 
+Differences from a Keras multi-output model. Everything else is Keras' own
+behaviour: loss and metric identifiers resolve as Keras' `compile` resolves
+them (`mtl_tf.compile_utils`: rank handling, names, `"accuracy"` by shapes);
+`tests/test_keras_parity.py` checks it and ignores exactly these:
+
+  extra logs     `{task}_weight`, `skipped_update`, `labelled_tasks`,
+                 `loss_scale`, `skip_*` and the method's own logs (below)
+  loss           the sum of the task losses for every method (Keras: the sum
+                 weighted by `loss_weights`; equal under `balancer="static"`
+                 with weights 1)
+  {task}_loss    the data set's mean (batches weighted by their size), so the
+                 task losses sum to `loss`; Keras 3.15's traced step averages
+                 its per-output losses over batches unweighted when the last
+                 batch is partial (its eager step and its `loss` do not)
+  metrics        weighted by the sample weight, as Keras' `weighted_metrics`
+                 are (a task's unlabelled examples carry weight 0)
+  compile        refuses `loss_weights` (the balancer decides the task weights)
+                 and `weighted_metrics` (every metric already is one)
+  backend        TensorFlow only: construction under another Keras backend is
+                 refused, naming it (`mtl_tf.engines`)
+
 `train_step` has one code path for every method: the balancer turns the batch
 into gradients (see `mtl_tf.balancers.base`), the step applies them, updates
 the trackers and returns the logs, which callbacks and the History see:
@@ -27,88 +48,44 @@ weighted by batch size); task weights are the values of the current step.
   skipped_update       1 when the batch was not applied, else 0
   labelled_tasks       the number of tasks with labels in the (global) batch
   loss_scale           the loss scale, under a loss-scaling optimizer (mixed_float16)
+  skip_cause           why the batch was not applied: 0 applied (or a benign skip),
+                       1 a task loss not finite, 2 gradients not finite, 3 a task loss
+                       outside the method's range, 4 the update would leave a variable
+                       non-finite (`mtl_tf.step_guard`)
+  skip_task            the index in `task_names` of the task concerned (-1: none)
+  skip_value           cause 3: that task's loss; cause 4: the index of the variable
+                       in `mtl_tf.step_guard.guarded_variables(model)`; else 0
 
-A batch whose task losses or gradients are not all finite is not applied (the
-weights, the optimizer state and the balancer state stay as they were;
-`skipped_update` is logged as 1) and `fit` stops with a `NonFiniteLossError`
-naming the task, the epoch and the batch. Two skips are not errors: a batch in
-which no task has a labelled example, and, under a loss-scaling optimizer, a
-batch whose scaled gradients overflow (the optimizer lowers the scale, as Keras
-does). A task without labels in a batch takes no part in that step's
+A batch whose task losses or gradients are not all finite, or whose update
+would leave any variable non-finite (weights, optimizer slots, balancer
+state), is not applied (every variable stays as it was; `skipped_update` is
+logged as 1) and `fit` stops with a `NonFiniteLossError` at the end of that
+batch, naming the task, the variable, the epoch and the batch. So is a batch
+in which a labelled task's loss is outside what the balancer can take (a
+negative `CosineSimilarity` loss with `famo`; `mtl_tf.balancers.loss_range`):
+`fit` then stops with a `LossRangeError` naming the task, the method, the
+value and the fix. Two skips are not errors: a batch in which no task has a labelled example, and, under a
+loss-scaling optimizer, a batch whose scaled gradients overflow (the optimizer
+lowers the scale, as Keras does). A task without labels in a batch takes no part in that step's
 weighting (see `mtl_tf.balancers.base`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mtl_tf import balancers
-from mtl_tf.balancers.base import head_input
+from mtl_tf import balancers, engines, step_guard
+from mtl_tf.balancers import loss_range
+from mtl_tf.balancers.representations import check_encoder_tasks, head_input
 from mtl_tf.balancers.epochs import EpochSignal
-
-# Integer labels against logits or probabilities is the multi-task norm
-# (classification heads, per-pixel segmentation), so "accuracy" means that.
-_METRIC_ALIASES = {"accuracy": keras.metrics.SparseCategoricalAccuracy, "acc": keras.metrics.SparseCategoricalAccuracy}
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A task loss became NaN or infinite during training."""
-
-
-@keras.saving.register_keras_serializable(package="mtl_tf")
-class FunctionLoss(keras.losses.Loss):
-    """A per-example loss function (`"mse"`, `keras.losses.mean_squared_error`) as a `Loss`.
-
-    Hand-written because Keras 3 does not export its own wrapper class
-    (`keras.losses.LossFunctionWrapper` does not exist). The function is
-    serialised by name, so `.keras` files keep it.
-    """
-
-    def __init__(
-        self, fn: Callable, name: str | None = None, reduction: str = "sum_over_batch_size", dtype: Any = None
-    ) -> None:
-        super().__init__(name=name or getattr(fn, "__name__", None), reduction=reduction, dtype=dtype)
-        self.fn = fn
-
-    def call(self, y_true, y_pred):
-        return self.fn(y_true, y_pred)
-
-    def get_config(self):
-        return {**super().get_config(), "fn": keras.saving.serialize_keras_object(self.fn)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["fn"] = keras.saving.deserialize_keras_object(config["fn"])
-        return cls(**config)
-
-
-def _as_loss(identifier):
-    loss = keras.losses.get(identifier)
-    if loss is None:
-        raise ValueError(f"unknown loss {identifier!r}")
-    if not isinstance(loss, keras.losses.Loss):
-        loss = FunctionLoss(loss)
-    return loss
-
-
-def _task_metric(identifier, task):
-    """A fresh metric object named `{task}_{name}` (metrics are never shared between tasks)."""
-    if isinstance(identifier, str) and identifier in _METRIC_ALIASES:
-        return _METRIC_ALIASES[identifier](name=f"{task}_{identifier}")
-    metric = keras.metrics.get(identifier)
-    if isinstance(metric, keras.metrics.Metric):
-        config = metric.get_config()
-        config["name"] = f"{task}_{config.get('name') or metric.name}"
-        return type(metric).from_config(config)
-    name = getattr(metric, "__name__", str(identifier))
-    return keras.metrics.MeanMetricWrapper(metric, name=f"{task}_{name}")
+# FunctionLoss is re-exported: code and `.keras` files written before it moved name it here.
+from mtl_tf.compile_utils import FunctionLoss, as_loss, task_metrics  # noqa: F401
+from mtl_tf.step_guard import NonFiniteLossError, NonFiniteLossGuard  # noqa: F401 (re-exported)
 
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
@@ -124,11 +101,13 @@ class MultiTaskModel(keras.Model):
         dict of named inputs, a list).
       heads: dict task name -> Keras layer or model mapping z to that task's output.
         The dict order is the task order everywhere (weights, logs, solvers).
-      losses: dict task name -> Keras loss (object, name or function), with the
+      losses: dict task name -> Keras loss (object, name or function; resolved
+        as Keras' compile does, `mtl_tf.compile_utils.as_loss`), with the
         default `sum_over_batch_size` reduction. Tasks left out here get their
         loss from `compile(loss=...)`; every task needs one before the model is
         built (ValueError naming the tasks otherwise).
-      metrics: optional dict task name -> list of Keras metrics (objects or names).
+      metrics: optional dict task name -> list of Keras metrics (objects, names
+        or functions), logged as Keras names them (`"mae"`: `{task}_mae`).
         `compile(metrics=...)` replaces a task's list.
       balancer: a method name from `mtl_tf.balancers.available()`, a
         `{"name": ..., **options}` dict, or a `Balancer` instance.
@@ -148,6 +127,7 @@ class MultiTaskModel(keras.Model):
         balancer_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        engines.require_supported_backend(type(self).__name__)
         super().__init__(**kwargs)
         if not heads:
             raise ValueError("MultiTaskModel needs at least one head")
@@ -163,9 +143,9 @@ class MultiTaskModel(keras.Model):
         self.encoder = encoder
         self.heads = dict(heads)
         # A task without a loss here must get one from `compile(loss=...)` before the model is built.
-        self.task_losses = {t: _as_loss(losses[t]) for t in self.task_names if t in losses}
+        self.task_losses = {t: as_loss(losses[t]) for t in self.task_names if t in losses}
         self._metric_identifiers = {t: list(metrics.get(t, [])) for t in self.task_names}
-        self.task_metrics = {t: [_task_metric(m, t) for m in self._metric_identifiers[t]] for t in self.task_names}
+        self.task_metrics = task_metrics(self._metric_identifiers, self.task_names)
         self.balancer = balancers.get(balancer, **(balancer_options or {}))
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_trackers = {t: keras.metrics.Mean(name=f"{t}_loss") for t in self.task_names}
@@ -194,11 +174,12 @@ class MultiTaskModel(keras.Model):
         inputs = _symbolic_inputs(input_shape, getattr(self, "_data_dtypes", None))
         if not self.encoder.built:
             self.encoder.build(input_shape)
+        check_encoder_tasks(self.encoder, self.task_names)
         representation = self.encoder.compute_output_spec(inputs)
         for t, head in self.heads.items():
             if not head.built:
                 # An encoder with per-task representations ({task: z_t}) feeds head t its z_t only.
-                task_input = head_input(representation, t, self.task_names)
+                task_input = head_input(representation, t, self.task_names, self.encoder)
                 head.build(keras.tree.map_structure(lambda s: s.shape, task_input))
         if not self.balancer.built:
             self.balancer.build_for_tasks(self.task_names, self.task_losses)
@@ -338,7 +319,7 @@ class MultiTaskModel(keras.Model):
         )
 
     def _set_losses(self, losses):
-        new = {t: _as_loss(l) for t, l in losses.items()}
+        new = {t: as_loss(l) for t, l in losses.items()}
         if self.built:
             # The balancer was built for the old losses (uncertainty reads their kind).
             serialize = keras.saving.serialize_keras_object
@@ -359,7 +340,7 @@ class MultiTaskModel(keras.Model):
             if isinstance(identifiers, (str, keras.metrics.Metric)) or callable(identifiers):
                 identifiers = [identifiers]
             self._metric_identifiers[t] = list(identifiers)
-        new = {t: [_task_metric(m, t) for m in self._metric_identifiers[t]] for t in self.task_names}
+        new = task_metrics(self._metric_identifiers, self.task_names)
         # A built Keras layer locks its state tracker; Keras' own compile makes
         # its metric containers with tracking off for the same reason. The
         # metrics are state of no layer (read through `metrics`, never saved),
@@ -391,6 +372,10 @@ class MultiTaskModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)
         self._build_optimizers()
+        # Every variable the step may write is kept first (the forward pass
+        # moves batch norm, the balancer assigns its state), so that a batch
+        # that is not applied leaves the whole model as it was.
+        guard = step_guard.StepGuard(self)
         loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         problem = balancers.MultiTaskProblem(
             encoder=self.encoder,
@@ -403,33 +388,37 @@ class MultiTaskModel(keras.Model):
             loss_scale=self.optimizer.scale_loss(tf.constant(1.0)) if loss_scaled else None,
             method=self.balancer,
         )
-        # Method state that the balancer assigns inside the step (GradNorm's
-        # weights, Pareto MTL's phase) is read first, so that a skipped batch
-        # can put it back: a bad batch must leave the whole model as it was.
-        state = [v for v in self.balancer.non_trainable_variables if v.aggregation == "only_first_replica"]
-        state_before = [tf.identity(v.value) for v in state]
         update = self.balancer.compute_update(problem)
         two_phase = update.head_phase is not None or update.head_learning_rate is not None
         gradients, variables = self._gradients_and_variables(update, problem, with_heads=not two_phase)
         global_losses = problem.global_losses(problem.losses)
         labelled = tf.reduce_any(problem.task_mask)
         losses_finite = tf.reduce_all(tf.math.is_finite(global_losses))
+        # A labelled task's loss outside what the method can take is refused before any update (cause 3).
+        in_range, range_task, range_value = loss_range.check(self.balancer, global_losses, problem.task_mask)
         # A NaN input can give finite losses and NaN gradients (relu(NaN) = 0
         # on some kernels), so both are checked, and agreed on across replicas.
-        gradients_finite = self._all_finite(problem, gradients)
-        go = tf.logical_and(losses_finite, labelled)
+        gradients_finite, gradient_probes = step_guard.finite_probes(problem, gradients)
+        go = tf.logical_and(tf.logical_and(losses_finite, labelled), in_range)
         if not loss_scaled:
             go = tf.logical_and(go, gradients_finite)
         # Under loss scaling, non-finite scaled gradients are an overflow: the
         # optimizer skips the step and lowers the scale itself.
-        self._apply_if(go, gradients, variables, self.optimizer)
+        step_guard.apply_if(go, gradients, variables, self.optimizer)
         applied = tf.logical_and(go, gradients_finite)
         if two_phase:
             applied = self._apply_heads(update, problem, applied)
-        for variable, before in zip(state, state_before):
-            variable.assign(tf.where(applied, tf.identity(variable.value), before))
+        state_finite, state_probes = guard.finite_state(problem)
+        kept = tf.logical_and(applied, state_finite)
+        # A loss-scale overflow (go, yet non-finite gradients): the optimizer's own skip and lower scale stand.
+        overflow = tf.logical_and(go, tf.logical_not(gradients_finite))
+        # Read before the rollback: which row of per-task state went non-finite.
+        skip_logs = guard.skip_logs(problem, global_losses, go, gradients, variables, gradients_finite,
+                                    gradient_probes, state_finite, state_probes, applied, loss_scaled,
+                                    (in_range, range_task, range_value))
+        guard.restore_if(tf.logical_not(kept), restore_optimizers=tf.logical_not(tf.logical_or(kept, overflow)))
         logs = self._record(problem.y, problem.sample_weight, problem.predictions, global_losses)
-        logs["skipped_update"] = 1.0 - tf.cast(applied, tf.float32)
+        logs.update(skip_logs)
         logs["labelled_tasks"] = tf.reduce_sum(tf.cast(problem.task_mask, tf.float32))
         if loss_scaled:
             logs["loss_scale"] = tf.identity(problem.loss_scale)
@@ -449,20 +438,15 @@ class MultiTaskModel(keras.Model):
         gradients = [tf.zeros_like(v) if g is None else tf.cast(g, v.dtype) for g, v in pairs]
         gradients = problem.unscale(gradients)
         variables = [v for _, v in pairs]
-        heads_finite = self._all_finite(problem, gradients)
+        heads_finite, _ = step_guard.finite_probes(problem, gradients)
         go = tf.logical_and(applied, heads_finite)
         if update.head_learning_rate is None:
             rate = problem.learning_rate
         else:
             rate = update.head_learning_rate
         self.head_optimizer.learning_rate.assign(tf.cast(rate, self.head_optimizer.learning_rate.dtype))
-        self._apply_if(go, gradients, variables, self.head_optimizer)
+        step_guard.apply_if(go, gradients, variables, self.head_optimizer)
         return go
-
-    def _all_finite(self, problem, gradients):
-        local_ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
-        replicas_ok = problem.all_reduce_sum(tf.cast(local_ok, tf.float32))
-        return tf.equal(replicas_ok, float(problem.num_replicas))
 
     def test_step(self, data: Any) -> dict[str, Any]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -656,26 +640,6 @@ class MultiTaskModel(keras.Model):
         gradients = [tf.zeros_like(v) if g is None else tf.cast(g, v.dtype) for g, v in pairs]
         return gradients, [v for _, v in pairs]
 
-    def _apply_if(self, go, gradients, variables, optimizer):
-        """Applies the update only when `go` (the same on every replica).
-
-        On one replica the optimizer runs under a `tf.cond`, so a skipped batch
-        leaves weights and optimizer state untouched. With several replicas a
-        cond around the optimizer would put its all-reduce inside a branch
-        function, where collectives lose their program order and replicas can
-        pair up the wrong tensors; there the gradients of a skipped batch are
-        zeroed instead (weights stay put under plain SGD; momentum and Adam
-        moments still move once). Under a loss-scaling optimizer non-finite
-        gradients of a batch that is not skipped pass through unchanged: the
-        optimizer detects the overflow, skips and lowers the scale.
-        """
-        # Any strategy's optimizer all-reduces (a merge_call), which cannot sit in a
-        # cond branch, even with a single replica (MirroredStrategy on one device).
-        if not tf.distribute.has_strategy():
-            tf.cond(go, lambda: optimizer.apply(gradients, variables), lambda: None)
-        else:
-            optimizer.apply([tf.where(go, g, tf.zeros_like(g)) for g in gradients], variables)
-
     def _record(self, y, sample_weight, predictions, global_losses):
         # Batch means weighted by the (local) batch size, as Keras' own loss
         # tracker does, so that a partial last batch counts for its size and
@@ -778,40 +742,3 @@ def _check_keys(what, mapping, task_names, allow_missing=False):
             + (f"; missing: {missing}" if missing and not allow_missing else "")
             + (f"; unknown: {unknown}" if unknown else "")
         )
-
-
-class NonFiniteLossGuard(keras.callbacks.Callback):
-    """Stops `fit` with a clear error when a task loss stops being finite.
-
-    `MultiTaskModel.fit` adds it unless one is given. The model has already
-    skipped the bad batch, so the weights are those before it.
-    """
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-
-        def value(key, default=0.0):
-            return float(np.asarray(logs.get(key, default)))
-
-        losses_finite = all(math.isfinite(value(f"{t}_loss")) for t in self.model.task_names)
-        # Benign skips: a batch in which no task has labels, and an overflow of
-        # the loss-scaled gradients (the loss scaler lowered its scale).
-        benign = value("labelled_tasks", 1.0) == 0 or "loss_scale" in logs
-        if value("skipped_update") > 0 and losses_finite and not benign:
-            raise NonFiniteLossError(
-                f"the gradients of epoch {getattr(self, '_epoch', 0) + 1}, batch {batch + 1} are not finite "
-                "although every task loss is; expected finite gradients. That batch was not applied, so "
-                "the model keeps the weights from before it. Check the inputs of this batch for NaN or inf."
-            )
-        for task in getattr(self.model, "task_names", ()):
-            loss = logs.get(f"{task}_loss")
-            if loss is not None and not math.isfinite(float(np.asarray(loss))):
-                raise NonFiniteLossError(
-                    f"the loss of task {task!r} is {float(np.asarray(loss))} at epoch "
-                    f"{getattr(self, '_epoch', 0) + 1}, batch {batch + 1}; expected a finite value. "
-                    "That batch was not applied, so the model keeps the weights from before it. "
-                    "Check the inputs and targets of this task and the learning rate."
-                )

@@ -61,7 +61,8 @@ def documented_ids(built, page):
 
 def test_public_entry_points_are_documented(built):
     model = documented_ids(built, "api/model.html")
-    assert {"mtl_tf.model.MultiTaskModel", "mtl_tf.model.NonFiniteLossError", "mtl_tf.model.NonFiniteLossGuard"} <= model
+    assert "mtl_tf.model.MultiTaskModel" in model
+    assert {"mtl_tf.step_guard.NonFiniteLossError", "mtl_tf.step_guard.NonFiniteLossGuard"} <= model
     registry = {f"mtl_tf.balancers.registry.{name}" for name in ("register", "available", "option_names", "get")}
     assert registry <= documented_ids(built, "api/balancers.html")
     assert "mtl_tf.solvers.min_norm_weights" in documented_ids(built, "api/solvers.html")

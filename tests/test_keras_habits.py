@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtl_tf import balancers
 from mtl_tf import metrics as mtl_metrics
 from mtl_tf.model import MultiTaskModel
 
@@ -190,16 +191,15 @@ def test_compile_losses_and_metrics_per_task_as_keras(tmp_path):
     twin.compile(optimizer="sgd", loss=loss, metrics=metrics)
     ours = model.evaluate(x, y, verbose=0, return_dict=True)
     theirs = twin.evaluate(x, y, verbose=0, return_dict=True)
-    # Keras names the metric `right_mse` after the string; the model keeps the metric's own name.
-    for key, their_key in [("left_loss", "left_loss"), ("right_loss", "right_loss"),
-                           ("left_accuracy", "left_accuracy"), ("right_mean_squared_error", "right_mse")]:
-        np.testing.assert_allclose(ours[key], theirs[their_key], rtol=1e-5, err_msg=key)
+    # Keras names the metric `right_mse` after the string; so does the model (issue 22).
+    for key in ["left_loss", "right_loss", "left_accuracy", "right_mse"]:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-5, err_msg=key)
 
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(ours, rel=1e-6)
     assert isinstance(loaded.task_losses["right"], keras.losses.Loss)
-    assert loaded.task_losses["right"].name == "mean_absolute_error"
+    assert loaded.task_losses["right"].name == "mae"  # Keras' compile names it after the string
 
 
 def test_compile_dict_overrides_the_constructor_task_by_task():
@@ -212,8 +212,7 @@ def test_compile_dict_overrides_the_constructor_task_by_task():
                   metrics={"left": [keras.metrics.SparseTopKCategoricalAccuracy(2)]})
     scores = model.evaluate(x, y, verbose=0, return_dict=True)
     predictions = model.predict(x, verbose=0)
-    assert set(scores) == {"loss", "left_loss", "right_loss", "left_sparse_top_k_categorical_accuracy",
-                           "right_mean_absolute_error"}
+    assert set(scores) == {"loss", "left_loss", "right_loss", "left_sparse_top_k_categorical_accuracy", "right_mae"}
     np.testing.assert_allclose(scores["right_loss"], np.abs(predictions["right"] - y["right"]).mean(), rtol=1e-5)
     logits = predictions["left"]
     log_probs = logits - logits.max(1, keepdims=True)
@@ -275,7 +274,7 @@ def test_recompiling_a_built_model():
     model.fit(x, {"left": np.eye(3)[y["left"]], "right": y["right"]}, verbose=0)
     # The same losses again (Keras habit) and new metrics are fine after building...
     model.compile(optimizer="adam", loss={"left": "mse", "right": "mse"}, metrics={"right": ["mae"]})
-    assert "right_mean_absolute_error" in model.evaluate(x, {"left": np.eye(3)[y["left"]], "right": y["right"]},
+    assert "right_mae" in model.evaluate(x, {"left": np.eye(3)[y["left"]], "right": y["right"]},
                                                          verbose=0, return_dict=True)
     # ...a new loss is not: the balancer was built for the old ones.
     with pytest.raises(ValueError, match=r"changes the losses of tasks \['right'\].*already built"):
@@ -376,7 +375,7 @@ def _stops_after(callback_factory, values, model):
 @pytest.mark.parametrize("monitor, mode, values", [
     ("val_left_accuracy", "max", [0.5, 0.7, 0.6, 0.65, 0.9]),
     ("val_left_loss", "min", [0.9, 0.5, 0.6, 0.55, 0.1]),
-    ("val_right_mean_absolute_error", "min", [0.9, 0.5, 0.6, 0.55, 0.1]),
+    ("val_right_mae", "min", [0.9, 0.5, 0.6, 0.55, 0.1]),
 ])
 def test_early_stopping_auto_mode_knows_the_task_metric_direction(monitor, mode, values):
     auto = _resolved(keras.callbacks.EarlyStopping(monitor=monitor, mode="auto", patience=2))
@@ -427,3 +426,50 @@ def test_compile_metrics_of_a_one_head_model_take_a_flat_list():
     scores = model.evaluate(x, {"left": y["left"]}, verbose=0, return_dict=True)
     accuracy = np.mean(np.argmax(model.predict(x, verbose=0)["left"], axis=1) == y["left"])
     np.testing.assert_allclose(scores["left_accuracy"], accuracy, rtol=1e-6)
+
+
+# -- 6. issue 22: labels and metric names as in a Keras multi-output model ----------------------------
+
+
+BCE_OPTIONS = {"static": {"weights": [1.0, 1.0]}, "rlw": {"seed": 1}, "graddrop": {"seed": 1},
+               "stch": {"warmup_epochs": 0}}
+
+
+@pytest.mark.parametrize("method", balancers.available())
+def test_one_dimensional_labels_train_a_sigmoid_head_with_every_method(method):
+    """The issue's input: labels (N,), a (N, 1) sigmoid head, loss="binary_crossentropy" (every CTR pipeline)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 3)).astype("float32")
+    y = {"click": (rng.random(16) > 0.5).astype("float32"), "dwell": rng.normal(size=16).astype("float32")}
+    keras.utils.set_random_seed(0)
+    model = MultiTaskModel(keras.layers.Dense(4, activation="tanh"),
+                           {"click": keras.layers.Dense(1, activation="sigmoid"), "dwell": keras.layers.Dense(1)},
+                           losses={"click": "binary_crossentropy", "dwell": "mse"},
+                           metrics={"click": ["accuracy"], "dwell": ["mae"]},
+                           balancer=method, balancer_options=BCE_OPTIONS.get(method))
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    assert history["skipped_update"] == [0.0] and {"click_accuracy", "dwell_mae"} <= set(history)
+    # Independent expectation: numpy's binary cross-entropy and accuracy of the (N, 1) predictions.
+    p = np.clip(model.predict(x, verbose=0)["click"][:, 0].astype("float64"), 1e-7, 1 - 1e-7)
+    scores = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    bce = -np.mean(y["click"] * np.log(p) + (1 - y["click"]) * np.log(1 - p))
+    np.testing.assert_allclose(scores["click_loss"], bce, rtol=1e-5)
+    np.testing.assert_allclose(scores["click_accuracy"], np.mean((p > 0.5) == (y["click"] == 1)), rtol=1e-6)
+
+
+def test_early_stopping_monitors_a_shorthand_metric_name():
+    """`metrics={"b": ["mae"]}` logs `b_mae` as Keras does, so `EarlyStopping("val_b_mae")` finds it."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 3)).astype("float32")
+    y = {"a": rng.integers(0, 3, 16).astype("int32"), "b": rng.normal(size=(16, 1)).astype("float32")}
+    keras.utils.set_random_seed(0)
+    model = MultiTaskModel(keras.layers.Dense(4), {"a": keras.layers.Dense(3, activation="softmax"),
+                                                   "b": keras.layers.Dense(1)},
+                           losses={"a": "sparse_categorical_crossentropy", "b": "mse"},
+                           metrics={"a": ["acc"], "b": ["mae", "mse"]})
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    stop = keras.callbacks.EarlyStopping(monitor="val_b_mae", patience=0)
+    history = model.fit(x, y, epochs=3, verbose=0, validation_data=(x, y), callbacks=[stop]).history
+    assert stop.mode == "min" and {"val_b_mae", "val_b_mse", "val_a_acc"} <= set(history)
+    assert [model.monitor_mode(m) for m in ("val_b_mae", "b_mse", "val_a_acc")] == ["min", "min", "max"]

@@ -25,6 +25,31 @@ TOLERANCES = {np.float64: (1e-6, 1e-9), np.float32: (1e-4, 1e-6)}
 DTYPES = [np.float64, np.float32]
 DTYPE_IDS = ["float64", "float32"]
 
+EPS64 = np.finfo(np.float64).eps
+
+
+def round_off_atol(run, M, samples=16):
+    """Bound on |alpha - alpha_ref| between two float64 codings of one iterative path on the Gram matrix M.
+
+    `run(M) -> alpha` is the NumPy transcription. Each step reads M only through T-term products with
+    weight vectors: a computed product is the exact one of a matrix within T eps |M| of M (the backward
+    error of a dot product), and the solver's own rescaling of M is one more rounding of it. The path's
+    condition S = max |run(M (1 + eps U)) - run(M)| / eps over `samples` random symmetric U in
+    [-1, 1] (a sampled, not a worst-case, S: hence the factor 10) turns that into
+    10 * T * S * eps; the + 1 in (S + 1) is the rounding of the last step's own arithmetic on numbers
+    <= 1 (the weights), which no perturbation of M shows.
+    """
+    M = np.asarray(M, np.float64)
+    base = np.asarray(run(M), np.float64)
+    rng = np.random.default_rng(0)
+    condition = 0.0
+    for _ in range(samples):
+        U = rng.uniform(-1.0, 1.0, M.shape)
+        moved = np.asarray(run(M * (1.0 + EPS64 * (U + U.T) / 2)), np.float64)
+        condition = max(condition, float(np.max(np.abs(moved - base))) / EPS64)
+    return 10.0 * len(M) * (condition + 1.0) * EPS64
+
+
 # One graph per (T, dtype, method): eager while-loops are slow at T = 100.
 _solve_graph = tf.function(solvers.min_norm_weights_with_info)
 
@@ -90,7 +115,10 @@ def test_reference_matches_brute_force(rng, T, D):
         alpha = ref.exact_min_norm(G)
         best, best_value = ref.enumerate_min_norm(G)
         scale = float(np.max(np.sum(G * G, axis=1)))
-        assert abs(ref.min_norm_objective(G, alpha) - best_value) <= 1e-12 * scale, (kind, alpha, best)
+        # Each side evaluates ||G^T alpha||^2 (T + D flops per entry: (T + D) eps * scale) at an optimal
+        # point; where both have the same support the objective is stationary there, so the points' own
+        # rounding enters only to second order: 4 (T + D) eps * scale covers both evaluations twice.
+        assert abs(ref.min_norm_objective(G, alpha) - best_value) <= 4 * (T + D) * EPS64 * scale, (kind, alpha, best)
         ref.check_kkt(G, best, tolerance=1e-9)
 
 
@@ -117,6 +145,8 @@ def test_default_reaches_the_exact_optimum(rng, T):
             M = G @ G.T
             alpha_ref = ref.exact_min_norm(G)
             _, optimum, mean_sq_norm = excess_over_optimum(G, alpha_ref, alpha_ref)
+            # A zero optimum computes as (rounding of G^T alpha)^2 ~ (T eps)^2 ||g||^2 < 1e-28 ||g||^2; a
+            # positive one of these draws is far above 1e-20 ||g||^2.
             saw_zero_optimum |= optimum <= 1e-20 * mean_sq_norm
             for dtype in DTYPES:
                 context = f"T={T} D={D} {kind} {np.dtype(dtype).name}"
@@ -191,7 +221,9 @@ def test_degenerate_input_known_answers():
         return solvers.min_norm_weights(tf.constant((G @ G.T).astype(dtype))).numpy()
 
     for dtype in DTYPES:
-        tol = 1e-12 if dtype == np.float64 else 1e-6
+        # Exact answers (vertices, 1/2, 3/4) of a few active-set steps on O(1) numbers: a few roundings
+        # each, 64 eps of the dtype.
+        tol = 64 * EPS64 if dtype == np.float64 else 1e-6
         # A zero gradient is the min-norm point: it takes all the weight.
         np.testing.assert_allclose(alpha_of(np.vstack([g, np.zeros(3), 2 * g]), dtype), [0, 1, 0], atol=tol)
         # Two zero gradients / identical gradients with equal norms: any alpha is optimal -> uniform.
@@ -257,10 +289,11 @@ def test_frank_wolfe_follows_algorithm_2_step_by_step(rng, T, D):
         if k > iterations:
             continue
         alpha, used = solve(M, np.float64, method="frank_wolfe", max_iterations=tf.constant(k))
-        np.testing.assert_allclose(alpha, history[k], rtol=0, atol=1e-10, err_msg=f"after {k} iterations")
+        atol = round_off_atol(lambda m: paper_algorithm_2(m, max_iterations=k)[0][k], M)
+        np.testing.assert_allclose(alpha, history[k], rtol=0, atol=atol, err_msg=f"after {k} iterations")
         assert used == k
     alpha, used = solve(M, np.float64, method="frank_wolfe")
-    np.testing.assert_allclose(alpha, history[-1], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(alpha, history[-1], rtol=0, atol=round_off_atol(lambda m: paper_algorithm_2(m)[0][-1], M))
     assert used == iterations, f"Frank-Wolfe used {used} iterations, Algorithm 2 {iterations}"
     # frank_wolfe() is the same solver.
     np.testing.assert_array_equal(solvers.frank_wolfe(tf.constant(M)).numpy(), alpha)
@@ -273,7 +306,8 @@ def test_frank_wolfe_options_follow_algorithm_2(rng):
         history, iterations = paper_algorithm_2(M, cap, tol)
         alpha, used = solve(M, np.float64, method="frank_wolfe", max_iterations=tf.constant(cap), tolerance=tol)
         assert used == iterations
-        np.testing.assert_allclose(alpha, history[-1], atol=1e-10)
+        atol = round_off_atol(lambda m: paper_algorithm_2(m, cap, tol)[0][-1], M)
+        np.testing.assert_allclose(alpha, history[-1], rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("T,D", [(10, 20), (40, 100)])
@@ -283,7 +317,7 @@ def test_frank_wolfe_stays_far_from_a_zero_optimum_the_default_reaches(rng, T, D
     alpha_ref = ref.exact_min_norm(G)
     fw_alpha, fw_iterations = solve(M, np.float64, method="frank_wolfe")
     fw_excess, optimum, mean_sq_norm = excess_over_optimum(G, fw_alpha, alpha_ref)
-    assert optimum <= 1e-20 * mean_sq_norm
+    assert optimum <= 1e-20 * mean_sq_norm  # zero up to (T eps)^2 round-off, as in the test above
     assert fw_iterations == 250, "Algorithm 2 should run into its iteration cap here"
     # 1000 times the tolerance the default meets.
     assert fw_excess > 1e-6 * mean_sq_norm, f"Frank-Wolfe excess {fw_excess / mean_sq_norm:.2e} * mean ||g||^2"
@@ -331,7 +365,8 @@ def test_official_matches_its_numpy_transcription(rng, T, dtype):
                 np.testing.assert_array_equal(alpha[~mask], 0.0, err_msg=context)
                 assert_on_simplex(alpha, context, atol=1e-5)
                 if dtype == np.float64:
-                    np.testing.assert_allclose(alpha, expected, rtol=0, atol=1e-10, err_msg=context)
+                    atol = round_off_atol(lambda m: tiny.official_min_norm(m, mask)[0], M)
+                    np.testing.assert_allclose(alpha, expected, rtol=0, atol=atol, err_msg=context)
                     assert used == iterations, f"{context}: {used} iterations, the transcription {iterations}"
                 else:
                     # float32 round-off moves where the 1e-5 stop triggers.
@@ -362,7 +397,9 @@ def test_official_two_point_rule_clips_to_0001_0999():
     # Interior optimum: the unclipped two-point formula, the same as eq. 4.
     G = np.array([[1.0, 0.0], [0.0, 2.0]])
     alpha, _ = solve_official(G @ G.T, np.float64)
-    np.testing.assert_allclose(alpha, [0.8, 0.2], rtol=0, atol=1e-12)
+    # gamma = 4 / 5 from the exact integers of M (one division, one subtraction and the rescaling of M by
+    # its largest diagonal entry): a few roundings of numbers <= 1, so 8 eps.
+    np.testing.assert_allclose(alpha, [0.8, 0.2], rtol=0, atol=8 * EPS64)
 
 
 def test_official_stops_on_a_small_l1_change_and_returns_the_point_before_it():
@@ -373,20 +410,23 @@ def test_official_stops_on_a_small_l1_change_and_returns_the_point_before_it():
     assert 3 < iterations < 250
     alpha, used = solve_official(M, np.float64)
     assert used == iterations
-    np.testing.assert_allclose(alpha, expected, rtol=0, atol=1e-12)
+    # Not 1e-12: this path moves by S ~ 1e4 eps per eps of relative change in M (round_off_atol), so two
+    # codings of it differ by ~1e-12 (1.02e-12 on one x86-64 machine).
+    np.testing.assert_allclose(alpha, expected, rtol=0, atol=round_off_atol(lambda m: tiny.official_min_norm(m)[0], M))
     # The last step changed alpha by less than 1e-5 and was not taken: the
     # answer is the iterate after iterations - 1 steps, which the step before
-    # it moved by at least 1e-5 in L1.
+    # it moved by at least 1e-5 in L1. The same graph on the same inputs: equal bit for bit.
     before, used_before = solve_official(M, np.float64, max_iterations=tf.constant(iterations - 1))
     assert used_before == iterations - 1
-    np.testing.assert_allclose(before, alpha, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(before, alpha)
     earlier, _ = solve_official(M, np.float64, max_iterations=tf.constant(iterations - 2))
     assert np.sum(np.abs(before - earlier)) >= 1e-5
     # A looser L1 threshold stops earlier, where the transcription does.
     loose_expected, loose_iterations = tiny.official_min_norm(M, tolerance=1e-2)
     loose, loose_used = solve_official(M, np.float64, tolerance=1e-2)
     assert loose_used == loose_iterations < iterations
-    np.testing.assert_allclose(loose, loose_expected, rtol=0, atol=1e-12)
+    atol = round_off_atol(lambda m: tiny.official_min_norm(m, tolerance=1e-2)[0], M)
+    np.testing.assert_allclose(loose, loose_expected, rtol=0, atol=atol)
 
 
 def test_official_iteration_cap_is_real():
@@ -400,12 +440,13 @@ def test_official_iteration_cap_is_real():
     assert iterations == 250
     alpha, used = solve_official(M, np.float64)
     assert used == 250
-    np.testing.assert_allclose(alpha, expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(alpha, expected, rtol=0, atol=round_off_atol(lambda m: tiny.official_min_norm(m)[0], M))
     for cap in [1, 2, 7, 40]:
         expected, _ = tiny.official_min_norm(M, max_iterations=cap)
         alpha, used = solve_official(M, np.float64, max_iterations=tf.constant(cap))
         assert used == cap
-        np.testing.assert_allclose(alpha, expected, rtol=0, atol=1e-12, err_msg=f"cap {cap}")
+        atol = round_off_atol(lambda m: tiny.official_min_norm(m, max_iterations=cap)[0], M)
+        np.testing.assert_allclose(alpha, expected, rtol=0, atol=atol, err_msg=f"cap {cap}")
 
 
 @pytest.mark.parametrize("scale", [1e-9, 1e-4, 1e4, 1e9])
@@ -419,7 +460,7 @@ def test_official_step_constants_are_in_the_callers_units(scale):
     expected, iterations = tiny.official_min_norm(M)
     alpha, used = solve_official(M, np.float64)
     assert used == iterations
-    np.testing.assert_allclose(alpha, expected, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(alpha, expected, rtol=0, atol=round_off_atol(lambda m: tiny.official_min_norm(m)[0], M))
 
 
 def test_official_path_depends_on_the_scale():
@@ -442,7 +483,7 @@ def paper_eq_4(g1, g2):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_two_task_closed_form(rng, dtype):
-    tol = 1e-12 if dtype == np.float64 else 2e-6
+    tol = 2e-6  # float32; float64 derives its tolerance pair by pair below
     pairs = [gradients(rng, 2, D, kind) for D in [1, 2, 5, 50] for kind in ["gaussian", "aligned", "spread"]]
     g = rng.standard_normal(4)
     pairs += [np.vstack([g, 2 * g]), np.vstack([3 * g, g]), np.vstack([g, -0.2 * g])]  # clipped at 1, 0; interior
@@ -451,7 +492,11 @@ def test_two_task_closed_form(rng, dtype):
         M = tf.constant((G @ G.T).astype(dtype))
         alpha = solvers.two_task_weights(M).numpy()
         expected = paper_eq_4(G[0], G[1])
-        np.testing.assert_allclose(alpha, [expected, 1 - expected], atol=tol, err_msg=f"G={G}")
+        if dtype == np.float64:
+            # The solver reads M: its entries carry D eps max|M| of rounding, and (M22 - M12) / (M11 + M22 - 2 M12)
+            # cancels down to ||g1 - g2||^2, so gamma carries 8 D eps max|M| / ||g1 - g2||^2.
+            tol = 8 * G.shape[1] * EPS64 * np.abs(G @ G.T).max() / max(np.sum((G[0] - G[1]) ** 2), 1e-300)
+        np.testing.assert_allclose(alpha, [expected, 1 - expected], rtol=0, atol=tol, err_msg=f"G={G}")
         np.testing.assert_array_equal(solvers.min_norm_weights(M).numpy(), alpha)
         alpha_ref = ref.exact_min_norm(G)
         assert_near_optimal(G, alpha.astype(np.float64), alpha_ref, dtype, f"G={G}")
@@ -505,7 +550,9 @@ def normalised_gradients(G, losses, kind):
 @pytest.mark.parametrize("kind", solvers.NORMALIZATIONS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_normalisations_match_numpy(rng, kind, dtype):
-    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    # A normalised Gram entry is a D = 7-term dot product and at most 4 more roundings (norms, loss
+    # scaling), in either coding: 2 (7 + 4) eps relative to the largest entry (the atol below).
+    rtol = 2 * (7 + 4) * EPS64 if dtype == np.float64 else 1e-5
     G = gradients(rng, 5, 7, "spread")
     losses = rng.uniform(0.1, 3.0, 5)
     losses[2] = -losses[2]  # the absolute value is used
@@ -530,7 +577,7 @@ def test_normalisations_match_numpy(rng, kind, dtype):
 def test_l2_normalisation_makes_unit_norms(rng):
     G = gradients(rng, 4, 6, "spread")
     out = solvers.normalize_gram(tf.constant(G @ G.T), None, "l2").numpy()
-    np.testing.assert_allclose(np.diag(out), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(np.diag(out), 1.0, rtol=4 * EPS64)  # M_ii / (sqrt(M_ii) sqrt(M_ii)): 3 roundings
 
 
 def test_normalisation_errors(rng):
@@ -688,3 +735,27 @@ def test_bad_input_errors():
         solvers.min_norm_weights(tf.eye(3), max_iterations=0)
     with pytest.raises(ValueError, match="tolerance must be a non-negative number"):
         solvers.min_norm_weights(tf.eye(3), tolerance=-1.0)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_official_simplex_projection_is_exact_at_every_scale(dtype):
+    """The official solver's projection step, on iterates of any size (they reach the Gram matrix's scale)."""
+    from mtl_tf.solvers.official import _simplex_projection
+    from tests.balancers.simplex_reference import bisection_projection, projection_tolerance
+
+    rng = np.random.default_rng(5)
+    np_dtype = dtype.as_numpy_dtype
+    for scale in [10.0 ** k for k in range(-8, 13)]:
+        for num in (2, 3, 5):
+            for v in (scale * rng.normal(size=num), scale + rng.uniform(-1.0, 1.0, size=num)):
+                v = np.asarray(v, np_dtype)
+                for allowed in (np.ones(num, bool), rng.random(num) < 0.7):
+                    if not allowed.any():
+                        continue
+                    count = tf.constant(float(allowed.sum()), dtype)
+                    got = _simplex_projection(tf.constant(v), tf.constant(allowed), count).numpy().astype(np.float64)
+                    want = np.zeros(num)
+                    want[allowed] = bisection_projection(v[allowed])
+                    # This code's bound in its dtype, plus the float64 reference's own.
+                    tol = projection_tolerance(num, np_dtype) + projection_tolerance(num, np.float64)
+                    np.testing.assert_allclose(got, want, rtol=0, atol=tol, err_msg=f"v={v!r} allowed={allowed}")

@@ -26,6 +26,7 @@ from mtl_tf.balancers import uncertainty  # noqa: F401
 from mtl_tf.balancers import uniform  # noqa: F401
 from mtl_tf.balancers import upgrad  # noqa: F401
 from mtl_tf.balancers.base import Balancer, MultiTaskProblem, Update, head_optimizer_like
+from mtl_tf.balancers.loss_range import LOSS_RANGES, LossRangeError
 from mtl_tf.balancers.registry import available, get, option_names, register
 
-__all__ = ["Balancer", "MultiTaskProblem", "Update", "head_optimizer_like", "available", "get", "option_names", "register"]
+__all__ = ["LOSS_RANGES", "Balancer", "LossRangeError", "MultiTaskProblem", "Update", "head_optimizer_like", "available", "get", "option_names", "register"]

@@ -84,8 +84,13 @@ class AlignedMTL(GramianBalancer):
     Raises:
       ValueError: an unknown `scale_mode` or `gradient_at`.
 
+    Loss range: any real loss. The coefficients come from the Gramian of the task gradients; the
+    loss values are never read, so a negative loss or a loss of exactly 0 is like any other.
+
     Reference: Senushkin et al., CVPR 2023, Algorithm 1.
     """
+
+    loss_range = "any"
 
     def __init__(self, scale_mode="min", **kwargs):
         super().__init__(**kwargs)

@@ -42,6 +42,13 @@ that cannot keep one declares it in `Balancer.property_exceptions`, with why):
    weight is 0, min-norm methods solve over the labelled tasks only, and the
    other tasks get the update of a model without that task. A batch with no
    labelled task is skipped by the model.
+   Loss range. A loss outside what the method can take is refused by name
+   before any update: every method declares its need of a loss ("any",
+   "non_negative" or "positive"; `Balancer.loss_range`, `loss_range_needed()`,
+   why in its docstring's "Loss range:" paragraph), and the model does not
+   apply a batch in which a labelled task's loss breaks it (skip cause 3;
+   `fit` stops with a `LossRangeError` naming the task, the method, the value
+   and the fix). See `mtl_tf.balancers.loss_range`.
 4. Replicas. Weights and method state come from the global batch (see below),
    so every replica applies the same update.
 5. The step stays on the device: no Python control flow on tensor values, no
@@ -63,6 +70,9 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+
+from mtl_tf.balancers.labels import broadcast_weight, labelled_count  # noqa: F401 (kept importable from here)
+from mtl_tf.balancers.representations import head_input, is_per_task  # noqa: F401 (kept importable from here)
 
 
 class MultiTaskProblem:
@@ -86,7 +96,8 @@ class MultiTaskProblem:
 
     Per-task representations. An encoder may return a dict keyed by exactly
     the task names, {task: z_t} (cross-stitch, MMoE, CGC, PLE in
-    `mtl_tf.nets`): head t then reads z_t only (`head_input`), in every pass
+    `mtl_tf.nets`; other dicts: `mtl_tf.balancers.representations`): head t
+    then reads z_t only (`head_input`), in every pass
     here and in `MultiTaskModel.call`. The shared parameters stay the
     encoder's variables, so the shared-parameter methods are unchanged; but
     dL_t/dZ is zero outside z_t, so a Gramian of representation gradients
@@ -356,16 +367,6 @@ def _stateless(layer, trainable_values, state, inputs):
     return outputs
 
 
-def is_per_task(z, task_names):
-    """True when the representation z is a dict keyed by exactly the task names ({task: z_t})."""
-    return isinstance(z, dict) and len(z) == len(task_names) and set(z) == set(task_names)
-
-
-def head_input(z, task, task_names):
-    """What head `task` reads: z[task] for a per-task representation, else z itself."""
-    return z[task] if is_per_task(z, task_names) else z
-
-
 class TaskRepresentationGradient(dict):
     """dL_t/dZ of a per-task representation Z = {task: z_t}: dL_t/dz_t at key t, zeros elsewhere.
 
@@ -382,39 +383,6 @@ class TaskRepresentationGradient(dict):
         super().__init__(*args, **kwargs)
         if refusal is not None:
             self.refusal = refusal
-
-
-def labelled_count(loss_fn, y_true, sample_weight):
-    """The (sample-weighted) number of labelled targets of one task in the local batch, float32.
-
-    A loss may say it itself with a `labelled_count(y_true, sample_weight)`
-    method (`mtl_tf.losses`' masked losses do). Otherwise a loss with an
-    `ignore_class` (Keras' sparse cross-entropies) counts the targets that are
-    not that class, and any other loss counts examples: the sum of the sample
-    weights, or the batch size without them.
-    """
-    if hasattr(loss_fn, "labelled_count"):
-        return tf.cast(loss_fn.labelled_count(y_true, sample_weight), tf.float32)
-    y_true = tf.convert_to_tensor(y_true)
-    ignore = getattr(loss_fn, "ignore_class", None)
-    if ignore is None:
-        valid = tf.ones(tf.shape(y_true)[:1], tf.float32)
-    else:
-        valid = tf.cast(tf.not_equal(y_true, tf.cast(ignore, y_true.dtype)), tf.float32)
-    if sample_weight is not None:
-        valid = valid * broadcast_weight(sample_weight, valid)
-    return tf.reduce_sum(valid)
-
-
-def broadcast_weight(sample_weight, like):
-    """A sample weight ([B] or [B, ...]) as float32, broadcast to the shape of `like`."""
-    weight = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
-    if weight.shape.rank is not None and like.shape.rank is not None:
-        while weight.shape.rank < like.shape.rank:
-            weight = weight[..., None]
-        while weight.shape.rank > like.shape.rank:
-            weight = tf.reduce_max(weight, axis=-1)  # per-pixel weights: an example counts if any pixel does
-    return tf.broadcast_to(weight, tf.shape(like))
 
 
 @dataclasses.dataclass
@@ -487,6 +455,14 @@ class Balancer(keras.layers.Layer):
     uses_head_optimizer = False
     # True when the logged task weights lie on the probability simplex.
     simplex_weights = False
+    # What the method needs of a task loss: "any", "non_negative" or "positive"
+    # (`mtl_tf.balancers.loss_range`). "any" refuses nothing, so a method written
+    # before the rule keeps working; every registered method states its own.
+    loss_range = "any"
+
+    def loss_range_needed(self):
+        """This instance's loss range: `loss_range`, unless an option changes it (mgda's loss normalisation)."""
+        return self.loss_range
 
     def __init__(self, **kwargs):
         kwargs.setdefault("name", type(self).__name__.lower())

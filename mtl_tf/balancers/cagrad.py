@@ -127,8 +127,13 @@ class CAGrad(GramianBalancer):
       ValueError: c negative or not finite, rescale not in {0, 1, 2}, or an
         unknown `gradient_at`.
 
+    Loss range: any real loss. The coefficients come from the Gramian of the task gradients; the
+    loss values are never read, so a negative loss or a loss of exactly 0 is like any other.
+
     Reference: Liu et al., NeurIPS 2021, Algorithm 1.
     """
+
+    loss_range = "any"
 
     def __init__(self, c=0.5, rescale=1, **kwargs):
         super().__init__(**kwargs)

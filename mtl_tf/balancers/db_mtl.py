@@ -70,8 +70,17 @@ class DBMTL(TrackedGradientBalancer):
       ValueError: beta outside [0, 1), a negative or non-finite beta_sigma or
         epsilon.
 
+    Loss range: non-negative. Every task descends log(L_t + epsilon), i.e. grad L_t / (L_t +
+    epsilon): for L_t < 0 the factor is negative (or, near -epsilon, unbounded) and that task's loss
+    climbs (measured with a CosineSimilarity task). A loss of exactly 0 gets the factor 1 / epsilon
+    = 1e8 (LibMTL's epsilon), and near 0 a factor close to it, which multiplies its head's gradient
+    (measured: an MSE task starting at 0 reached 2916 on the third step of SGD(1e-3)); the shared
+    update is rescaled to the largest EMA norm.
+
     Reference: Lin et al., arXiv 2308.12029 (2023), section 3, Algorithm 1.
     """
+
+    loss_range = "non_negative"
 
     def __init__(self, beta=0.9, beta_sigma=0.0, epsilon=1e-8, **kwargs):
         super().__init__(**kwargs)

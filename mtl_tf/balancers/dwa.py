@@ -69,8 +69,16 @@ class DWA(LossWeightingBalancer):
       ValueError: a temperature that is not a positive finite number, or an
         unknown period.
 
+    Loss range: non-negative. r_k = L_k(t-1) / L_k(t-2) is a rate of descent only for losses whose
+    best value is 0: for negative losses a falling loss gives r_k > 1 (the weight goes to the task
+    that improves fastest, the opposite of the rule) and a sign change a negative ratio, or a huge
+    one with the floor below. A loss of exactly 0: the denominator is floored at 1e-12, so a task
+    whose mean loss rises from 0 takes nearly all the weight K; a loss staying at 0 has r_k = 0.
+
     Reference: Liu, Johns & Davison, CVPR 2019, section 3, eq. (7) (dynamic weight average).
     """
+
+    loss_range = "non_negative"
 
     def __init__(self, temperature=2.0, period="epoch", **kwargs):
         super().__init__(**kwargs)

@@ -59,8 +59,13 @@ class FairGrad(GramianBalancer):
       ValueError: alpha not a positive finite number, max_norm negative or not
         finite, or an unknown `gradient_at`.
 
+    Loss range: any real loss. The coefficients come from the Gramian of the task gradients; the
+    loss values are never read, so a negative loss or a loss of exactly 0 is like any other.
+
     Reference: Ban & Ji, ICML 2024, section 4.
     """
+
+    loss_range = "any"
 
     def __init__(self, alpha=1.0, max_norm=0.0, **kwargs):
         super().__init__(**kwargs)

@@ -60,6 +60,7 @@ import numbers
 import tensorflow as tf
 
 from mtl_tf.balancers.base import LossWeightingBalancer, as_task_vector, validate_choice
+from mtl_tf.balancers.options import check_task_values
 from mtl_tf.balancers.registry import register
 from mtl_tf.balancers.rlw import masked_softmax
 
@@ -88,8 +89,21 @@ class FAMO(LossWeightingBalancer):
         negative or non-finite decay or epsilon, an unknown logit optimizer,
         or min_losses of the wrong length / keys.
 
+    Loss range: non-negative, measured from `min_losses`: L_t >= min_t. FAMO descends log(L_t -
+    min_t + epsilon) and moves its logits by the decrease of those logs, so min_t must be a lower
+    bound of the loss (the paper's assumption). A loss below its bound is refused: its gap would be
+    floored at 1e-30, every logit step would be 0 and the run would equal `uniform` silently
+    (measured with a CosineSimilarity task: the other task's weight fell to 6e-32). For a loss that
+    can be negative give its bound (CosineSimilarity: min_losses={task: -1.0}). A loss of exactly
+    min_t gives log(epsilon), finite; that task's weight c_t z_t / epsilon then takes nearly all of
+    the update (measured: 1 against 6e-10 for an MSE of 16, which then stopped training).
+
     Reference: B. Liu et al., NeurIPS 2023, section 3, Algorithm 1.
     """
+
+    loss_range = "non_negative"
+    # The option that sets `loss_range_floors` (named by the refusal message).
+    loss_range_floor_option = "min_losses"
 
     simplex_weights = True
 
@@ -102,6 +116,9 @@ class FAMO(LossWeightingBalancer):
         self.logit_optimizer = validate_choice("famo logit_optimizer", logit_optimizer, LOGIT_OPTIMIZERS)
         if isinstance(min_losses, numbers.Number):
             min_losses = _number("min_losses", min_losses, negative_ok=True)
+        else:
+            check_task_values("famo", "min_losses", min_losses,
+                              lambda label, value: _number(label, value, negative_ok=True), none_ok=False)
         self.min_losses = min_losses
 
     def build_for_tasks(self, task_names, losses=None):
@@ -121,6 +138,10 @@ class FAMO(LossWeightingBalancer):
             self.logit_moment_2 = self.add_weight(name="logit_moment_2", **state)
             self.logit_steps = self.add_weight(name="logit_steps", **state)
         super().build_for_tasks(task_names, losses)
+
+    def loss_range_floors(self):
+        """[T] min_losses: the bounds the loss range is measured from (`mtl_tf.balancers.loss_range`)."""
+        return list(self._min_losses)
 
     def _shifted_log(self, losses):
         gaps = losses - tf.constant(self._min_losses, tf.float32) + self.epsilon

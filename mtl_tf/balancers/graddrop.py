@@ -129,8 +129,13 @@ class GradDrop(Balancer):
         `gradient_at="representation"` with an encoder that returns per-task
         representations.
 
+    Loss range: any real loss. The masks come from the signs of the task gradients; loss values are
+    never read, so a negative loss or a loss of exactly 0 is like any other.
+
     Reference: Chen et al., NeurIPS 2020, section 3, Algorithm 1.
     """
+
+    loss_range = "any"
 
     def __init__(self, gradient_at="representation", leak=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)

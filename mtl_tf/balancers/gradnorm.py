@@ -26,11 +26,10 @@ the means of the weight update run over the labelled tasks only; its own
 weight is left as it was.
 """
 
-import math
-
 import tensorflow as tf
 
 from mtl_tf.balancers.base import Balancer, Update, all_variables, split_gradients, validate_choice
+from mtl_tf.balancers.options import check_number
 from mtl_tf.balancers.registry import register
 
 GRADIENT_AT = ("last_shared_layer", "representation")
@@ -55,17 +54,23 @@ class GradNorm(Balancer):
       ValueError: an option out of its range, or `"last_shared_layer"` with
         an encoder that has no kernel.
 
+    Loss range: non-negative. The training rates r_t = (L_t / L_t(0)) / mean_j (L_j / L_j(0)) are
+    raised to the power alpha (1.5 by default): a negative ratio gives NaN, and for a loss that
+    starts negative r_t falls when the loss rises. A loss of exactly 0: L_t(0) = 0 is floored at
+    1e-12, so that task's ratio is huge and its relative rate near T, the largest target norm; L_t =
+    0 later gives r_t = 0 and a target of 0. The weights take sign steps, so they stay finite.
+
     Reference: Chen et al., ICML 2018, section 3 (eqs. 1-2, Algorithm 1).
     """
 
+    loss_range = "non_negative"
+
     def __init__(self, asymmetry=1.5, weight_learning_rate=0.025, gradient_at="last_shared_layer", **kwargs):
         super().__init__(**kwargs)
-        self.asymmetry = float(asymmetry)
-        self.weight_learning_rate = float(weight_learning_rate)
-        if not (math.isfinite(self.asymmetry) and self.asymmetry >= 0):
-            raise ValueError(f"gradnorm asymmetry must be a finite number >= 0 (the paper uses 0 to 3); got {asymmetry!r}")
-        if not (math.isfinite(self.weight_learning_rate) and self.weight_learning_rate > 0):
-            raise ValueError(f"gradnorm weight_learning_rate must be a positive finite number; got {weight_learning_rate!r}")
+        # The paper's asymmetry alpha is 0 to 3; any finite alpha >= 0 is well defined.
+        self.asymmetry = check_number("gradnorm", "asymmetry", asymmetry, low=0)
+        self.weight_learning_rate = check_number("gradnorm", "weight_learning_rate", weight_learning_rate, low=0,
+                                                 low_open=True)
         self.gradient_at = validate_choice("gradient_at", gradient_at, GRADIENT_AT)
 
     def build_for_tasks(self, task_names, losses=None):

@@ -82,8 +82,13 @@ class GradVac(GramianBalancer):
       ValueError: beta outside (0, 1], an unknown `gradient_at`, or a seed that
         is not an integer.
 
+    Loss range: any real loss. The coefficients come from the Gramian of the task gradients; the
+    loss values are never read, so a negative loss or a loss of exactly 0 is like any other.
+
     Reference: Wang et al., ICLR 2021, section 3, Algorithm 1.
     """
+
+    loss_range = "any"
 
     property_exceptions = {
         "permutation_equivariant": "every task visits the others in a random order, so the update is "

@@ -38,6 +38,11 @@ Deviations from the paper and LibMTL (no official code is public):
 * When the system is singular (a labelled task with a zero gradient, or two
   tasks with parallel gradients, where the paper's inverse does not exist and
   LibMTL returns NaN or fails) alpha falls back to the uniform 1/T_labelled.
+* The log-scales are bounded, s_t <= 10 (e^{s_t} <= 22,026; `mtl_tf.balancers.log_scales`):
+  with a loss of exactly 0 the paper's s_t grows by the learning rate every
+  step until e^{s_t} overflows (89 steps at SGD(1.0)). The bound changes
+  nothing while a task's loss stays above e^-10 = 4.5e-5 (the paper's fixed
+  point is e^{s_t} = 1/L_t); below it the task keeps the weight e^10.
 * With `variant="loss"` (IMTL-L alone) the shared parameters and every head
   get the gradient of sum_t e^{s_t} L_t, one backward pass, no per-task
   gradients; `gradient_at` is then unused.
@@ -51,6 +56,7 @@ import tensorflow as tf
 
 from mtl_tf.balancers.base import LossWeightingBalancer, Update, mask_weights, validate_choice
 from mtl_tf.balancers.gramian import GramianBalancer
+from mtl_tf.balancers.log_scales import LOG_SCALE_BOUND, LogScaleBound
 from mtl_tf.balancers.registry import register
 
 VARIANTS = ("hybrid", "gradient", "loss")
@@ -118,17 +124,31 @@ class IMTL(GramianBalancer):
     Raises:
       ValueError: an unknown `variant` or `gradient_at`.
 
+    Loss range: non-negative with `variant="hybrid"` (default) and `"loss"`; any real loss with
+    `"gradient"` (IMTL-G reads the Gramian only). The scale s_t descends e^{s_t} L_t - s_t, whose
+    minimum s_t = -log L_t exists only for L_t > 0: for a negative loss the objective falls as s_t
+    grows, so s_t climbs to the bound s_t <= 10 (module docstring) and the task's weight e^10
+    dominates the update. A loss of exactly 0 has no minimum either: s_t grows by the learning rate
+    every step up to that bound and the task keeps the weight e^10, finite.
+
     Reference: Liu et al., ICLR 2021, section 3, Algorithm 1.
     """
+
+    loss_range = "non_negative"
 
     def __init__(self, variant="hybrid", gradient_at="representation", **kwargs):
         super().__init__(gradient_at=gradient_at, **kwargs)
         self.variant = validate_choice("imtl variant", variant, VARIANTS)
 
+    def loss_range_needed(self):
+        """Any real loss for IMTL-G alone; non-negative with the loss scales (see the class docstring)."""
+        return "any" if self.variant == "gradient" else "non_negative"
+
     def build_for_tasks(self, task_names, losses=None):
         if self.variant != "gradient":
             self.log_scales = self.add_weight(
-                name="log_scales", shape=(len(task_names),), initializer="zeros", trainable=True
+                name="log_scales", shape=(len(task_names),), initializer="zeros", trainable=True,
+                constraint=LogScaleBound(upper=LOG_SCALE_BOUND),
             )
         super().build_for_tasks(task_names, losses)
 

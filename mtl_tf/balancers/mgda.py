@@ -79,6 +79,7 @@ from mtl_tf.balancers.base import (
     weighted_sum,
     zeros_for_none,
 )
+from mtl_tf.balancers.options import check_bool, check_number
 from mtl_tf.balancers.registry import register
 
 HEAD_UPDATES = ("paper", "official", "paper_sequential")
@@ -100,8 +101,13 @@ class _MinNormBalancer(Balancer):
         self.normalization = validate_choice("normalization", normalization, solvers.NORMALIZATIONS)
         self.head_update = validate_choice("head_update", head_update, HEAD_UPDATES)
         self.solver = None if solver is None else validate_choice("solver", solver, solvers.METHODS)
-        self.max_iterations = max_iterations
-        self.tolerance = tolerance
+        method = self.method_name
+        self.max_iterations = check_number(method, "max_iterations", max_iterations, low=1, integer=True, none_ok=True)
+        self.tolerance = check_number(method, "tolerance", tolerance, low=0, none_ok=True)
+
+    def loss_range_needed(self):
+        """Non-negative with a loss normalisation (it divides by |L_t|), else any (see the class docstrings)."""
+        return "non_negative" if self.normalization in ("loss", "loss+") else "any"
 
     def task_weights(self, problem, gram, global_losses):
         """alpha for a global float32 Gram matrix of the (loss-scaled) task gradients.
@@ -190,14 +196,24 @@ class MGDA(_MinNormBalancer):
     labels in the batch).
 
     Raises:
-      ValueError: an unknown normalization, head update or solver.
+      ValueError: an unknown normalization, head update or solver; jacobian
+        not True/False; max_iterations not an integer >= 1; tolerance not a
+        finite number >= 0 (None is the solver's default for both).
+
+    Loss range: any real loss with `normalization="none"` (default) or `"l2"`: alpha comes from the
+    Gramian alone. Non-negative with `"loss"` or `"loss+"`, which divide each gradient by |L_t| (the
+    official code by L_t): a scale relative to the loss's distance from 0, its best value, which a
+    negative loss does not measure. A loss of exactly 0 leaves its gradient unscaled there
+    (`mtl_tf.solvers.normalize_gram`).
 
     Reference: Sener & Koltun, NeurIPS 2018, sections 3.1-3.2, Algorithm 2.
     """
 
+    loss_range = "any"
+
     def __init__(self, jacobian=False, **kwargs):
         super().__init__(**kwargs)
-        self.jacobian = bool(jacobian)
+        self.jacobian = check_bool("mgda", "jacobian", jacobian)
 
     def compute_update(self, problem):
         shared_vars = problem.shared_variables
@@ -257,10 +273,20 @@ class MGDAUB(_MinNormBalancer):
     labels in the batch).
 
     Raises:
-      ValueError: an unknown normalization, head update or solver.
+      ValueError: an unknown normalization, head update or solver;
+        max_iterations not an integer >= 1; tolerance not a finite number >= 0
+        (None is the solver's default for both).
+
+    Loss range: any real loss with `normalization="none"` (default) or `"l2"`: alpha comes from the
+    Gramian alone. Non-negative with `"loss"` or `"loss+"`, which divide each gradient by |L_t| (the
+    official code by L_t): a scale relative to the loss's distance from 0, its best value, which a
+    negative loss does not measure. A loss of exactly 0 leaves its gradient unscaled there
+    (`mtl_tf.solvers.normalize_gram`).
 
     Reference: Sener & Koltun, NeurIPS 2018, section 3.3 (eq. 7, Theorem 1).
     """
+
+    loss_range = "any"
 
     def compute_update(self, problem):
         # The encoder is recorded on its own tape and the heads on another, so

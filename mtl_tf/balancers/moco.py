@@ -30,7 +30,9 @@ authors' shared code):
 Choices and deviations:
 * The paper's projection of y_t onto a ball of radius L_t (a bound of the
   gradient, for its analysis) is left out, as in LibMTL and the authors' code.
-* The projection onto the simplex is exact (sort-based), on the device.
+* The projection onto the simplex is exact (sort-based, on the values
+  shifted by their largest entry, so exact to a few float32 epsilons at any
+  gradient scale), on the device.
 * Labels (rule 3): a task without labels in the global batch keeps y_t and
   its lambda_t as they were and takes no part: lambda's step runs on the
   labelled tasks' weights renormalised to sum 1, the result is scaled back to
@@ -104,8 +106,16 @@ class MoCo(TrackedGradientBalancer):
       ValueError: beta outside (0, 1], a negative or non-finite rate,
         exponent or rho, an unknown normalisation or lambda update.
 
+    Loss range: any real loss with `gradient_normalization="none"` (default): the tracked gradients
+    and lambda never read a loss value. Non-negative with `"loss"`, which rescales each gradient to
+    norm L_t: a negative loss would turn its task's tracked gradient around, so the method would
+    ascend that loss. A loss of exactly 0 gives h_t = 0 there (the task's tracked gradient decays
+    towards 0).
+
     Reference: Fernando et al., ICLR 2023, section 3, Algorithm 1.
     """
+
+    loss_range = "any"
 
     simplex_weights = True
 
@@ -122,6 +132,10 @@ class MoCo(TrackedGradientBalancer):
         self.gradient_normalization = validate_choice("moco gradient_normalization", gradient_normalization,
                                                       NORMALIZATIONS)
         self.lambda_update = validate_choice("moco lambda_update", lambda_update, LAMBDA_UPDATES)
+
+    def loss_range_needed(self):
+        """Non-negative with `gradient_normalization="loss"` (h_t = L_t g_t / ||g_t||), else any."""
+        return "non_negative" if self.gradient_normalization == "loss" else "any"
 
     def build_for_tasks(self, task_names, losses=None):
         state = {"trainable": False, "aggregation": "only_first_replica"}
@@ -190,16 +204,26 @@ def project_to_simplex(values, mask):
     masked values sorted decreasingly, rho the largest k with
     u_k > (sum_{i <= k} u_i - 1) / k, the projection is max(v - theta, 0),
     theta = (sum_{i <= rho} u_i - 1) / rho. All zeros when no entry is masked.
+
+    Computed on the values minus their largest masked entry m (the projection
+    is the same: theta moves by m). The entries that decide it lie within 1
+    of m (theta >= m - 1), so their differences to m are exact in float32 and
+    the result is exact to a few float32 epsilons at any scale; summed
+    unshifted, the -1 and the differences vanish in the rounding of sums of
+    order |m| (float32 gave [0, 0] for [1e8, 1e8 + 100]).
     """
     num = values.shape[0]
-    ordered = tf.sort(tf.where(mask, values, tf.fill(tf.shape(values), -1e30)), direction="DESCENDING")
+    neg_inf = tf.fill(tf.shape(values), tf.constant(-float("inf"), values.dtype))
+    largest = tf.reduce_max(tf.where(mask, values, neg_inf))
+    shifted = tf.where(mask, values - largest, tf.zeros_like(values))
+    ordered = tf.sort(tf.where(mask, shifted, neg_inf), direction="DESCENDING")
     valid = tf.range(num) < tf.reduce_sum(tf.cast(mask, tf.int32))
     sums = tf.cumsum(tf.where(valid, ordered, tf.zeros_like(ordered)))
-    counts = tf.cast(tf.range(1, num + 1), tf.float32)
+    counts = tf.cast(tf.range(1, num + 1), values.dtype)
     active = tf.logical_and(valid, ordered - (sums - 1.0) / counts > 0.0)
     rho = tf.reduce_max(tf.where(active, tf.range(1, num + 1), 0))
-    theta = (tf.gather(sums, tf.maximum(rho - 1, 0)) - 1.0) / tf.cast(tf.maximum(rho, 1), tf.float32)
-    projected = tf.maximum(values - theta, 0.0)
+    theta = (tf.gather(sums, tf.maximum(rho - 1, 0)) - 1.0) / tf.cast(tf.maximum(rho, 1), values.dtype)
+    projected = tf.maximum(shifted - theta, 0.0)
     return tf.where(tf.logical_and(mask, rho > 0), projected, tf.zeros_like(values))
 
 

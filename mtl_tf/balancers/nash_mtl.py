@@ -83,8 +83,13 @@ class NashMTL(GramianBalancer):
       ValueError: update_weights_every not a positive integer, max_norm
         negative or not finite, or an unknown `gradient_at`.
 
+    Loss range: any real loss. The coefficients come from the Gramian of the task gradients; the
+    loss values are never read, so a negative loss or a loss of exactly 0 is like any other.
+
     Reference: Navon et al., ICML 2022, Theorem 3.1 and Algorithm 1.
     """
+
+    loss_range = "any"
 
     def __init__(self, update_weights_every=1, max_norm=0.0, **kwargs):
         super().__init__(**kwargs)

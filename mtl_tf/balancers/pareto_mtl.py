@@ -55,6 +55,7 @@ from mtl_tf.balancers.base import (
     weighted_sum,
     zeros_for_none,
 )
+from mtl_tf.balancers.options import check_number
 from mtl_tf.balancers.registry import register
 
 SOLVERS = ("wolfe", "official")
@@ -68,6 +69,23 @@ def default_preferences(num_tasks, num_preferences=5):
     corners = [[1.0 if i == j else 0.0 for j in range(num_tasks)] for i in range(num_tasks)]
     return corners + [[1.0 / math.sqrt(num_tasks)] * num_tasks]
 
+
+
+def _check_preferences(preferences):
+    """None, or a list of preference vectors of finite numbers (signs, lengths and norms are checked at build)."""
+    if preferences is None:
+        return None
+    if not isinstance(preferences, (list, tuple)) or not preferences or not all(
+        isinstance(p, (list, tuple)) for p in preferences
+    ):
+        raise ValueError(
+            f"pareto_mtl preferences must be a non-empty list of preference vectors (one entry per task each) or "
+            f"None; got {preferences!r}"
+        )
+    for i, p in enumerate(preferences):
+        for x in p:
+            check_number("pareto_mtl", f"preferences[{i}] entry", x)
+    return preferences
 
 @register("pareto_mtl")
 class ParetoMTL(Balancer):
@@ -90,8 +108,16 @@ class ParetoMTL(Balancer):
       ValueError: a preference with a negative entry, a zero preference, a
         preference of the wrong length, an index out of range.
 
+    Loss range: non-negative. The preference vectors are rays in the positive orthant of the loss
+    space and each sub-region is the cone of loss vectors closest to one of them; for a loss vector
+    with a negative entry the constraint gradients raise losses (measured with a CosineSimilarity
+    task: its weight turned negative and its loss climbed). A loss of exactly 0 puts L on a boundary
+    ray; L / ||L|| is formed with ||L|| floored at 1e-12, finite.
+
     Reference: Lin et al., NeurIPS 2019, sections 4.1-4.2 (eqs. 12-16).
     """
+
+    loss_range = "non_negative"
 
     property_exceptions = {
         "unlabelled_task": (
@@ -106,14 +132,12 @@ class ParetoMTL(Balancer):
     ):
         super().__init__(**kwargs)
         self.solver = validate_choice("solver", solver, SOLVERS)
-        self.preferences = preferences
-        self.num_preferences = int(num_preferences)
-        self.preference_index = preference_index
-        self.init_max_steps = int(init_max_steps)
-        if self.num_preferences < 2:
-            raise ValueError(f"pareto_mtl num_preferences must be at least 2; got {num_preferences!r}")
-        if self.init_max_steps < 0:
-            raise ValueError(f"pareto_mtl init_max_steps must be >= 0; got {init_max_steps!r}")
+        self.preferences = _check_preferences(preferences)
+        self.num_preferences = check_number("pareto_mtl", "num_preferences", num_preferences, low=2, integer=True)
+        self.preference_index = check_number(
+            "pareto_mtl", "preference_index", preference_index, low=0, integer=True, none_ok=True
+        )
+        self.init_max_steps = check_number("pareto_mtl", "init_max_steps", init_max_steps, low=0, integer=True)
 
     def build_for_tasks(self, task_names, losses=None):
         num_tasks = len(task_names)

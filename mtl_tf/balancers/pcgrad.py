@@ -60,8 +60,13 @@ class PCGrad(GramianBalancer):
     Raises:
       ValueError: an unknown `gradient_at`, or a seed that is not an integer.
 
+    Loss range: any real loss. The coefficients come from the Gramian of the task gradients; the
+    loss values are never read, so a negative loss or a loss of exactly 0 is like any other.
+
     Reference: Yu et al., NeurIPS 2020, Algorithm 1.
     """
+
+    loss_range = "any"
 
     property_exceptions = {
         "permutation_equivariant": "the task order is random, so the update is equivariant in distribution only",

@@ -83,3 +83,8 @@ def get(identifier: str | dict[str, Any] | Balancer, **options: Any) -> Balancer
         return cls(**options)
     except TypeError as error:
         raise TypeError(f"invalid options {sorted(options)} for method {identifier!r}: {error}") from None
+    except ValueError as error:
+        # Shared checks (`validate_choice`) name the option, not the method.
+        if str(error).startswith(identifier):
+            raise
+        raise ValueError(f"{identifier}: {error}") from None

@@ -73,8 +73,13 @@ class RLW(LossWeightingBalancer):
     Raises:
       ValueError: an unknown distribution, or a seed that is not an integer.
 
+    Loss range: any real loss. The weights are random draws and the objective is linear in the
+    losses: a negative loss or a loss of exactly 0 is like any other.
+
     Reference: Lin et al., TMLR 2022, section 3.
     """
+
+    loss_range = "any"
 
     simplex_weights = True  # except with distribution="bernoulli" (set per instance)
 

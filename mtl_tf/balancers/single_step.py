@@ -48,8 +48,6 @@ Extra logs: `{task}_inner_loss`, the loss of task i at theta_s^i (the red curve 
 the paper's Fig. 3), single_step only; like `{task}_loss` an epoch mean.
 """
 
-import math
-
 import tensorflow as tf
 
 from mtl_tf.balancers.base import (
@@ -59,6 +57,7 @@ from mtl_tf.balancers.base import (
     validate_choice,
     zeros_for_none,
 )
+from mtl_tf.balancers.options import check_number
 from mtl_tf.balancers.registry import register
 
 HEAD_GRADIENTS_AT = ("updated", "sgd_lookahead", "original")
@@ -187,8 +186,14 @@ class SingleStep(_SharedThenHeads):
       ValueError: an inner learning rate that is not a positive finite
         number, or an unknown choice.
 
+    Loss range: any real loss. Every step follows gradients of the losses (their sum, at the inner
+    points); loss values are only logged, so a negative loss or a loss of exactly 0 is like any
+    other.
+
     Reference: Lee & Son, section 3, eqs. (2)-(4), Algorithm 1.
     """
+
+    loss_range = "any"
 
     inner_step = True
 
@@ -202,15 +207,10 @@ class SingleStep(_SharedThenHeads):
     ):
         super().__init__(head_gradients_at=head_gradients_at, **kwargs)
         self.head_learning_rate = validate_choice("head_learning_rate", head_learning_rate, HEAD_LEARNING_RATES)
-        if inner_learning_rate is not None:
-            rate = float(inner_learning_rate)
-            if not (math.isfinite(rate) and rate > 0):
-                raise ValueError(
-                    f"single_step inner_learning_rate must be a positive finite number (or None for the "
-                    f"optimizer's learning rate at the first step); got {inner_learning_rate!r}"
-                )
-            inner_learning_rate = rate
-        self.inner_learning_rate = inner_learning_rate
+        # None: the optimizer's learning rate at the first step.
+        self.inner_learning_rate = check_number(
+            "single_step", "inner_learning_rate", inner_learning_rate, low=0, low_open=True, none_ok=True
+        )
         self.inner_rate_schedule = validate_choice("inner_rate_schedule", inner_rate_schedule, INNER_RATE_SCHEDULES)
 
     def configured_inner_rate(self):
@@ -244,6 +244,11 @@ class SplitOnly(_SharedThenHeads):
 
     Logs `{task}_weight` = 1 (0 for a task without labels).
 
+    Loss range: any real loss. The steps follow gradients of the losses; loss values are only
+    logged, so a negative loss or a loss of exactly 0 is like any other.
+
     Reference: Lee & Son, section 4.1 ("Split-only").
     """
+
+    loss_range = "any"
 

@@ -30,9 +30,14 @@ class Static(LossWeightingBalancer):
       ValueError: weights missing, of the wrong length or keys, negative or
         not finite.
 
+    Loss range: any real loss. The update descends a fixed weighted sum of the losses, linear in
+    them: a negative loss or a loss of exactly 0 is like any other.
+
     Reference: Sener & Koltun, NeurIPS 2018, section 4 (grid search of static
     scalings); Lee & Son, Table 1 ("ordinary").
     """
+
+    loss_range = "any"
 
     def __init__(self, weights=None, **kwargs):
         super().__init__(**kwargs)
@@ -64,7 +69,7 @@ def _as_weight(value, what):
     try:
         weight = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"static {what} is {value!r}; expected a finite, non-negative number") from None
+        raise ValueError(f"static weights: {what} is {value!r}; expected a finite, non-negative number") from None
     if not (math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"static {what} is {weight}; expected a finite, non-negative number")
+        raise ValueError(f"static weights: {what} is {weight}; expected a finite, non-negative number")
     return weight

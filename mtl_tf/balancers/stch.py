@@ -60,6 +60,7 @@ import tensorflow as tf
 
 from mtl_tf.balancers.base import LossWeightingBalancer, as_task_vector
 from mtl_tf.balancers.epochs import add_epoch_counter
+from mtl_tf.balancers.options import check_number, check_task_values
 from mtl_tf.balancers.registry import register
 from mtl_tf.balancers.rlw import masked_softmax
 
@@ -87,9 +88,19 @@ class STCH(LossWeightingBalancer):
         integer >= 0, preferences not positive finite numbers or of the wrong
         length / keys.
 
+    Loss range: non-negative. With `log_losses=True` (default) it scalarises log(L_t / N_t); with
+    False, L_t / N_t against the ideal point 0, which must lie below every loss (Tchebycheff needs
+    z* <= f); a negative nadir N_t flips a task's objective. A negative loss is floored at 1e-20
+    (the official code's), so its warm-up weight 1 / L_t is 1e20. A loss of exactly 0 is floored
+    likewise: after the warm-up its log is -46 and its weight near 0; during the warm-up its weight
+    is 1 / max(L_t, 1e-20), 1e20 at 0 and huge near it (measured: an MSE task starting at 0 reached
+    234 on the third step of SGD(1e-3)).
+
     Reference: X. Lin et al., ICML 2024, section 3 (smooth Tchebycheff
     scalarization); the authors' code Xi-L/STCH (STCH_MTL).
     """
+
+    loss_range = "non_negative"
 
     def __init__(self, mu=1.0, preferences=None, warmup_epochs=5, log_losses=True, **kwargs):
         super().__init__(**kwargs)
@@ -101,7 +112,11 @@ class STCH(LossWeightingBalancer):
         if not isinstance(log_losses, bool):
             raise ValueError(f"stch log_losses must be True or False; got {log_losses!r}")
         self.mu = float(mu)
-        self.preferences = preferences
+        self.preferences = check_task_values(
+            "stch", "preferences", preferences,
+            # The sign is checked at build, where the message can name the task.
+            lambda label, value: check_number("stch", label, value),
+        )
         self.warmup_epochs = int(warmup_epochs)
         self.log_losses = log_losses
 

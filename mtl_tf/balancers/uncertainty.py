@@ -12,14 +12,23 @@ term 1/(2 sigma^2) L + log sigma) and c_t = 1 for a classification task
 trainable variables of the balancer, updated by the model's optimizer together
 with the network. Logged task weights are c_t exp(-s_t).
 
-Deviation: none in the objective. Many public implementations use
-exp(-s_t) L_t + s_t for every task; that is twice the `regression` form, i.e.
-the same method with a doubled learning rate.
+Deviation: s_t >= -10 (c_t exp(-s_t) <= c_t e^10 = c_t 22,026;
+`mtl_tf.balancers.log_scales`, where the value is argued). The paper's s_t
+is unbounded: with a loss of exactly 0 its gradient is the constant 1/2, so
+s_t falls by half the learning rate every step until exp(-s_t) overflows
+(178 steps at SGD(1.0)). The bound changes nothing while a task's loss stays
+above 1/(2 c_t e^10) (2.3e-5 classification, 4.5e-5 regression; the paper's
+fixed point is c_t exp(-s_t) = 1/(2 L_t)); below it the task keeps the
+bounded weight. The objective is otherwise the paper's. Many public
+implementations use exp(-s_t) L_t + s_t for every task; that is twice the
+`regression` form, i.e. the same method with a doubled learning rate.
 """
 
 import tensorflow as tf
 
 from mtl_tf.balancers.base import LossWeightingBalancer, as_task_vector, mask_weights, validate_choice
+from mtl_tf.balancers.log_scales import LOG_SCALE_BOUND, LogScaleBound
+from mtl_tf.balancers.options import check_task_values
 from mtl_tf.balancers.registry import register
 
 TASK_TYPES = {"regression": 0.5, "classification": 1.0}
@@ -80,11 +89,24 @@ class Uncertainty(LossWeightingBalancer):
       ValueError: an unknown task type, or (with `task_types=None`) a task
         whose loss is not recognised; the message names the task.
 
+    Loss range: non-negative. The log-variance descends c_t e^{-s_t} L_t + s_t / 2, whose minimum
+    s_t = log(2 c_t L_t) exists only for L_t > 0: for a negative loss the objective falls as s_t
+    falls, so s_t sinks to the bound s_t >= -10 (module docstring) and the task's weight c_t e^10
+    dominates the update. A loss of exactly 0 has no minimum either: s_t falls by half the learning
+    rate every step down to that bound and the task keeps the weight c_t e^10, finite.
+
     Reference: Kendall, Gal & Cipolla, CVPR 2018, eqs. 7 and 10.
     """
 
+    loss_range = "non_negative"
+
     def __init__(self, task_types=None, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(task_types, str):
+            validate_choice("uncertainty task_types", task_types, TASK_TYPES)
+        else:
+            check_task_values("uncertainty", "task_types", task_types,
+                              lambda label, kind: validate_choice(f"uncertainty {label}", kind, TASK_TYPES))
         self.task_types = task_types
 
     def build_for_tasks(self, task_names, losses=None):
@@ -108,7 +130,8 @@ class Uncertainty(LossWeightingBalancer):
             validate_choice("uncertainty task type", kind, TASK_TYPES)
         self._likelihood_scale = [TASK_TYPES[k] for k in types]
         self.log_variances = self.add_weight(
-            name="log_variances", shape=(len(task_names),), initializer="zeros", trainable=True
+            name="log_variances", shape=(len(task_names),), initializer="zeros", trainable=True,
+            constraint=LogScaleBound(lower=-LOG_SCALE_BOUND),
         )
         super().build_for_tasks(task_names, losses)
 

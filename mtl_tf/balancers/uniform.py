@@ -21,8 +21,13 @@ class Uniform(LossWeightingBalancer):
     No options. Logs `{task}_weight` = 1/T' for the T' tasks labelled in the
     batch, 0 for the others.
 
+    Loss range: any real loss. The update descends the mean of the losses, which is linear in them:
+    a negative loss or a loss of exactly 0 is like any other.
+
     Reference: Sener & Koltun, NeurIPS 2018, section 4 ("uniform scaling").
     """
+
+    loss_range = "any"
 
     simplex_weights = True
 

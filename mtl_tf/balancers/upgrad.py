@@ -65,8 +65,13 @@ class UPGrad(GramianBalancer):
     Raises:
       ValueError: a negative or non-finite eps, or an unknown `gradient_at`.
 
+    Loss range: any real loss. The coefficients come from the Gramian of the task gradients; the
+    loss values are never read, so a negative loss or a loss of exactly 0 is like any other.
+
     Reference: Quinton & Rey, 2024, eq. 4 and Proposition 1.
     """
+
+    loss_range = "any"
 
     def __init__(self, norm_eps=1e-4, reg_eps=1e-4, **kwargs):
         super().__init__(**kwargs)

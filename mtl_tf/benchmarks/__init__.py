@@ -5,6 +5,6 @@ looks them up by `config.benchmark`, so adding a benchmark never touches the
 trainer.
 """
 
-from mtl_tf.benchmarks.registry import Benchmark, available, build, register
+from mtl_tf.benchmarks.registry import Benchmark, available, build, check, register
 
-__all__ = ["Benchmark", "available", "build", "register"]
+__all__ = ["Benchmark", "available", "build", "check", "register"]

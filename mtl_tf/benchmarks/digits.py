@@ -68,7 +68,8 @@ Config fields read by the builder, once, into `DigitsSettings`: seed
 / tfds_data_dir / tfds_download / cache_dir, data.seed (composition; fixed at 0
 so every training seed sees the same composites), data.val_fraction,
 data.pareto_sizes, data.eval_batch_size, data.max_train_examples,
-data.max_eval_examples, data.pixel_scale (`unit` | `raw`), model.name,
+data.max_eval_examples, data.pixel_scale (`unit` | `raw`), data.drop_remainder
+(default False: the last, smaller training batch is kept), model.name,
 model.initializer (`keras` | `torch`), model.dropout (`keras` | `official`,
 MultiLeNet only), model.num_experts, model.num_shared_experts,
 model.num_task_experts, model.num_levels, model.alpha_learning_rate_scale
@@ -78,6 +79,7 @@ model.num_task_experts, model.num_levels, model.alpha_learning_rate_scale
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import keras
 
@@ -111,6 +113,7 @@ class DigitsSettings:
     initializer: str
     dropout: str
     pixel_scale: str
+    drop_remainder: bool  # data.drop_remainder: drop the last, smaller training batch
     batch_size: int
     shuffle_seed: int  # config.seed
     data_seed: int  # data.seed, the composition
@@ -173,6 +176,7 @@ class DigitsSettings:
             initializer=initializer,
             dropout=dropout,
             pixel_scale=pixel_scale,
+            drop_remainder=read(config, "data.drop_remainder", False, bool),
             batch_size=read(config, "batch_size", cast=int),
             shuffle_seed=read(config, "seed", cast=int),
             data_seed=read(config, "data.seed", 0, int),
@@ -253,7 +257,22 @@ def _lenet_stages(settings: DigitsSettings):
     return [keras.Sequential(stage, name=f"stage_{i + 1}") for i, stage in enumerate((stage1, stage2, stage3))]
 
 
-@register(*NAMES)
+def check_nets(config) -> None:
+    """Constructs `build`'s nets without loading data: a `model.*` option the nets refuse is a ValueError.
+
+    The message names the config field (`config field 'model.num_experts': MMoE: num_experts must be ...`).
+    """
+    settings = DigitsSettings.from_config(config)
+    try:
+        _nets(settings)
+    except ValueError as error:
+        fields = [f"model.{key}" for key in settings.arch_options if re.search(rf"\b{key}\b", str(error))]
+        if not fields:
+            raise
+        raise ValueError(f"config field {fields[0]!r}: {error} (--config.{fields[0]}=...)") from None
+
+
+@register(*NAMES, check=check_nets)
 def build(config) -> Benchmark:
     settings = DigitsSettings.from_config(config)
     datasets = multi_digits.multi_digits_datasets(
@@ -274,6 +293,7 @@ def build(config) -> Benchmark:
         tfds_data_dir=settings.tfds_data_dir,
         tfds_download=settings.tfds_download,
         pixel_scale=settings.pixel_scale,
+        drop_remainder=settings.drop_remainder,
     )
     encoder, heads = _nets(settings)
     return Benchmark(

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from mtl_tf import plugins
 
 _BUILDERS: dict[str, Callable[[Any], "Benchmark"]] = {}
+_CHECKS: dict[str, Callable[[Any], None]] = {}
 
 
 @dataclasses.dataclass
@@ -68,14 +69,21 @@ class Benchmark:
         return tuple(self.heads)
 
 
-def register(*names):
-    """Registers a builder `fn(config) -> Benchmark` under one or more names."""
+def register(*names, check=None):
+    """Registers a builder `fn(config) -> Benchmark` under one or more names.
+
+    `check`: optional `fn(config)` that constructs the model parts `builder`
+    would (reading the config's `model.*` fields) without loading any data,
+    raising ValueError for an option the nets refuse; `check(config)` runs it.
+    """
 
     def decorator(builder):
         for name in names:
             if name in _BUILDERS and _BUILDERS[name] is not builder:
                 raise ValueError(f"benchmark {name!r} is registered twice")
             _BUILDERS[name] = builder
+            if check is not None:
+                _CHECKS[name] = check
         return builder
 
     return decorator
@@ -98,3 +106,17 @@ def build(config) -> Benchmark:
     if name not in _BUILDERS:
         raise ValueError(f"unknown benchmark {name!r}; expected one of {sorted(_BUILDERS)}")
     return _BUILDERS[name](config)
+
+
+def check(config) -> None:
+    """Constructs the config's model parts without data (ValueError on a bad `model.*` option).
+
+    A benchmark registered without a `check` is not checked here (its options
+    are checked when `build` constructs the nets).
+    """
+    _discover()
+    name = config.benchmark
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown benchmark {name!r}; expected one of {sorted(_BUILDERS)}")
+    if name in _CHECKS:
+        _CHECKS[name](config)

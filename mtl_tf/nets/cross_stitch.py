@@ -51,9 +51,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtl_tf.nets import _checks
 from mtl_tf.nets import experts as experts_lib
 
 __all__ = ["CrossStitch", "CrossStitchUnit", "cross_stitch"]
+
+
+def _check_alpha_init(owner, alpha_init):
+    """(a_S, a_D) as two finite floats; a NaN or inf would make every activation after the unit non-finite."""
+    if isinstance(alpha_init, (str, bytes)) or not hasattr(alpha_init, "__len__") or len(alpha_init) != 2:
+        raise ValueError(f"{owner}: alpha_init must be (same-task, other-task) weights, two finite numbers; "
+                         f"got {alpha_init!r}")
+    return tuple(_checks.number(owner, f"alpha_init[{i}]", a) for i, a in enumerate(alpha_init))
 
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
@@ -68,19 +77,19 @@ class CrossStitchUnit(keras.layers.Layer):
         variable (see the module doc). Default 1.
 
     Parameters: T * T.
+
+    Raises:
+      ValueError: `num_tasks` not an integer >= 2, `alpha_init` not two
+        finite numbers, `alpha_learning_rate_scale` not a finite number > 0.
     """
 
     def __init__(self, num_tasks, alpha_init=(0.9, 0.1), alpha_learning_rate_scale=1.0, **kwargs):
         super().__init__(**kwargs)
-        self.num_tasks = int(num_tasks)
-        if self.num_tasks < 2:
-            raise ValueError(f"a cross-stitch unit needs at least 2 tasks; got num_tasks={num_tasks!r}")
-        self.alpha_init = tuple(float(a) for a in alpha_init)
-        if len(self.alpha_init) != 2:
-            raise ValueError(f"alpha_init must be (same-task, other-task) weights; got {alpha_init!r}")
-        self.alpha_learning_rate_scale = float(alpha_learning_rate_scale)
-        if not self.alpha_learning_rate_scale > 0:
-            raise ValueError(f"alpha_learning_rate_scale must be positive; got {alpha_learning_rate_scale!r}")
+        self.num_tasks = _checks.count("CrossStitchUnit", "num_tasks", num_tasks, low=2)
+        self.alpha_init = _check_alpha_init("CrossStitchUnit", alpha_init)
+        self.alpha_learning_rate_scale = _checks.number(
+            "CrossStitchUnit", "alpha_learning_rate_scale", alpha_learning_rate_scale, low=0, low_open=True
+        )
         self._factor = math.sqrt(self.alpha_learning_rate_scale)
 
     def initial_alpha(self):
@@ -138,7 +147,9 @@ class CrossStitch(keras.layers.Layer):
 
     Raises:
       ValueError: fewer than 2 or repeated task names, no stages, a stage
-        that is not a Keras layer.
+        that is not a Keras layer, `alpha_init` not two finite numbers,
+        `alpha_learning_rate_scale` not a finite number > 0, `stitch_last`
+        not True/False.
     """
 
     def __init__(self, tasks, stages=None, alpha_init=(0.9, 0.1), alpha_learning_rate_scale=1.0, stitch_last=True,
@@ -154,9 +165,11 @@ class CrossStitch(keras.layers.Layer):
             raise ValueError("CrossStitch needs at least one stage")
         # Only the templates' configs are kept (a tracked template would add unused weights).
         self._stage_configs = [experts_lib.serialize_expert(s) for s in stages]
-        self.alpha_init = tuple(float(a) for a in alpha_init)
-        self.alpha_learning_rate_scale = float(alpha_learning_rate_scale)
-        self.stitch_last = bool(stitch_last)
+        self.alpha_init = _check_alpha_init("CrossStitch", alpha_init)
+        self.alpha_learning_rate_scale = _checks.number(
+            "CrossStitch", "alpha_learning_rate_scale", alpha_learning_rate_scale, low=0, low_open=True
+        )
+        self.stitch_last = _checks.flag("CrossStitch", "stitch_last", stitch_last)
         self.columns = {
             t: [experts_lib.clone_expert(s, f"{t}_stage_{i}") for i, s in enumerate(stages)] for t in self.tasks
         }

@@ -27,6 +27,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from mtl_tf.nets import _checks
+
 __all__ = ["MLPExpert", "SoftmaxGate", "clone_expert", "mix"]
 
 
@@ -41,14 +43,12 @@ class MLPExpert(keras.layers.Layer):
     Parameters: sum over the layers of `in * out + out`.
 
     Raises:
-      ValueError: `units` empty or not positive.
+      ValueError: `units` empty, or an entry that is not an integer >= 1.
     """
 
     def __init__(self, units=(16,), **kwargs):
         super().__init__(**kwargs)
-        self.units = tuple(int(u) for u in units)
-        if not self.units or min(self.units) < 1:
-            raise ValueError(f"units must be a non-empty list of positive widths; got {units!r}")
+        self.units = _checks.counts("MLPExpert", "units", units)
         self.flatten = keras.layers.Flatten(dtype=self.dtype_policy)
         self.dense = [
             keras.layers.Dense(u, activation="relu", name=f"dense_{i}", dtype=self.dtype_policy)
@@ -91,11 +91,9 @@ class SoftmaxGate(keras.layers.Layer):
 
     def __init__(self, num_experts, use_bias=False, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.num_experts = int(num_experts)
-        if self.num_experts < 1:
-            raise ValueError(f"num_experts must be positive; got {num_experts!r}")
-        self.use_bias = bool(use_bias)
-        self.seed = seed
+        self.num_experts = _checks.count("SoftmaxGate", "num_experts", num_experts)
+        self.use_bias = _checks.flag("SoftmaxGate", "use_bias", use_bias)
+        self.seed = _checks.seed("SoftmaxGate", "seed", seed)
         self.flatten = keras.layers.Flatten(dtype=self.dtype_policy)
         self.logits = keras.layers.Dense(
             self.num_experts, use_bias=self.use_bias, kernel_initializer=keras.initializers.GlorotUniform(seed),

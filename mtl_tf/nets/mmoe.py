@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import keras
 
+from mtl_tf.nets import _checks
 from mtl_tf.nets import experts as experts_lib
 
 __all__ = ["MMoE", "mmoe"]
@@ -65,22 +66,21 @@ class MMoE(keras.layers.Layer):
     bias), d the flattened input size.
 
     Raises:
-      ValueError: no or repeated task names, `num_experts < 1`, an expert
-        that is not a Keras layer.
+      ValueError: no or repeated task names, `num_experts` not an integer
+        >= 1, `expert_units` not positive integers, `gate_use_bias` not
+        True/False, a seed not an integer, an expert that is not a Keras layer.
     """
 
     def __init__(self, tasks, num_experts=4, expert=None, expert_units=(16,), gate_use_bias=False, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.tasks = experts_lib.check_tasks(tasks, "MMoE")
-        self.num_experts = int(num_experts)
-        if self.num_experts < 1:
-            raise ValueError(f"MMoE: num_experts must be positive; got {num_experts!r}")
+        self.num_experts = _checks.count("MMoE", "num_experts", num_experts)
         # Only the template's config is kept: a tracked template layer would add
         # its (unused) weights to the model's.
         self._expert_config = experts_lib.serialize_expert(experts_lib.deserialize_expert(expert))
-        self.expert_units = tuple(int(u) for u in expert_units)
-        self.gate_use_bias = bool(gate_use_bias)
-        self.seed = seed
+        self.expert_units = _checks.counts("MMoE", "expert_units", expert_units)
+        self.gate_use_bias = _checks.flag("MMoE", "gate_use_bias", gate_use_bias)
+        self.seed = _checks.seed("MMoE", "seed", seed)
         template = experts_lib.deserialize_expert(self._expert_config) or experts_lib.MLPExpert(
             self.expert_units, dtype=self.dtype_policy
         )

@@ -59,7 +59,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from mtl_tf.nets import segnet
+from mtl_tf.nets import _checks, segnet
 
 __all__ = ["MTANBackbone", "MTANHead", "mtan_backbone", "mtan_head"]
 
@@ -93,8 +93,9 @@ class MTANBackbone(keras.layers.Layer):
     def __init__(self, filters=segnet.SEGNET_FILTERS, convs_per_block=segnet.SEGNET_CONVS_PER_BLOCK, seed=None,
                  initializer="mtan", **kwargs):
         super().__init__(**kwargs)
-        self.filters, self.convs_per_block = segnet._check_structure(filters, convs_per_block)
-        self.seed = seed
+        owner = type(self).__name__
+        self.filters, self.convs_per_block = segnet._check_structure(filters, convs_per_block, owner)
+        self.seed = _checks.seed(owner, "seed", seed)
         self.initializer = segnet._check_initializer(initializer)
         conv = lambda width, i, name: segnet.ConvBatchNormReLU(  # noqa: E731
             width, seed=_offset(seed, i), initializer=self.initializer, name=name
@@ -186,8 +187,8 @@ class AttentionModule(keras.layers.Layer):
 
     def __init__(self, width, seed=None, initializer="mtan", **kwargs):
         super().__init__(**kwargs)
-        self.width = int(width)
-        self.seed = seed
+        self.width = _checks.count("AttentionModule", "width", width)
+        self.seed = _checks.seed("AttentionModule", "seed", seed)
         self.initializer = segnet._check_initializer(initializer)
         self.conv1 = segnet._conv(self.width, 1, self.initializer, _offset(seed, 0), "conv1", padding="valid")
         self.norm1 = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn1")
@@ -239,16 +240,15 @@ class MTANHead(keras.layers.Layer):
     def __init__(self, num_outputs, output_activation="linear", filters=segnet.SEGNET_FILTERS,
                  convs_per_block=segnet.SEGNET_CONVS_PER_BLOCK, seed=None, initializer="mtan", **kwargs):
         super().__init__(**kwargs)
-        self.num_outputs = int(num_outputs)
-        if self.num_outputs < 1:
-            raise ValueError(f"num_outputs must be positive; got {num_outputs}")
+        self.num_outputs = _checks.count("MTANHead", "num_outputs", num_outputs)
         if output_activation not in segnet.OUTPUT_ACTIVATIONS:
             raise ValueError(
                 f"output_activation={output_activation!r} is not valid; expected one of {list(segnet.OUTPUT_ACTIVATIONS)}"
             )
         self.output_activation = output_activation
-        self.filters, self.convs_per_block = segnet._check_structure(filters, convs_per_block)
-        self.seed = seed
+        owner = type(self).__name__
+        self.filters, self.convs_per_block = segnet._check_structure(filters, convs_per_block, owner)
+        self.seed = _checks.seed(owner, "seed", seed)
         self.initializer = segnet._check_initializer(initializer)
         f, k = self.filters, len(self.filters)
         init = self.initializer

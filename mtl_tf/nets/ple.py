@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import keras
 
+from mtl_tf.nets import _checks
 from mtl_tf.nets import experts as experts_lib
 
 __all__ = ["PLE", "cgc", "ple"]
@@ -76,8 +77,10 @@ class PLE(keras.layers.Layer):
     `+ outputs` with a bias).
 
     Raises:
-      ValueError: no or repeated task names, a count below 1 (m_k may be 0
-        when m_s > 0), a list of templates not of length N.
+      ValueError: no or repeated task names, a count that is not an integer
+        or is below 1 (m_k or m_s may be 0 when the other is not),
+        `expert_units` not positive integers, `gate_use_bias` not True/False,
+        a seed not an integer, a list of templates not of length N.
     """
 
     def __init__(
@@ -94,19 +97,18 @@ class PLE(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.tasks = experts_lib.check_tasks(tasks, type(self).__name__)
-        self.num_levels = int(num_levels)
-        self.num_shared_experts = int(num_shared_experts)
-        self.num_task_experts = int(num_task_experts)
-        if self.num_levels < 1:
-            raise ValueError(f"{type(self).__name__}: num_levels must be at least 1; got {num_levels!r}")
+        owner = type(self).__name__
+        self.num_levels = _checks.count(owner, "num_levels", num_levels)
+        self.num_shared_experts = _checks.count(owner, "num_shared_experts", num_shared_experts, low=0)
+        self.num_task_experts = _checks.count(owner, "num_task_experts", num_task_experts, low=0)
         if self.num_shared_experts < 0 or self.num_task_experts < 0 or self.num_shared_experts + self.num_task_experts < 1:
             raise ValueError(
                 f"{type(self).__name__}: every gate needs at least one expert; got num_shared_experts="
                 f"{num_shared_experts!r}, num_task_experts={num_task_experts!r}"
             )
-        self.expert_units = tuple(int(u) for u in expert_units)
-        self.gate_use_bias = bool(gate_use_bias)
-        self.seed = seed
+        self.expert_units = _checks.counts(owner, "expert_units", expert_units)
+        self.gate_use_bias = _checks.flag(owner, "gate_use_bias", gate_use_bias)
+        self.seed = _checks.seed(owner, "seed", seed)
         # Only the templates' configs are kept (a tracked template would add unused weights).
         if isinstance(expert, (list, tuple)):
             if len(expert) != self.num_levels:

@@ -56,6 +56,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from mtl_tf.nets import _checks
 from mtl_tf.nets import initializers as init_lib
 
 __all__ = [
@@ -101,12 +102,12 @@ def _build_conv(conv, input_shape, initializer, seed):
     conv.build(input_shape)
 
 
-def _check_structure(filters, convs_per_block):
-    filters = tuple(int(f) for f in filters)
-    convs_per_block = tuple(int(n) for n in convs_per_block)
-    if len(filters) != len(convs_per_block) or not filters or min(filters) < 1 or min(convs_per_block) < 1:
+def _check_structure(filters, convs_per_block, owner="SegNet"):
+    filters = _checks.counts(owner, "filters", filters)
+    convs_per_block = _checks.counts(owner, "convs_per_block", convs_per_block)
+    if len(filters) != len(convs_per_block):
         raise ValueError(
-            "filters and convs_per_block must be equally long lists of positive integers; got "
+            f"{owner}: filters and convs_per_block must be equally long lists of positive integers; got "
             f"filters={filters}, convs_per_block={convs_per_block}"
         )
     return filters, convs_per_block
@@ -127,8 +128,8 @@ class ConvBatchNormReLU(keras.layers.Layer):
 
     def __init__(self, filters, seed=None, initializer="mtan", **kwargs):
         super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.seed = seed
+        self.filters = _checks.count("ConvBatchNormReLU", "filters", filters)
+        self.seed = _checks.seed("ConvBatchNormReLU", "seed", seed)
         self.initializer = _check_initializer(initializer)
         self.conv = _conv(self.filters, 3, self.initializer, seed, "conv")
         self.norm = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn")
@@ -233,7 +234,7 @@ class SegNetEncoder(keras.layers.Layer):
         self, filters=SEGNET_FILTERS, convs_per_block=SEGNET_CONVS_PER_BLOCK, seed=None, initializer="mtan", **kwargs
     ):
         super().__init__(**kwargs)
-        self.filters, self.convs_per_block = _check_structure(filters, convs_per_block)
+        self.filters, self.convs_per_block = _check_structure(filters, convs_per_block, type(self).__name__)
         self.seed = seed
         self.initializer = _check_initializer(initializer)
         self.convs, self.pools = [], []
@@ -323,15 +324,13 @@ class SegNetDecoder(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_outputs = int(num_outputs)
-        if self.num_outputs < 1:
-            raise ValueError(f"num_outputs must be positive; got {num_outputs}")
+        self.num_outputs = _checks.count(type(self).__name__, "num_outputs", num_outputs)
         if output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(
                 f"output_activation={output_activation!r} is not valid; expected one of {list(OUTPUT_ACTIVATIONS)}"
             )
         self.output_activation = output_activation
-        self.filters, self.convs_per_block = _check_structure(filters, convs_per_block)
+        self.filters, self.convs_per_block = _check_structure(filters, convs_per_block, type(self).__name__)
         self.seed = seed
         self.initializer = _check_initializer(initializer)
         self.unpools, self.convs = [], []

@@ -39,7 +39,8 @@ def split_model(
       at: the name of a top-level layer of `model`, called once in it; its
         output is the shared representation z.
       task_names: one name per model output, in output order; default: the
-        keys of a dict output, else `model.output_names`.
+        keys of a dict output, else the names of the layers that produce the
+        outputs (a functional model's `output_names`; a Sequential's last layer).
 
     Returns:
       `(encoder, heads)`: `encoder` a `keras.Model` from the model's inputs to
@@ -47,7 +48,8 @@ def split_model(
       `MultiTaskModel(encoder, heads, ...)`.
 
     Raises:
-      ValueError: `model` has no functional graph (a subclassed model); no
+      ValueError: `model` has no functional graph (a subclassed model, an
+        unbuilt Sequential); no
         layer is named `at` (the message lists the names); `at` is called more
         than once; a connection bypasses the cut (naming the layer in the head
         that reads it and the layer it comes from); an output does not depend
@@ -92,6 +94,11 @@ def _output_structure(model):
         model_inputs = model.inputs
     except (AttributeError, ValueError):
         output, model_inputs = None, None
+    if isinstance(model, keras.Sequential) and not model.built:
+        raise ValueError(
+            f"split_model: Sequential model {model.name!r} is not built, so it has no graph to cut; start it with a "
+            "keras.Input(shape) layer, or call model.build(input_shape) (or the model on a batch) first"
+        )
     if output is None or not model_inputs:
         raise ValueError(
             f"split_model: model {model.name!r} ({type(model).__name__}) has no functional graph; expected a model "
@@ -123,7 +130,14 @@ def _layer_named(model, at):
 
 def _task_names(model, structure, outputs, task_names):
     if task_names is None:
-        names = list(structure) if isinstance(structure, dict) else list(model.output_names)
+        # Keras names a model output after the layer that produced it (a
+        # Sequential has no `output_names`: its one output is its last layer's).
+        if isinstance(structure, dict):
+            names = list(structure)
+        elif isinstance(model, keras.Sequential):
+            names = [_history(o)[0].name for o in outputs]
+        else:
+            names = list(model.output_names)
     else:
         if isinstance(task_names, str):
             raise ValueError(f"split_model: task_names must be a list of names; got the string {task_names!r}")

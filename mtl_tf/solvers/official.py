@@ -76,13 +76,19 @@ def _simplex_projection(y, allowed, count):
 
     Sorted descending, the threshold is the first (s_i - 1) / i (s_i the sum
     of the i largest, i < n) above the next value, else (sum(y) - 1) / n; the
-    result is max(y - threshold, 0).
+    result is max(y - threshold, 0). Computed on y minus its largest allowed
+    entry (the same projection in exact arithmetic: every threshold and value
+    moves by it), so that the -1 and the differences that decide it are not
+    lost in sums of order |y| (the official code's iterates reach the size of
+    the Gram matrix's entries).
     """
     dtype = y.dtype
     n = _length(y)
     k = tf.range(n)
     position = tf.cast(k, dtype)
     inf = tf.constant(float("inf"), dtype)
+    largest = tf.reduce_max(tf.where(allowed, y, tf.fill(tf.shape(y), -inf)))
+    y = tf.where(allowed, y - largest, tf.zeros_like(y))
     ranked = tf.sort(tf.where(allowed, y, tf.fill(tf.shape(y), -inf)), direction="DESCENDING")
     ranked = tf.where(position < count, ranked, tf.zeros_like(ranked))
     threshold = (tf.cumsum(ranked) - 1.0) / (position + 1.0)

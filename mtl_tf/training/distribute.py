@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_tf.balancers.epochs import EpochSignal
-from mtl_tf.model import NonFiniteLossGuard
+from mtl_tf.step_guard import NonFiniteLossGuard
 from mtl_tf.training.callbacks import AtomicBackupAndRestore, advance_dataset, read_state
 
 STRATEGIES = ("default", "mirrored", "multi_worker")

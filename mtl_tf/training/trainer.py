@@ -24,7 +24,9 @@ A finished run is rebuilt by `restore_run` (config.json + best.weights.h5), the 
 `evaluate_workdir` and `mtl_tf.export` load it.
 
 Safety: every field is checked before anything is written (`TrainSettings`: a learning
-rate <= 0, epochs or batch size < 1, ... are errors naming the field); one process at a
+rate <= 0, epochs or batch size < 1, ... are errors naming the field; `preflight`: the
+method's and the model's options, without the data); config.json is written once the data
+and the model are built, so a refused run never blocks the corrected one; one process at a
 time trains in a workdir (`mtl_tf.training.workdir.locked`, an OS lock a crash cannot
 leave behind); temporaries of a crashed run are removed at the start; under a mirrored or
 multi-worker strategy a batch the replicas cannot split is refused up front
@@ -57,7 +59,7 @@ import tensorflow as tf
 from mtl_tf import balancers, benchmarks
 from mtl_tf.config_fields import read
 from mtl_tf.model import MultiTaskModel
-from mtl_tf.training import distribute
+from mtl_tf.training import distribute, preflight
 from mtl_tf.training.callbacks import AtomicBackupAndRestore, BestCheckpoint, TensorBoard, read_state
 from mtl_tf.training.config import add_data_dir, config_to_dict
 from mtl_tf.training.grid import grid_point_key, simplex_grid
@@ -433,7 +435,8 @@ def train_and_evaluate(config, workdir, *, strategy=None, overwrite: bool = Fals
     where, and on a resume which epoch and best value were restored.
 
     Raises:
-      ValueError: a config field that cannot train (named), a workdir that is a file,
+      ValueError: a config field that cannot train (named; method and model options
+        too, `mtl_tf.training.preflight`, before any data), a workdir that is a file,
         an unfinished run of a different config in `workdir`, a batch size the
         strategy's replicas cannot split.
       WorkdirLocked: another process trains in `workdir`.
@@ -442,6 +445,7 @@ def train_and_evaluate(config, workdir, *, strategy=None, overwrite: bool = Fals
     """
     workdir = check_workdir(workdir)
     settings = TrainSettings.from_config(config)  # a bad field fails before anything is written
+    preflight.check_options(config, settings)  # so do the method's and the model's options
     with locked(workdir):
         if overwrite:
             clean(workdir)
@@ -456,7 +460,6 @@ def train_and_evaluate(config, workdir, *, strategy=None, overwrite: bool = Fals
             )
         for path in remove_temporaries(workdir):
             logger.info("removed %s, a temporary file of an interrupted run", path)
-        write_json(workdir / CONFIG, config_to_dict(config))
         strategy = strategy or tf.distribute.get_strategy()
         train = _train_grid if settings.method == "grid" else _train_single
         return train(config, workdir, settings=settings, strategy=strategy, verbose=verbose)
@@ -565,6 +568,9 @@ def _train_single(config, workdir: Path, *, settings: TrainSettings, strategy, v
     benchmark = build_benchmark(config, settings)
     _check_strategy_batches(config, settings, benchmark, strategy)
     model = build_model(settings, benchmark, strategy)
+    # Only now: a run refused while loading the data or building the model leaves no
+    # config.json behind to refuse the corrected command as "a different config".
+    write_json(workdir / CONFIG, config_to_dict(config))
     has_val = benchmark.val is not None
     callbacks = [
         BestCheckpoint(workdir, benchmark.monitor, benchmark.monitor_mode, has_validation=has_val,
@@ -627,6 +633,7 @@ def _train_single(config, workdir: Path, *, settings: TrainSettings, strategy, v
 def _train_grid(config, workdir: Path, *, settings: TrainSettings, strategy, verbose) -> dict:
     start = time.perf_counter()
     task_names = benchmarks.build(config).task_names
+    write_json(workdir / CONFIG, config_to_dict(config))  # after the data loaded (see _train_single)
     points = simplex_grid(len(task_names), settings.grid_divisions, settings.grid_include_vertices, settings.grid_total)
     runs = []
     for weights in points:

@@ -15,7 +15,8 @@ from tests.balancers import tiny
 
 
 def fair_weights_of(vectors, alpha):
-    # In log coordinates (w = e^u) so the root finder stays in w > 0.
+    # In log coordinates (w = e^u) so the root finder stays in w > 0. tol=1e-13 is scipy's stopping
+    # tolerance (500 eps: the reference stops where float64 stops improving), not an assertion.
     result = scipy.optimize.root(lambda u: vectors @ (np.exp(u) @ vectors) - np.exp(-u / alpha),
                                  -np.log(np.linalg.norm(vectors, axis=1)), tol=1e-13)
     assert np.max(np.abs(vectors @ (np.exp(result.x) @ vectors) - np.exp(-result.x / alpha))) < 1e-9, result.message

@@ -15,6 +15,7 @@ the method's next-step logit update must equal this exactly.
 import numpy as np
 import pytest
 
+import mtl_tf
 from mtl_tf import balancers
 from tests.balancers import properties, tiny
 
@@ -108,3 +109,31 @@ def test_min_losses_of_the_wrong_length():
     setup = tiny.make_setup(num_tasks=2)
     with pytest.raises(ValueError, match=r"famo min_losses has 3 entries but the model has 2 tasks"):
         tiny.build_model(setup, "famo", {"min_losses": [0.0, 0.0, 0.0]}).build(setup.x.shape)
+
+
+# -- loss range (issue 22): the losses are measured from min_losses --------------------------------------
+
+
+def test_min_losses_above_a_loss_is_refused_naming_the_task():
+    # Task `a` has loss 16 on the small input: a bound of 20 would make every logit step 0 (a run equal to
+    # `uniform`); the batch is refused before any update instead.
+    model = properties.negative_loss_model("famo", {"min_losses": {"a": 20.0, "n": -1.0}})
+    _, _, data = properties.negative_loss_data()
+    with pytest.raises(mtl_tf.LossRangeError) as caught:
+        model.fit(data, epochs=1, shuffle=False, verbose=0)
+    message = str(caught.value)
+    assert message.startswith("balancer 'famo' takes non-negative losses (at or above min_losses = 20), but task "
+                              "'a' has loss 16 at epoch 1, batch 1 (loss mean_squared_error).")
+    assert "Fix: min_losses must be a lower bound of the loss: give task 'a' a bound at or below 16" in message
+    assert int(model.optimizer.iterations.numpy()) == 0
+    np.testing.assert_array_equal(np.asarray(model.balancer.logits.numpy()), [0.0, 0.0])
+
+
+def test_a_negative_loss_with_its_lower_bound_is_taken_with_algorithm_1s_weights():
+    # CosineSimilarity >= -1: with min_losses n = -1 the gaps are 16 + eps and 1 - 1/sqrt(2) + eps, and
+    # Algorithm 1's first weights (z = 1/2 each) are w_i = (1 / gap_i) / sum_j (1 / gap_j).
+    step, _ = properties.check_takes_negative_loss("famo", {"min_losses": {"a": 0.0, "n": -1.0}})
+    gaps = np.array([16.0, 1.0 - 1.0 / np.sqrt(2.0)]) + EPS
+    want = (1.0 / gaps) / np.sum(1.0 / gaps)
+    # float32: 1 + (-1/sqrt(2)) loses about 1 ulp of 1 (6e-8) on a gap of 0.29, ~2e-7 relative.
+    np.testing.assert_allclose([step["a_weight"], step["n_weight"]], want, rtol=1e-6)

@@ -16,6 +16,7 @@ import tensorflow as tf
 from mtl_tf import balancers
 from mtl_tf.balancers import moco
 from tests.balancers import tiny
+from tests.balancers.simplex_reference import bisection_projection, projection_tolerance
 
 
 def simplex_projection(v):
@@ -115,5 +116,61 @@ def test_resetting_the_build_time_state_resets_the_tracked_gradients():
     setup = tiny.make_setup(num_tasks=2, seed=9)
     first = tiny.model_params(tiny.run(setup, "moco", {"rho": 0.5}, epochs=2)[0])
     again, _ = tiny.run(setup, "moco", {"rho": 0.5}, epochs=2)
+    # The same compiled steps on the same inputs and seeds: equal bit for bit.
     tiny.assert_params_close(again, first, atol=0, rtol=0)
     tiny.assert_params_close(again, reference_run(setup, 2, rho=0.5)[0])
+
+
+@pytest.mark.parametrize("scale", [10.0 ** k for k in range(-8, 13)])
+def test_projection_is_exact_in_float32_at_every_scale(scale):
+    rng = np.random.default_rng(int(np.log10(scale)) + 8)
+    for num in (2, 3, 5):
+        cases = [
+            scale * rng.normal(size=num),  # spread at the scale: mostly a vertex or an edge
+            scale + rng.uniform(-1.0, 1.0, size=num),  # differences of order 1 on top of the scale
+            scale * (1.0 + 1e-7 * rng.normal(size=num)),  # a few float32 ulps apart
+        ]
+        for v in cases:
+            v = np.asarray(v, np.float32)
+            for mask in (np.ones(num, bool), rng.random(num) < 0.7):
+                got = moco.project_to_simplex(tf.constant(v), tf.constant(mask)).numpy().astype(np.float64)
+                want = np.zeros(num)
+                if mask.any():
+                    want[mask] = bisection_projection(v[mask])
+                tol = projection_tolerance(num)
+                np.testing.assert_allclose(got, want, rtol=0, atol=tol, err_msg=f"v={v!r} mask={mask}")
+                if mask.any():
+                    assert abs(got.sum() - 1.0) <= tol and np.all(got >= 0), got
+
+
+def test_projection_of_the_issues_input():
+    """[1e8, 1e8 + 100] in float32: the old sums lost the -1 and gave [0, 0], so the encoder never moved."""
+    v = np.array([1e8, 1e8 + 100], np.float32)  # 1e8 + 100 rounds to 100000096 (ulp 8)
+    got = moco.project_to_simplex(tf.constant(v), tf.constant([True, True])).numpy()
+    np.testing.assert_array_equal(got, [0.0, 1.0])
+    # Spread of exactly 1: the first entry is on the boundary of the active set.
+    got = moco.project_to_simplex(tf.constant([1e3, 1e3 + 0.5], tf.float32), tf.constant([True, True])).numpy()
+    np.testing.assert_allclose(got, [0.25, 0.75], atol=projection_tolerance(2))
+
+
+def test_huge_gradients_still_move_the_encoder():
+    """Targets of 1e12: lambda's projected step sees values near 1e23; the weights stay on the simplex."""
+    import keras
+
+    import mtl_tf
+
+    keras.utils.set_random_seed(0)
+    encoder = keras.layers.Dense(2, kernel_initializer="ones", name="encoder")
+    heads = {"a": keras.layers.Dense(1, name="head_a"), "b": keras.layers.Dense(1, name="head_b")}
+    model = mtl_tf.MultiTaskModel(encoder, heads, {"a": "mse", "b": "mse"}, balancer="moco")
+    model.compile(optimizer=keras.optimizers.SGD(1e-14))  # gradients ~1e13: steps of order 0.1
+    x = np.ones((4, 3), "float32")
+    y = {"a": np.full((4, 1), 1e12, "float32"), "b": np.full((4, 1), -2e12, "float32")}
+    model.build((None, 3))
+    before = np.array(encoder.kernel)
+    recorder = tiny.StepLogs()
+    model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[recorder])
+    for step in recorder.steps:
+        weights = np.array([step["a_weight"], step["b_weight"]])
+        assert np.all(weights >= 0) and abs(weights.sum() - 1.0) <= 1e-6, weights
+    assert not np.array_equal(np.array(encoder.kernel), before), "the encoder never moved"

@@ -18,7 +18,8 @@ from tests.balancers import tiny
 
 
 def bargaining_weights(vectors):
-    # In log coordinates (a = e^u) so the root finder stays in a > 0.
+    # In log coordinates (a = e^u) so the root finder stays in a > 0. tol=1e-13 is scipy's stopping
+    # tolerance (500 eps: the reference stops where float64 stops improving), not an assertion.
     result = scipy.optimize.root(lambda u: np.exp(u) * (vectors @ (np.exp(u) @ vectors)) - 1.0,
                                  -np.log(np.linalg.norm(vectors, axis=1)), tol=1e-13)
     assert np.max(np.abs(np.exp(result.x) * (vectors @ (np.exp(result.x) @ vectors)) - 1.0)) < 1e-9, result.message

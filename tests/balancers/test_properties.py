@@ -13,7 +13,10 @@ in `OPTIONS`). The rules are those of `mtl_tf.balancers.base`:
     move, and the other tasks' update is that of a model built without it;
 (d) the weights are finite, on the simplex where the method promises it
     (`Balancer.simplex_weights`), and permuting the heads permutes the weights
-    and changes nothing else.
+    and changes nothing else;
+(e) a task whose loss stays at exactly 0 (a fitted auxiliary task) for 1,000
+    steps leaves every variable finite and every step applied; a method
+    that cannot take a loss of 0 refuses the first batch, naming the task.
 (a) and (c) also hold under a two-replica MirroredStrategy.
 
 References are independent of the library: NumPy for the batch statistics, a
@@ -30,6 +33,7 @@ import tensorflow as tf
 
 import mtl_tf
 from mtl_tf import balancers
+from mtl_tf.balancers import loss_range
 from tests.balancers import properties, tiny
 
 METHODS = balancers.available()
@@ -310,3 +314,85 @@ def test_weights_are_finite_and_permutation_equivariant(method):
         logs = properties.check_permutation_equivariant(setup, method, options, permutation=[2, 0, 1])
     properties.check_weights(logs, setup.tasks, simplex_total=1.0 if cls.simplex_weights else None)
     report_exception(method, "permutation_equivariant")
+
+
+# -- (e) loss ranges -------------------------------------------------------------------------------------
+# Issue 22's small input: task `n` has a CosineSimilarity loss of -1/sqrt(2). A method declaring "any"
+# takes it and descends both tasks; one declaring "non_negative" refuses it before any update.
+
+# Options the small input needs (CosineSimilarity is neither a classification nor a regression loss by name).
+NEGATIVE_OPTIONS = {"uncertainty": {"task_types": "regression"}, "static": {"weights": {"a": 1.0, "n": 1.0}}}
+# Options that change a method's need, beside every method's defaults.
+RANGE_VARIANTS = [(m, {}) for m in METHODS] + [
+    ("mgda", {"normalization": "loss"}),
+    ("mgda_ub", {"normalization": "loss+"}),
+    ("moco", {"gradient_normalization": "loss"}),
+    ("imtl", {"variant": "gradient"}),
+    ("imtl", {"variant": "loss"}),
+]
+
+
+def _range_id(variant):
+    method, options = variant
+    return method + "".join(f"-{k}={v}" for k, v in options.items())
+
+
+def _instance(method, options):
+    return balancers.get(method, **{**NEGATIVE_OPTIONS.get(method, {}), **options})
+
+
+@pytest.mark.parametrize("variant", RANGE_VARIANTS, ids=_range_id)
+def test_loss_range_is_declared_and_documented(variant):
+    method, options = variant
+    cls = balancers.registry._REGISTRY[method]
+    # Declared by the method itself, not inherited from Balancer's permissive default.
+    declared = [k for k in cls.__mro__ if k is not balancers.Balancer and "loss_range" in vars(k)]
+    assert declared, f"{method} does not declare its loss_range"
+    need = loss_range.needed(_instance(method, options))
+    assert need in balancers.LOSS_RANGES
+    paragraph = loss_range.reason(_instance(method, options), sentences=100)
+    assert paragraph.startswith("Loss range:"), f"{method}'s docstring has no 'Loss range:' paragraph"
+    assert loss_range.LABELS[need] in paragraph.lower(), f"{method}'s docstring does not say {loss_range.LABELS[need]!r}"
+
+
+@pytest.mark.parametrize("variant", RANGE_VARIANTS, ids=_range_id)
+def test_negative_loss_is_taken_or_refused_as_declared(variant):
+    method, options = variant
+    options = {**NEGATIVE_OPTIONS.get(method, {}), **options}
+    need = loss_range.needed(balancers.get(method, **options))
+    if need == "any":
+        properties.check_takes_negative_loss(method, options)
+    else:
+        properties.check_refuses_negative_loss(method, options)
+
+
+# -- (e) a loss at exactly 0 ----------------------------------------------------------------------
+
+ZERO_LOSS_STEPS = 1000
+# Adam moves a learnt log-scale by about its learning rate per step whatever
+# the gradient, so without the bound of `mtl_tf.balancers.log_scales` the
+# paper's s_t of uncertainty and imtl reaches exp's overflow (|s_t| = 88.7)
+# in 88.7 / 0.2 = 444 steps: both failed this row before the bound. (SGD(1.0)
+# overflows them too, but diverges on task `a` itself under the methods
+# whose step has a fixed norm, nash_mtl and fairgrad: alpha_t = 1/||g_t||.)
+ZERO_LOSS_OPTIMIZER = lambda: keras.optimizers.Adam(0.2)  # noqa: E731
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_loss_at_exactly_zero_for_1000_steps_stays_finite(method):
+    model, (x, y) = tiny.zero_loss_model(method, options_for(method, ("a", "b")), optimizer=ZERO_LOSS_OPTIMIZER(),
+                                         steps_per_execution=ZERO_LOSS_STEPS)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat(ZERO_LOSS_STEPS)
+    if model.balancer.loss_range_needed() == "positive":
+        # A loss of 0 is outside what the method takes: refused at once, by name.
+        model.compile(optimizer=ZERO_LOSS_OPTIMIZER(), jit_compile=False)
+        with pytest.raises(balancers.loss_range.LossRangeError, match="'b'"):
+            model.fit(data.take(1), epochs=1, verbose=0)
+        return
+    model.fit(data, epochs=1, verbose=0)
+    # A skipped step puts the step count back too, so this counts the applied steps.
+    applied = int(model.optimizer.iterations)
+    assert applied == ZERO_LOSS_STEPS, f"{method}: only {applied} of {ZERO_LOSS_STEPS} steps applied"
+    for variable in mtl_tf.step_guard.guarded_variables(model):
+        value = np.asarray(variable)
+        assert np.all(np.isfinite(value.astype(np.float64))), f"{method}: {variable.path} = {value}"

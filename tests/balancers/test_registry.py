@@ -164,8 +164,8 @@ def test_static_accepts_numpy_weights():
         ("gradnorm", {"gradient_at": "last_layer"}, r"gradient_at='last_layer' is not valid"),
         ("gradnorm", {"asymmetry": -1.0}, r"asymmetry must be a finite number >= 0.*-1.0"),
         ("gradnorm", {"weight_learning_rate": 0.0}, r"weight_learning_rate must be a positive finite number.*0.0"),
-        ("pareto_mtl", {"num_preferences": 1}, r"num_preferences must be at least 2; got 1"),
-        ("pareto_mtl", {"init_max_steps": -1}, r"init_max_steps must be >= 0; got -1"),
+        ("pareto_mtl", {"num_preferences": 1}, r"num_preferences must be an integer >= 2; got 1"),
+        ("pareto_mtl", {"init_max_steps": -1}, r"init_max_steps must be an integer >= 0; got -1"),
     ],
 )
 def test_invalid_option_values_at_construction(name, options, message):
@@ -176,7 +176,7 @@ def test_invalid_option_values_at_construction(name, options, message):
 @pytest.mark.parametrize(
     "name,options,message",
     [
-        ("uncertainty", {"task_types": "gaussian"}, r"task type='gaussian' is not valid; expected one of \['classification', 'regression'\]"),
+        ("uncertainty", {"task_types": "gaussian"}, r"task_types='gaussian' is not valid; expected one of \['classification', 'regression'\]"),
         ("uncertainty", {"task_types": ["regression"]}, r"task_types has 1 entries but the model has 2 tasks"),
         ("pareto_mtl", {"preferences": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]}, r"preferences must have 2 entries each"),
         ("pareto_mtl", {"preferences": [[1.0, 0.0], [0.0, 0.0]]}, r"preferences must be non-zero vectors"),

@@ -48,6 +48,7 @@ def test_a_seed_repeats_its_run_and_another_seed_does_not():
     first, logs = tiny.run(setup, "rlw", {"seed": 11}, epochs=2)
     first = tiny.model_params(first)
     again, again_logs = tiny.run(setup, "rlw", {"seed": 11}, epochs=2)
+    # The same compiled steps on the same inputs and seeds: equal bit for bit.
     tiny.assert_params_close(again, first, atol=0, rtol=0)
     other, other_logs = tiny.run(setup, "rlw", {"seed": 12}, epochs=2)
     assert not np.allclose(tiny.logged_weights(other_logs[0], setup.tasks), tiny.logged_weights(logs[0], setup.tasks))

@@ -120,3 +120,22 @@ def test_unknown_loss_without_task_types_names_the_task():
 
     with pytest.raises(ValueError, match=r"task 'odd' \(loss .*KL.*\).*task_types"):
         _first_weights({"ok": "mse", "odd": keras.losses.KLDivergence()})
+
+
+def test_a_loss_at_exactly_zero_keeps_its_log_variance_at_the_bound():
+    """d/ds_t = 1/2 - c_t e^{-s_t} L_t = 1/2 at L_t = 0: the paper's s_t falls to exp's overflow; here it stops at -10."""
+    import keras
+    import tensorflow as tf
+
+    from mtl_tf.balancers.log_scales import LOG_SCALE_BOUND
+
+    steps = 400  # SGD(1.0): s_b falls by 1/2 a step, to -10 at step 20; the paper's overflows e^{-s} at step 178
+    model, (x, y) = tiny.zero_loss_model("uncertainty", {"task_types": "regression"},
+                                         optimizer=keras.optimizers.SGD(1.0), steps_per_execution=steps)
+    recorder = tiny.StepLogs()
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(steps), epochs=1, verbose=0, callbacks=[recorder])
+    assert int(model.optimizer.iterations) == steps
+    s = np.asarray(model.balancer.log_variances)
+    assert s[1] == np.float32(-LOG_SCALE_BOUND), s
+    assert s[0] > -LOG_SCALE_BOUND  # task a (loss >= 1): its fixed point s = log(2 c L) >= 0 is far from the bound
+    np.testing.assert_allclose(recorder.steps[-1]["b_weight"], 0.5 * np.exp(LOG_SCALE_BOUND), rtol=1e-6)

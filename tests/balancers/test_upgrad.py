@@ -21,7 +21,7 @@ from tests.test_solvers_qp import brute_force
 
 
 def project(vector, vectors):
-    """pi_C(vector) by scipy's SLSQP in the vectors' own space."""
+    """pi_C(vector) by scipy's SLSQP in the vectors' own space (ftol 1e-16: run to float64's limit)."""
     result = scipy.optimize.minimize(
         lambda d: 0.5 * np.sum((d - vector) ** 2), vector, jac=lambda d: d - vector, method="SLSQP",
         constraints=[{"type": "ineq", "fun": lambda d: vectors @ d, "jac": lambda d: vectors}],

@@ -255,6 +255,9 @@ def exact_min_norm(gram):
             rhs = np.zeros(size + 1)
             rhs[size] = 1.0
             solution = np.linalg.lstsq(kkt, rhs, rcond=None)[0][:size]
+            # A face is feasible unless its solution leaves the simplex by more than its own rounding:
+            # 1e-12 (4500 eps) on entries <= 1; the sum is met to 1e-9 also for singular faces, where
+            # lstsq's minimum-norm answer meets the equality only to cond * eps.
             if not (abs(solution.sum() - 1.0) < 1e-9 and np.all(solution >= -1e-12)):
                 continue
             alpha = np.zeros(n)
@@ -483,3 +486,40 @@ def official_min_norm(gram, mask=None, max_iterations=250, tolerance=1e-5):
             return embed(sol), iteration
         sol = new
     return embed(sol), max_iterations
+
+
+# -- a task whose loss is exactly 0 ----------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="mtl_tf_tests")
+class TimesZero(keras.layers.Layer):
+    """x * 0: a head whose mse against a target of 0 is exactly 0 at every step (and so is its gradient)."""
+
+    def call(self, inputs):
+        return inputs * 0.0
+
+
+def zero_loss_model(method, options=None, optimizer=None, steps_per_execution=1):
+    """Two tasks on a linear encoder: `a` an ordinary mse (loss >= 1), `b` exactly 0 at every step.
+
+    Returns (model, (x, y)) for one batch. `a`'s targets are +1 and -1 for the
+    same inputs, so its loss stays >= 1 whatever the weights, and its Hessian
+    is small (inputs 0.1, no biases: its largest eigenvalue is about 0.3), so
+    SGD(1.0) is stable on it for any task weight up to ~6. `b`'s head is a
+    Dense layer times 0 against zeros: loss and gradients exactly 0.
+    """
+    ones = keras.initializers.Ones()
+    encoder = keras.layers.Dense(2, use_bias=False, kernel_initializer=ones, name="encoder")
+    heads = {
+        "a": keras.layers.Dense(1, use_bias=False, kernel_initializer=ones, name="head_a"),
+        "b": keras.Sequential([keras.layers.Dense(1, use_bias=False, kernel_initializer=ones), TimesZero()],
+                              name="head_b"),
+    }
+    model = mtl_tf.MultiTaskModel(encoder, heads, {"a": "mse", "b": "mse"}, balancer=method,
+                                  balancer_options=options)
+    # No XLA: compiling costs more than the 1,000 tiny steps it would speed up.
+    model.compile(optimizer=optimizer or keras.optimizers.SGD(1.0), steps_per_execution=steps_per_execution,
+                  jit_compile=False)
+    x = np.full((4, 2), 0.1, "float32")
+    y = {"a": np.array([[1.0], [-1.0], [1.0], [-1.0]], "float32"), "b": np.zeros((4, 1), "float32")}
+    return model, (x, y)

@@ -253,3 +253,28 @@ def test_smoke_training_on_real_fashion_mnist_beats_chance(tmp_path):
     assert results["sizes"] == {"train": 8000, "val": 1000, "test": 1000}
     accuracies = [results["tasks"][t]["accuracy"] for t in ("left", "right")]
     assert min(accuracies) > 0.40, accuracies
+
+
+def test_drop_remainder_drops_the_last_smaller_training_batch(sources):
+    # 100 training composites in batches of 32: 3 full batches and one of 4, which drop_remainder drops.
+    sizes = {"data.pareto_sizes": (100, 32, 32), "data.max_train_examples": 100}
+    counts = {}
+    for drop in (False, True):
+        config = small_config("multi_fashion", "pareto", sources / "fashion_mnist")
+        config_lib.apply_overrides(config, {**sizes, "data.drop_remainder": drop})
+        bench = benchmarks.build(config)
+        counts[drop] = [int(x.shape[0]) for x, _ in bench.train]
+        assert bench.sizes["train"] == 100
+    assert counts == {False: [32, 32, 32, 4], True: [32, 32, 32]}
+
+
+def test_check_nets_refuses_a_bad_architecture_option_naming_the_field_without_data(tmp_path):
+    # No data anywhere: check_nets constructs the nets only.
+    config = config_lib.load("configs/multi_fashion.py:smoke")
+    config_lib.apply_overrides(config, {"model.name": "mmoe", "model.num_experts": 0})
+    config_lib.add_data_dir(config, tmp_path / "nothing_here")
+    with pytest.raises(ValueError, match=r"^config field 'model.num_experts': MMoE: num_experts must be an integer >= 1; "
+                                         r"got 0 \(--config.model.num_experts=...\)$"):
+        benchmarks.check(config)
+    config_lib.apply_overrides(config, {"model.num_experts": 2})
+    benchmarks.check(config)

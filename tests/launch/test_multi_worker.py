@@ -78,6 +78,8 @@ def test_workers_agree_with_each_other_and_with_one_process(runs):
     assert sorted(w0) == sorted(w1) == sorted(single) and len(w0) >= 10
     for name in w0:
         np.testing.assert_array_equal(w0[name], w1[name], err_msg=name)  # the same all-reduced update
+        # float32 weights (|w| < 1) after a few steps in which one process sums the two halves of each batch
+        # in another order: eps32 per step and variable, amplified by the steps: 1e-5 (~80 eps32).
         np.testing.assert_allclose(w0[name], single[name], rtol=0, atol=1e-5, err_msg=name)
     results = json.loads((runs["worker0"] / "results.json").read_text())
     # MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy.

@@ -81,6 +81,8 @@ def uninterrupted(tmp_path_factory, fake_fashion_dir, isolated_env):
 
 
 def assert_same_run(workdir, reference):
+    # The same float32 steps on the same data: a resumed process restores exact float32 values, but its
+    # kernels (oneDNN, thread count) may sum in another order: 1e-6 ~ 8 eps32 on values of order 1.
     got, want = (json.loads((w / "results.json").read_text()) for w in (workdir, reference))
     assert [h["epoch"] for h in got["history"]] == [1, 2, 3]
     for g, w in zip(got["history"], want["history"]):
@@ -127,3 +129,45 @@ def test_a_foreign_or_broken_backup_state_is_a_clear_error(tmp_path):
     (tmp_path / "state.json").write_text(json.dumps({"epoch": 2, "weights": "epoch-0002.weights.h5"}))
     with pytest.raises(FileNotFoundError, match="epoch-0002.weights.h5, which is missing"):
         callbacks.read_state(tmp_path)
+
+
+# Runs launch/train.py as __main__ in a process that receives SIGTERM (a batch scheduler's stop) mid-epoch.
+TERMINATED = """
+import os, runpy, signal, sys
+sys.path.insert(0, {repo!r})
+import keras
+from mtl_tf.training import distribute
+epoch_to_stop = int(sys.argv[1])
+
+class TermMidEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == epoch_to_stop and batch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+real_fit = distribute.fit
+def fit(model, train, **kwargs):
+    kwargs["callbacks"] = [*kwargs["callbacks"], TermMidEpoch()]
+    return real_fit(model, train, **kwargs)
+distribute.fit = fit
+sys.argv = ["train.py", *sys.argv[2:]]
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def test_sigterm_says_what_is_saved_exits_143_and_the_same_command_resumes(
+        uninterrupted, fake_fashion_dir, isolated_env, tmp_path):
+    workdir = tmp_path / "terminated"
+    args = [*ARGS, f"--data_dir={fake_fashion_dir}", f"--workdir={workdir}"]
+    code = TERMINATED.format(repo=str(REPO), script=str(REPO / "launch" / "train.py"))
+    completed = subprocess.run([sys.executable, "-c", code, "1", *args], env=isolated_env, cwd=REPO,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 128 + signal.SIGTERM, completed.stderr[-3000:]
+    assert "Traceback" not in completed.stderr
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert lines[-1] == (f"terminated (SIGTERM): epoch 1 is saved in {workdir / 'backup'}. "
+                         "Run the same command to resume.")
+    assert callbacks.read_state(workdir / "backup")["epoch"] == 1
+    run_script("train.py", args, isolated_env)
+    assert_same_run(workdir, uninterrupted)

@@ -141,3 +141,37 @@ def test_mirrored_batches_the_replicas_cannot_split_are_refused_before_training(
     with pytest.raises(trainer.RunRefused, match=r"the train split has 257 examples: its last batch holds 1 \(batch size "
                                                  r"64\), fewer than the strategy's 2 replicas"):
         trainer.train_and_evaluate(config, tmp_path / "last", strategy=mirrored_strategy)
+
+
+def test_bad_method_and_model_options_are_refused_before_the_data_and_leave_nothing_behind(
+        fake_fashion_dir, tmp_path, capsys, monkeypatch):
+    workdir = tmp_path / "run"
+    base = ["--config=configs/multi_fashion.py:smoke", *flag_args(TINY), f"--data_dir={fake_fashion_dir}",
+            f"--workdir={workdir}", "--verbose=0"]
+    monkeypatch.setattr(trainer, "build_benchmark", lambda *a, **k: pytest.fail("the data set was built"))
+    cases = [
+        (["--config.method=cagrad", "--config.balancer.c=-1"],
+         "error: config field 'balancer.c': cagrad c must be a finite number >= 0; got -1 (--config.balancer.c=...)"),
+        (["--config.method=mgda", "--config.balancer.max_iterations=0"],
+         "error: config field 'balancer.max_iterations': mgda max_iterations must be an integer >= 1 or None; got 0 "
+         "(--config.balancer.max_iterations=...)"),
+        (["--config.model.name=mmoe", "--config.model.num_experts=0"],
+         "error: config field 'model.num_experts': MMoE: num_experts must be an integer >= 1; got 0 "
+         "(--config.model.num_experts=...)"),
+    ]
+    for extra, message in cases:
+        assert run_main([*base, *extra]) == 2, message
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert err == [message]
+        assert not workdir.exists()
+    monkeypatch.undo()
+
+    # Refused while loading the data: no config.json is left to block another config in the same workdir.
+    with pytest.raises(Exception, match="fashion"):
+        run_main([*base, "--config.method=cagrad", f"--data_dir={tmp_path / 'no_data'}"])
+    assert not (workdir / "config.json").exists()
+    capsys.readouterr()
+
+    # The corrected command in the same workdir trains.
+    assert run_main([*base, "--config.method=cagrad", "--config.balancer.c=0.4"]) == 0
+    assert json.loads((workdir / "config.json").read_text())["balancer"]["c"] == 0.4

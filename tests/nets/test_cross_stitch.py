@@ -111,3 +111,29 @@ def test_fit_with_gradient_methods_and_the_refusal(rng):
     # The units are shared parameters: the step moves them.
     assert not np.allclose(keras.ops.convert_to_numpy(model.encoder.units[0].alpha), [[0.9, 0.1], [0.1, 0.9]])
     arch_checks.fit_epoch(build(), _heads(), x, y, "pcgrad")
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        # A NaN alpha makes every activation after the unit NaN: the loss, not the data, is then to blame.
+        ({"alpha_init": (float("nan"), 0.1)}, r"^CrossStitch: alpha_init\[0\] must be a finite number; got nan$"),
+        ({"alpha_init": (0.9, float("inf"))}, r"^CrossStitch: alpha_init\[1\] must be a finite number; got inf$"),
+        ({"alpha_init": (0.9,)}, r"^CrossStitch: alpha_init must be \(same-task, other-task\) weights"),
+        ({"alpha_init": "0.9"}, r"^CrossStitch: alpha_init must be"),
+        ({"alpha_learning_rate_scale": float("nan")},
+         r"^CrossStitch: alpha_learning_rate_scale must be a positive finite number; got nan$"),
+        ({"alpha_learning_rate_scale": -1}, r"alpha_learning_rate_scale must be a positive finite number; got -1"),
+        ({"stitch_last": "no"}, r"^CrossStitch: stitch_last must be True or False; got 'no'$"),
+    ],
+)
+def test_bad_numeric_options_are_refused_naming_the_option(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cross_stitch.cross_stitch(TASKS, **kwargs)
+
+
+def test_a_unit_refuses_a_nan_alpha_and_a_non_integer_task_count():
+    with pytest.raises(ValueError, match=r"^CrossStitchUnit: alpha_init\[1\] must be a finite number; got nan$"):
+        cross_stitch.CrossStitchUnit(2, alpha_init=(0.9, float("nan")))
+    with pytest.raises(ValueError, match=r"^CrossStitchUnit: num_tasks must be an integer >= 2; got 2.5$"):
+        cross_stitch.CrossStitchUnit(2.5)

@@ -93,3 +93,26 @@ def test_fit_with_gradient_methods_and_the_refusal(rng, tmp_path):
             keras.ops.convert_to_numpy(loaded.predict(x, verbose=0)[t]),
             keras.ops.convert_to_numpy(model.predict(x, verbose=0)[t]), atol=1e-6,
         )
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"num_experts": 0}, r"^MMoE: num_experts must be an integer >= 1; got 0$"),
+        ({"num_experts": -2}, r"^MMoE: num_experts must be an integer >= 1; got -2$"),
+        ({"num_experts": 2.5}, r"^MMoE: num_experts must be an integer >= 1; got 2.5$"),
+        ({"num_experts": float("nan")}, r"^MMoE: num_experts must be an integer >= 1; got nan$"),
+        ({"num_experts": "3"}, r"^MMoE: num_experts must be an integer >= 1; got '3'$"),
+        ({"expert_units": (16, -1)}, r"^MMoE: expert_units must be a non-empty list of integers >= 1; got \[16, -1\]$"),
+        ({"expert_units": ()}, r"^MMoE: expert_units must be a non-empty list of integers >= 1; got \[\]$"),
+        ({"gate_use_bias": "false"}, r"^MMoE: gate_use_bias must be True or False; got 'false'$"),
+        ({"seed": 1.5}, r"^MMoE: seed must be an integer or None; got 1.5$"),
+    ],
+)
+def test_bad_numeric_options_are_refused_naming_the_option(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        mmoe.MMoE(TASKS, **kwargs)
+
+
+def test_an_integral_float_count_from_a_json_config_is_taken():
+    assert mmoe.MMoE(TASKS, num_experts=3.0).num_experts == 3

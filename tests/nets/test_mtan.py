@@ -133,3 +133,22 @@ def test_fit_epoch(rng, method):
     if method == "mgda_ub":  # the representation (the backbone's maps) is shared: alpha on the simplex
         assert abs(logs["segmentation_weight"][-1] + logs["depth_weight"][-1] - 1) < 1e-5
     assert before is None or any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.encoder.trainable_variables))
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: mtan.MTANHead(0), r"^MTANHead: num_outputs must be an integer >= 1; got 0$"),
+        (lambda: mtan.MTANHead(float("nan")), r"^MTANHead: num_outputs must be an integer >= 1; got nan$"),
+        (lambda: mtan.MTANBackbone(filters=(8, -8), convs_per_block=(1, 1)),
+         r"^MTANBackbone: filters must be a non-empty list of integers >= 1; got \[8, -8\]$"),
+        (lambda: mtan.MTANBackbone(filters=(8,), convs_per_block=(0,)),
+         r"^MTANBackbone: convs_per_block must be a non-empty list of integers >= 1; got \[0\]$"),
+        (lambda: mtan.MTANHead(3, filters=(8, 8), convs_per_block=(1,)),
+         r"^MTANHead: filters and convs_per_block must be equally long"),
+        (lambda: mtan.MTANBackbone(seed="1"), r"^MTANBackbone: seed must be an integer or None; got '1'$"),
+    ],
+)
+def test_bad_numeric_options_are_refused_naming_the_option(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -107,3 +107,19 @@ def test_fit_with_gradient_methods_and_the_refusal(rng, make):
     logs, _ = arch_checks.fit_epoch(build(), _heads(), x, y, "mgda")
     assert abs(logs["a_weight"] + logs["b_weight"] - 1) < 1e-5
     arch_checks.fit_epoch(build(), _heads(), x, y, "pcgrad")
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"num_levels": 0}, r"^PLE: num_levels must be an integer >= 1; got 0$"),
+        ({"num_levels": float("nan")}, r"^PLE: num_levels must be an integer >= 1; got nan$"),
+        ({"num_shared_experts": -1}, r"^PLE: num_shared_experts must be an integer >= 0; got -1$"),
+        ({"num_task_experts": 1.5}, r"^PLE: num_task_experts must be an integer >= 0; got 1.5$"),
+        ({"expert_units": (0,)}, r"^PLE: expert_units must be a non-empty list of integers >= 1; got \[0\]$"),
+        ({"gate_use_bias": 1}, r"^PLE: gate_use_bias must be True or False; got 1$"),
+    ],
+)
+def test_bad_numeric_options_are_refused_naming_the_option(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ple.PLE(TASKS, **kwargs)

@@ -140,3 +140,20 @@ def test_a_layer_called_twice_is_refused():
     model = keras.Model([x1, x2], outputs)
     with pytest.raises(ValueError, match="'shared' .* called 2 times"):
         split_model(model, at="shared")
+
+
+def test_a_built_sequential_without_task_names_names_its_task_after_its_last_layer():
+    # Keras' own name for a Sequential's one output is its last layer's name.
+    keras.utils.set_random_seed(3)
+    sequential = keras.Sequential([keras.layers.Dense(4, name="a"), keras.layers.Dense(2, name="b")])
+    sequential.build((None, 3))
+    encoder, heads = split_model(sequential, at="a")
+    assert list(heads) == ["b"]
+    x = np.random.default_rng(1).normal(size=(5, 3)).astype("float32")
+    np.testing.assert_array_equal(heads["b"](encoder(x)), sequential(x))
+
+
+def test_an_unbuilt_sequential_is_refused_saying_how_to_build_it():
+    sequential = keras.Sequential([keras.layers.Dense(4, name="a"), keras.layers.Dense(2, name="b")])
+    with pytest.raises(ValueError, match=r"Sequential model 'sequential.*' is not built.*keras.Input.*model.build"):
+        split_model(sequential, at="a")

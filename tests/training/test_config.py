@@ -40,3 +40,14 @@ def test_unknown_command_line_fields_are_named_before_absl_parses_them():
         config_lib.check_override_flags(argv)
     config_lib.check_override_flags(["train.py", "--config=configs/multi_fashion.py:smoke", "--config.seed=1"])
     config_lib.check_override_flags(["train.py", "--config.foo=1"])  # no config file: config_flags reports it
+
+
+def test_every_config_has_data_drop_remainder_as_the_mirrored_refusal_advises():
+    # trainer.check_replica_batches tells the user to set --config.data.drop_remainder=True.
+    import pathlib
+
+    for path in sorted(pathlib.Path("configs").glob("*.py")):
+        if path.stem in ("__init__", "common"):
+            continue
+        config = config_lib.load(str(path))
+        assert "drop_remainder" in config.data and config.data.drop_remainder is False, path.name

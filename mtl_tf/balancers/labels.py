@@ -1,0 +1,38 @@
+"""What counts as a labelled example of a task (rule 3 of `mtl_tf.balancers.base`)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def labelled_count(loss_fn, y_true, sample_weight):
+    """The (sample-weighted) number of labelled targets of one task in the local batch, float32.
+
+    A loss may say it itself with a `labelled_count(y_true, sample_weight)`
+    method (`mtl_tf.losses`' masked losses do). Otherwise a loss with an
+    `ignore_class` (Keras' sparse cross-entropies) counts the targets that are
+    not that class, and any other loss counts examples: the sum of the sample
+    weights, or the batch size without them.
+    """
+    if hasattr(loss_fn, "labelled_count"):
+        return tf.cast(loss_fn.labelled_count(y_true, sample_weight), tf.float32)
+    y_true = tf.convert_to_tensor(y_true)
+    ignore = getattr(loss_fn, "ignore_class", None)
+    if ignore is None:
+        valid = tf.ones(tf.shape(y_true)[:1], tf.float32)
+    else:
+        valid = tf.cast(tf.not_equal(y_true, tf.cast(ignore, y_true.dtype)), tf.float32)
+    if sample_weight is not None:
+        valid = valid * broadcast_weight(sample_weight, valid)
+    return tf.reduce_sum(valid)
+
+
+def broadcast_weight(sample_weight, like):
+    """A sample weight ([B] or [B, ...]) as float32, broadcast to the shape of `like`."""
+    weight = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
+    if weight.shape.rank is not None and like.shape.rank is not None:
+        while weight.shape.rank < like.shape.rank:
+            weight = weight[..., None]
+        while weight.shape.rank > like.shape.rank:
+            weight = tf.reduce_max(weight, axis=-1)  # per-pixel weights: an example counts if any pixel does
+    return tf.broadcast_to(weight, tf.shape(like))
