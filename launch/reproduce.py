@@ -34,7 +34,7 @@ from absl import app, flags  # noqa: E402
 
 from mtl_tf import reports  # noqa: E402
 from mtl_tf.reports import runner  # noqa: E402
-from mtl_tf.training import distribute  # noqa: E402
+from mtl_tf.training import distribute, interrupts  # noqa: E402
 
 _TABLE = flags.DEFINE_string("table", None, "Registered paper table.")
 _METHODS = flags.DEFINE_list("methods", [], "Methods (default: the table's).")
@@ -59,6 +59,8 @@ def main(argv):
     if not _TABLE.value:
         raise app.UsageError(f"--table is required; one of {reports.available()}")
     root = Path(_ROOT.value or Path("runs") / _TABLE.value)
+    # A batch scheduler stops a job with SIGTERM (then SIGKILL after a grace period).
+    interrupts.handle_sigterm()
     try:
         outcome = runner.run_table(
             _TABLE.value,
@@ -75,10 +77,11 @@ def main(argv):
     except runner.OverrideError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the finished runs under {root} are kept and the current one resumes from its last "
+    except KeyboardInterrupt as error:  # Ctrl-C, or a scheduler's SIGTERM (interrupts.handle_sigterm)
+        what, code = interrupts.describe(error)
+        print(f"\n{what}: the finished runs under {root} are kept and the current one resumes from its last "
               "finished epoch; run the same command to continue.", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(code)
     print()
     print(reports.get(_TABLE.value).description)
     print()

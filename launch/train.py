@@ -33,7 +33,6 @@ The trainer itself is `mtl_tf.training.trainer.train_and_evaluate`.
 """
 
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from mtl_tf.training import config as config_lib  # noqa: E402
-from mtl_tf.training import distribute, preflight, trainer  # noqa: E402
+from mtl_tf.training import distribute, interrupts, preflight, trainer  # noqa: E402
 from mtl_tf.training.workdir import RESULTS, WorkdirLocked, check_workdir, load_results  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).", lock_config=False)
@@ -57,16 +56,6 @@ _NUM_CPU_DEVICES = flags.DEFINE_integer(
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Data set location (config.data.data_dir).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Retrain even if results.json exists.")
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so a scheduler's stop takes Ctrl-C's path."""
-
-
-def _raise_terminated(signum, frame):
-    # Once: a second SIGTERM while the message is printed must not cut it short.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated()
 
 
 def _fail(error, code: int = 2):
@@ -105,7 +94,7 @@ def main(argv):
             distribute.split_cpu(_NUM_CPU_DEVICES.value)
         strategy = distribute.make_strategy(_STRATEGY.value, _DEVICES.value)
         # A batch scheduler stops a job with SIGTERM (then SIGKILL after a grace period).
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        interrupts.handle_sigterm()
         try:
             results = trainer.train_and_evaluate(
                 config, workdir, strategy=strategy, overwrite=_OVERWRITE.value, verbose=_VERBOSE.value
@@ -115,8 +104,7 @@ def main(argv):
         except trainer.RunRefused as error:
             _fail(error)
         except KeyboardInterrupt as error:
-            what, code = ("terminated (SIGTERM)", 128 + signal.SIGTERM) if isinstance(error, Terminated) else (
-                "interrupted", 130)
+            what, code = interrupts.describe(error)
             print(f"\n{what}: {trainer.describe_saved(workdir)} Run the same command to resume.", file=sys.stderr)
             sys.exit(code)
     print(f"method={results['method']} seed={results['seed']} best_epoch={results.get('best_epoch')}")

@@ -191,15 +191,23 @@ def locate(ok, probes, owners, tensors, shared):
     None for a shared tensor, which gets the task `shared`); `tensors` is a
     callable returning them, read only on failure. The same on every replica.
     """
+    # Only per-task state rows are read inside the branch: a cond branch that
+    # captured every tensor (hundreds of variables on a SegNet) costs seconds of tracing.
+    rows_at = [i for i, owner in enumerate(owners) if owner == "rows"]
+    row_tensors = [tensors()[i] for i in rows_at] if rows_at else []
+
     def found():
         bad = tf.logical_not(tf.math.is_finite(probes))
         index = tf.cast(tf.argmax(tf.cast(bad, tf.int32)), tf.int32)
+        row_tasks = {}
+        for i, tensor in zip(rows_at, row_tensors):
+            rows = tf.reshape(tensor, [tensor.shape[0], -1])
+            bad_rows = tf.logical_not(tf.reduce_all(tf.math.is_finite(rows), axis=1))
+            row_tasks[i] = tf.cast(tf.argmax(tf.cast(bad_rows, tf.int32)), tf.int32)
         tasks = []
-        for owner, tensor in zip(owners, tensors()):
+        for i, owner in enumerate(owners):
             if owner == "rows":
-                rows = tf.reshape(tensor, [tensor.shape[0], -1])
-                bad_rows = tf.logical_not(tf.reduce_all(tf.math.is_finite(rows), axis=1))
-                tasks.append(tf.cast(tf.argmax(tf.cast(bad_rows, tf.int32)), tf.int32))
+                tasks.append(row_tasks[i])
             elif owner is None:
                 tasks.append(tf.cast(shared, tf.int32))
             else:
