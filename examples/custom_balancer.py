@@ -31,9 +31,13 @@ class LossShare(LossWeightingBalancer):
 
     Args:
       power: exponent on the losses; 0 gives uniform weights, 1 (default) the losses' shares.
+
+    Loss range: non-negative. The weights are shares of the losses: a negative loss would get a
+    negative weight, so its task would climb. A loss of exactly 0 gets weight 0.
     """
 
     simplex_weights = True  # the logged weights sum to one
+    loss_range = "non_negative"  # shares of the losses mean nothing for a negative loss
 
     def __init__(self, power=1.0, **kwargs):
         super().__init__(**kwargs)

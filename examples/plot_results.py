@@ -17,26 +17,21 @@ What results.json holds (written by `mtl_tf.training.trainer`):
   validation   the same on the validation split
   history      one dict per epoch: epoch, loss, {task}_loss, {task}_{metric},
                {task}_weight (the task weight of the epoch's last step; alpha for
-               MGDA), val_{task}_loss, val_{task}_{metric}, and method scalars
+               MGDA), {task}_weight_mean (its mean over the epoch's steps),
+               val_{task}_loss, val_{task}_{metric}, val_monitor, and method scalars
+               (every log is described in `mtl_tf.model`'s docstring)
   config, versions, sizes, strategy, wall_time_s
 
-Needs matplotlib (in the `launch` and `test` extras) and the standard library
-only, with the non-interactive Agg backend (no display), so the same code reads
-results.json files copied off a training machine. The project's own figure of a
-run is `python launch/plot_run.py` (`mtl_tf.reports.run_figure`); this example
-shows how little reading results.json takes.
+This script prints the history's task weights and the test metrics, and draws
+the figure with `mtl_tf.reports.run_figure.draw_run`, the same figure as
+`python launch/plot_run.py --workdir=RUN`. It needs matplotlib (in the `launch`
+and `test` extras) and reads only results.json (no data set, no model), so it
+works on results.json files copied off a training machine.
 """
 
 import argparse
 import json
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")  # write files; no window
-
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
 
 
 def load_results(run):
@@ -56,51 +51,6 @@ def load_results(run):
     return path, results
 
 
-def series(history, key):
-    """(epochs, values) of the epochs whose log has `key`."""
-    points = [(entry["epoch"], entry[key]) for entry in history if entry.get(key) is not None]
-    return [e for e, _ in points], [v for _, v in points]
-
-
-def plot(results, out):
-    history, tasks = results["history"], list(results["tasks"])
-    metrics = sorted({m for t in tasks for m in results["tasks"][t] if m != "loss"})
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
-    weights_axis, loss_axis, metric_axis = axes
-    colours = {task: f"C{i}" for i, task in enumerate(tasks)}
-    # Markers show single epochs on short runs; on long ones they would hide the curves.
-    marker = len(history) <= 30
-    for task in tasks:
-        line = {"color": colours[task]}
-        weights_axis.plot(*series(history, f"{task}_weight"), marker="o" if marker else None, label=task, **line)
-        loss_axis.plot(*series(history, f"{task}_loss"), marker="o" if marker else None, label=f"{task} train", **line)
-        loss_axis.plot(*series(history, f"val_{task}_loss"), "--", marker="s" if marker else None,
-                       label=f"{task} validation", **line)
-        for style, metric in zip(("-", "--", ":", "-."), metrics):
-            metric_axis.plot(*series(history, f"val_{task}_{metric}"), style, marker="o" if marker else None,
-                             label=f"{task} {metric}", **line)
-    weights_axis.set(title="task weights (last step of each epoch)", xlabel="epoch", ylabel="weight")
-    loss_axis.set(title="task losses", xlabel="epoch", ylabel="loss")
-    metric_axis.set(title="validation metrics", xlabel="epoch")
-    best = results.get("best_epoch")
-    for axis in axes:
-        if best is not None:
-            axis.axvline(best, color="grey", linewidth=0.8, linestyle=":")
-        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        axis.legend(fontsize="small")
-        axis.grid(alpha=0.3)
-    test = ", ".join(f"{t} {m} {results['tasks'][t][m]:.4f}" for t in tasks for m in metrics if m in results["tasks"][t])
-    figure.suptitle(
-        f"{results.get('benchmark', '')} / {results['method']} / seed {results.get('seed')}: "
-        f"best epoch {best} (dotted); test {test}"
-    )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
-    return out
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run directory (launch/train.py --workdir) or its results.json")
@@ -110,12 +60,17 @@ def main(argv=None):
         path, results = load_results(args.run)
     except (OSError, ValueError) as error:  # a wrong path or file: one line, not a traceback
         parser.exit(2, f"plot_results.py: error: {error}\n")
+    # Only now: mtl_tf imports TensorFlow (seconds), which a wrong path need not wait for.
+    from mtl_tf.reports import run_figure
+
     for entry in results["history"]:
-        weights = {t: round(entry[f"{t}_weight"], 4) for t in results["tasks"] if f"{t}_weight" in entry}
-        print(f"epoch {entry['epoch']}: loss {entry.get('loss', float('nan')):.4f}, task weights {weights}")
+        last = {t: round(entry[f"{t}_weight"], 4) for t in results["tasks"] if f"{t}_weight" in entry}
+        mean = {t: round(entry[f"{t}_weight_mean"], 4) for t in results["tasks"] if f"{t}_weight_mean" in entry}
+        line = f"epoch {entry['epoch']}: loss {entry.get('loss', float('nan')):.4f}, task weights {last}"
+        print(line + (f" at the last step, {mean} mean over the epoch" if mean else " at the last step"))
     for task, values in results["tasks"].items():
         print(f"test {task}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-    print("figure:", plot(results, args.out or path.with_name("results.png")))
+    print("figure:", run_figure.draw_run(results, Path(args.out or path.with_name("results.png"))))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The README's "Using the library" example, as a script (tests keep the two identical).
+"""The README's "Quickstart" example, as a script (tests keep the two identical).
 
 Run: python examples/readme_quickstart.py   (a few seconds on a CPU)
 

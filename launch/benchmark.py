@@ -33,6 +33,9 @@ Flags:
   --json              write the step rows (a JSON list) here; --solver_json the solver rows;
   --markdown          write both tables (and the command and machine load) here.
 The tables are always printed. The exit status is 1 if any method failed (its row says why).
+
+TensorFlow's start-up notices (oneDNN, CUDA drivers, cuInit) stay out of the terminal unless
+TF_CPP_MIN_LOG_LEVEL is set (`TF_CPP_MIN_LOG_LEVEL=0` shows them; launch/_quiet.py).
 """
 
 import json
@@ -43,8 +46,8 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import launch._quiet  # noqa: E402,F401  (first: keeps TensorFlow's start-up notices out of the terminal)
 
 from absl import app, flags  # noqa: E402
 

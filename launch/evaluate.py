@@ -4,15 +4,17 @@
 
 Rebuilds the benchmark and model from `<workdir>/config.json`, loads
 `<workdir>/best.weights.h5` and evaluates; `--json` prints the metrics as JSON.
+
+TensorFlow's start-up notices (oneDNN, CUDA drivers, cuInit) stay out of the terminal unless
+TF_CPP_MIN_LOG_LEVEL is set (`TF_CPP_MIN_LOG_LEVEL=0` shows them; launch/_quiet.py).
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import launch._quiet  # noqa: E402,F401  (first: keeps TensorFlow's start-up notices out of the terminal)
 
 from absl import app, flags  # noqa: E402
 

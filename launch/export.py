@@ -14,14 +14,16 @@ A run that is not finished (no results.json) is refused (exit code 2) unless --a
 outputs.json records under `run` whether the run was finished and the epoch of the exported
 weights. The SavedModel is written beside --out and renamed into place, so a killed export
 leaves nothing that blocks the same command.
+
+TensorFlow's start-up notices (oneDNN, CUDA drivers, cuInit) stay out of the terminal unless
+TF_CPP_MIN_LOG_LEVEL is set (`TF_CPP_MIN_LOG_LEVEL=0` shows them; launch/_quiet.py).
 """
 
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import launch._quiet  # noqa: E402,F401  (first: keeps TensorFlow's start-up notices out of the terminal)
 
 from absl import app, flags  # noqa: E402
 

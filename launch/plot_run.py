@@ -4,12 +4,16 @@
   python launch/plot_run.py --workdir=runs/multi_fashion_mgda_ub --out=mgda.png
 
 Reads only results.json (no data set, no model); the figure is `mtl_tf.reports.run_figure.draw_run`'s.
+
+TensorFlow's start-up notices (oneDNN, CUDA drivers, cuInit) stay out of the terminal unless
+TF_CPP_MIN_LOG_LEVEL is set (`TF_CPP_MIN_LOG_LEVEL=0` shows them; launch/_quiet.py).
 """
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import launch._quiet  # noqa: E402,F401  (first: keeps TensorFlow's start-up notices out of the terminal)
 
 from absl import app, flags  # noqa: E402
 

@@ -20,14 +20,17 @@ its index: the model would turn it into ordinary-looking predictions).
 
 Printed, per file and example: for probability outputs the arg-max class and its
 probability; for raw (regression) outputs the shape, mean, min and max.
+
+TensorFlow's start-up notices (oneDNN, CUDA drivers, cuInit) stay out of the terminal unless
+TF_CPP_MIN_LOG_LEVEL is set (`TF_CPP_MIN_LOG_LEVEL=0` shows them; launch/_quiet.py).
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # launch/_quiet.py
+import launch._quiet  # noqa: E402,F401  (first: keeps TensorFlow's start-up notices out of the terminal)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -21,14 +21,16 @@ Flags:
                       e.g. --config_overrides=epochs=1 --config_overrides=data.max_train_examples=2000;
   --launcher          auto | inprocess | subprocess (auto: in-process unless --strategy is not default);
   --strategy, --data_dir as in launch/train.py; --dry_run lists the runs without training.
+
+TensorFlow's start-up notices (oneDNN, CUDA drivers, cuInit) stay out of the terminal unless
+TF_CPP_MIN_LOG_LEVEL is set (`TF_CPP_MIN_LOG_LEVEL=0` shows them; launch/_quiet.py).
 """
 
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import launch._quiet  # noqa: E402,F401  (first: keeps TensorFlow's start-up notices out of the terminal)
 
 from absl import app, flags  # noqa: E402
 

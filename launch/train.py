@@ -30,14 +30,16 @@ restored epoch and best value); Ctrl-C prints what is saved and exits with 130, 
 scheduler's stop) the same with 143: the same command resumes from the last finished epoch.
 
 The trainer itself is `mtl_tf.training.trainer.train_and_evaluate`.
+
+TensorFlow's start-up notices (oneDNN, CUDA drivers, cuInit) stay out of the terminal unless
+TF_CPP_MIN_LOG_LEVEL is set (`TF_CPP_MIN_LOG_LEVEL=0` shows them; launch/_quiet.py).
 """
 
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import launch._quiet  # noqa: E402,F401  (first: keeps TensorFlow's start-up notices out of the terminal)
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

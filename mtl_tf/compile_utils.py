@@ -11,6 +11,7 @@ rules below are Keras 3.15's (`keras/src/trainers/compile_utils.py`,
 them against a plain Keras model for every name Keras accepts.
 
 Losses (`as_loss`):
+
 - a `keras.losses.Loss` object is used as given;
 - a loss function, or a name that Keras maps to one, becomes a `FunctionLoss`
   named after the identifier (`"mse"` stays `"mse"`; a function gives its

@@ -5,13 +5,15 @@ SavedModel (via `keras.export.ExportArchive`) whose `serving_default`
 signature takes one float32 tensor named `image` of shape `[batch, *input_shape]`
 and returns a dict with one entry per task, named by the task:
 
-  probabilities  softmax over the last axis, for heads trained with a
-                 (sparse) categorical cross-entropy on logits (classification,
-                 per-pixel segmentation);
-  probabilities  sigmoid, for a binary cross-entropy on logits;
-  identity       the head output as it is, for every other loss (regression
-                 maps: depth, disparity, normals, instance offsets), and for
-                 cross-entropies on probabilities (`from_logits=False`).
+=============  =============================================================
+probabilities  softmax over the last axis, for heads trained with a
+               (sparse) categorical cross-entropy on logits (classification,
+               per-pixel segmentation);
+probabilities  sigmoid, for a binary cross-entropy on logits;
+identity       the head output as it is, for every other loss (regression
+               maps: depth, disparity, normals, instance offsets), and for
+               cross-entropies on probabilities (`from_logits=False`).
+=============  =============================================================
 
 Assets (`<out>/assets/`): `task_names.txt` (one task a line, in the model's
 order), `outputs.json` ({task: output kind}, the input name, shape and dtype,

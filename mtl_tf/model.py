@@ -14,11 +14,13 @@ behaviour: loss and metric identifiers resolve as Keras' `compile` resolves
 them (`mtl_tf.compile_utils`: rank handling, names, `"accuracy"` by shapes);
 `tests/test_keras_parity.py` checks it and ignores exactly these:
 
-  extra logs     `{task}_weight`, `skipped_update`, `labelled_tasks`,
-                 `loss_scale`, `skip_*` and the method's own logs (below)
-  loss           the sum of the task losses for every method (Keras: the sum
-                 weighted by `loss_weights`; equal under `balancer="static"`
-                 with weights 1)
+  =============  ==============================================================
+  extra logs     `{task}_weight`, `{task}_weight_mean`, `skipped_update`,
+                 `labelled_tasks`, `loss_scale`, `skip_*` and the method's own
+                 logs (below); `fit`'s only, never in `evaluate` or `val_`
+  loss           the unweighted sum of the task losses for every method
+                 (Keras: the sum weighted by `loss_weights`; equal under
+                 `balancer="static"` with weights 1)
   {task}_loss    the data set's mean (batches weighted by their size), so the
                  task losses sum to `loss`; Keras 3.15's traced step averages
                  its per-output losses over batches unweighted when the last
@@ -29,22 +31,28 @@ them (`mtl_tf.compile_utils`: rank handling, names, `"accuracy"` by shapes);
                  and `weighted_metrics` (every metric already is one)
   backend        TensorFlow only: construction under another Keras backend is
                  refused, naming it (`mtl_tf.engines`)
+  =============  ==============================================================
 
 `train_step` has one code path for every method: the balancer turns the batch
 into gradients (see `mtl_tf.balancers.base`), the step applies them, updates
-the trackers and returns the logs, which callbacks and the History see:
+the trackers and returns the logs. Callbacks and the progress bar see them
+after every step, the History (and TensorBoard's `epoch_*`) at the end of each
+epoch. The logs, all of them here:
 
-  loss                 sum of the task losses (the same quantity for every method)
+  ===================  ===============================================================
+  loss                 the sum of the task losses, unweighted (what Keras logs as
+                       `loss` for a multi-output model with loss weights 1), the
+                       same quantity for every method; NOT the objective the
+                       balancer minimises (the task weights play no part in it)
   {task}_loss          the task loss
   {task}_{metric}      each task metric
-  {task}_weight        the task weight the method used on this step (alpha for MGDA)
+  {task}_weight        the task weight the method used on the step (alpha for
+                       MGDA); in the History: that of the LAST step of the epoch
+  {task}_weight_mean   the mean of `{task}_weight` over the epoch's steps so far,
+                       skipped steps left out; in the History: the epoch mean
   ...                  method-specific scalars: epoch means for those the method
                        lists in `epoch_mean_logs` (e.g. `{task}_inner_loss`), the
                        step's value for the others
-
-Losses and metrics are running means over the epoch, as in Keras (batch losses
-weighted by batch size); task weights are the values of the current step.
-
   skipped_update       1 when the batch was not applied, else 0
   labelled_tasks       the number of tasks with labels in the (global) batch
   loss_scale           the loss scale, under a loss-scaling optimizer (mixed_float16)
@@ -55,6 +63,16 @@ weighted by batch size); task weights are the values of the current step.
   skip_task            the index in `task_names` of the task concerned (-1: none)
   skip_value           cause 3: that task's loss; cause 4: the index of the variable
                        in `mtl_tf.step_guard.guarded_variables(model)`; else 0
+  val_monitor          launch runs only (not `fit`): the mean of `val_<key>` over
+                       the benchmark's monitor keys, by which the run picks its
+                       best epoch (`mtl_tf.training.callbacks.BestCheckpoint`)
+  ===================  ===============================================================
+
+Losses and metrics are running means over the epoch, as in Keras (batch losses
+weighted by batch size), reset at each epoch, so the History holds epoch
+means; so is `{task}_weight_mean` (each applied step counts once). The other
+logs are the values of the current step. `evaluate` and the `val_` logs have
+`loss`, `{task}_loss` and the metrics only.
 
 A batch whose task losses or gradients are not all finite, or whose update
 would leave any variable non-finite (weights, optimizer slots, balancer
@@ -154,6 +172,8 @@ class MultiTaskModel(keras.Model):
         self.method_log_trackers = {
             name: keras.metrics.Mean(name=name) for name in self.balancer.epoch_mean_logs(self.task_names)
         }
+        # `{task}_weight_mean`, a log of `fit` only: not in `metrics` (evaluate has no weights), reset with them.
+        self.task_weight_trackers = {t: keras.metrics.Mean(name=f"{t}_weight_mean") for t in self.task_names}
 
     # -- Keras plumbing ---------------------------------------------------------------
 
@@ -203,6 +223,12 @@ class MultiTaskModel(keras.Model):
             *(m for ms in self.task_metrics.values() for m in ms),
             *self.method_log_trackers.values(),
         ]
+
+    def reset_metrics(self) -> None:
+        """Keras' `reset_metrics` (fit calls it at each epoch's start), and the `{task}_weight_mean` trackers."""
+        super().reset_metrics()
+        for tracker in self.task_weight_trackers.values():
+            tracker.reset_state()
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -424,6 +450,10 @@ class MultiTaskModel(keras.Model):
             logs["loss_scale"] = tf.identity(problem.loss_scale)
         for i, t in enumerate(self.task_names):
             logs[f"{t}_weight"] = update.task_weights[i]
+            # The mean over the applied steps: a skipped step's weights moved nothing (and may be NaN).
+            weight = tf.where(kept, tf.cast(update.task_weights[i], tf.float32), 0.0)
+            self.task_weight_trackers[t].update_state(weight, sample_weight=tf.cast(kept, tf.float32))
+            logs[f"{t}_weight_mean"] = self.task_weight_trackers[t].result()
         logs.update(update.logs)
         batch_size = tf.cast(tf.shape(tf.nest.flatten(problem.predictions)[0])[0], tf.float32)
         for name, tracker in self.method_log_trackers.items():

@@ -4,23 +4,25 @@
 why not through three scalar logs, computed in the step (no host round trip,
 the same on every replica, XLA-compilable):
 
-  skip_cause   0 = applied (or a benign skip: no task has a labelled example;
-                   under a loss-scaling optimizer, an overflow of the scaled
-                   gradients, which the optimizer skips while lowering its scale)
-               1 = a task loss is not finite
-               2 = the gradients are not finite although every task loss is
-               3 = a task loss is outside the range the method takes
-               4 = applying the update would leave a variable non-finite (an
-                   optimizer overflow on finite gradients, e.g. Adam's second
-                   moment of a gradient of 1e20)
-  skip_task    the index in `model.task_names` of the task concerned, -1 when
-               none is known. For a variable (causes 2 and 4): a head's
-               variable is its task's; a row of per-task method state (a
-               log-variance, a tracked gradient) is that row's task; a shared
-               variable is attributed to the task with the largest loss on the
-               batch (the message says so).
-  skip_value   cause 3: that task's loss on the batch; cause 4: the index of the
-               offending variable in `guarded_variables(model)`; otherwise 0.
+skip_cause
+    - 0 = applied (or a benign skip: no task has a labelled example; under a
+      loss-scaling optimizer, an overflow of the scaled gradients, which the
+      optimizer skips while lowering its scale)
+    - 1 = a task loss is not finite
+    - 2 = the gradients are not finite although every task loss is
+    - 3 = a task loss is outside the range the method takes
+    - 4 = applying the update would leave a variable non-finite (an optimizer
+      overflow on finite gradients, e.g. Adam's second moment of a gradient
+      of 1e20)
+skip_task
+    the index in `model.task_names` of the task concerned, -1 when none is
+    known. For a variable (causes 2 and 4): a head's variable is its task's; a
+    row of per-task method state (a log-variance, a tracked gradient) is that
+    row's task; a shared variable is attributed to the task with the largest
+    loss on the batch (the message says so).
+skip_value
+    cause 3: that task's loss on the batch; cause 4: the index of the
+    offending variable in `guarded_variables(model)`; otherwise 0.
 
 Rule: the first cause that holds in the order 1, 3, 2, 4 is reported (a loss
 out of range can make the gradients non-finite: the range is then the cause

@@ -42,12 +42,38 @@ def built(build):
     return out
 
 
+# What a quiet (-q) build may print on stderr besides Sphinx's messages: TensorFlow's C++ start-up
+# log lines (absl's "I0000 00:00:... port.cc:153] oneDNN custom operations are on ...", "Could not
+# find cuda drivers ...") and absl's note before its first one. Anything else -- a warning, an
+# error, a notice from docs/conf.py -- fails test_build_is_silent.
+BENIGN_STDERR = (
+    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
+    re.compile(r"^[IW]\d{4} [\d:. ]+\d+ \w+\.cc:\d+\] "),
+)
+
+
 def test_build_has_no_warnings(build):
-    """Warnings are errors: a docstring that is not valid Google style / reST fails here, naming it."""
+    """Warnings are errors: a docstring that is not valid Google style / reST fails here, naming it.
+
+    A module docstring that is not valid reST is a warning too (docs/conf.py, `_warn_if_not_rest`),
+    not a silent verbatim fallback.
+    """
     completed, _ = build
-    sphinx_warnings = [line for line in completed.stderr.splitlines() if "WARNING:" in line and "absl" not in line]
+    sphinx_warnings = [line for line in completed.stderr.splitlines()
+                       if ("WARNING:" in line or "ERROR:" in line or "CRITICAL:" in line) and "absl" not in line]
     assert not sphinx_warnings, "\n".join(sphinx_warnings)
     assert completed.returncode == 0, f"sphinx-build failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
+
+
+def test_build_is_silent(build):
+    """With -q Sphinx prints only problems: every stderr line but TensorFlow's start-up log fails,
+    and so does any notice on stdout (e.g. a docstring "shown verbatim")."""
+    completed, _ = build
+    noise = [line for line in completed.stderr.splitlines()
+             if line.strip() and not any(pattern.match(line) for pattern in BENIGN_STDERR)]
+    assert not noise, "sphinx-build -q printed:\n" + "\n".join(noise)
+    assert "verbatim" not in completed.stdout + completed.stderr
+    assert not completed.stdout.strip(), f"sphinx-build -q printed on stdout:\n{completed.stdout[-3000:]}"
 
 
 def page_text(built, page):
@@ -104,6 +130,32 @@ def test_every_public_module_of_the_package_has_a_page(built, package):
     assert public <= modules, f"undocumented modules: {sorted(public - modules)}"
 
 
+def toctree_entries():
+    """The pages named in docs/index.rst's toctrees."""
+    entries, inside = [], False
+    for line in (DOCS / "index.rst").read_text().splitlines():
+        if line.startswith(".. toctree::"):
+            inside = True
+        elif inside and line and not line[0].isspace():
+            inside = False
+        elif inside and line.strip() and not line.strip().startswith(":"):
+            entries.append(line.strip())
+    return entries
+
+
+@pytest.mark.parametrize("page", sorted(p.stem for p in (DOCS / "guide").glob("*.rst")))
+def test_guide_page_is_in_the_toctree_and_written(page):
+    """Every page of docs/guide/ is reachable from the index and is not a stub."""
+    assert f"guide/{page}" in toctree_entries(), f"docs/guide/{page}.rst is not in docs/index.rst's toctree"
+    text = (DOCS / "guide" / f"{page}.rst").read_text()
+    assert "(being written)" not in text, f"docs/guide/{page}.rst is still a stub"
+
+
+def test_every_toctree_entry_is_a_page():
+    missing = [entry for entry in toctree_entries() if not (DOCS / f"{entry}.rst").exists()]
+    assert not missing, missing
+
+
 def test_examples_page_shows_every_example(built):
     text = page_text(built, "examples.html")
     for path in sorted((REPO / "examples").glob("*.py")):
@@ -139,3 +191,41 @@ def test_plain_text_markers_are_escaped_outside_code(conf, line, expected):
 def test_rest_check_tells_plain_text_layout_from_rest(conf):
     assert conf._rest_problems("Two lines of\na paragraph:\n  then an indented line\n")
     assert conf._rest_problems("Text with ``code``, *emphasis*, :func:`f` and\n\n* a list\n") == []
+
+
+def test_every_documented_module_docstring_is_valid_rest(conf):
+    """The check `_warn_if_not_rest` makes in the build, on every module docs/api/*.rst shows, without the
+    build: a module docstring with a list that has no blank line before it, or a table laid out by
+    indentation only, fails here with every such module's name and docutils' message."""
+    from sphinx.ext.napoleon import Config, GoogleDocstring  # noqa: PLC0415
+    from sphinx.util.docstrings import prepare_docstring  # noqa: PLC0415
+
+    config = Config(napoleon_google_docstring=True, napoleon_numpy_docstring=False, napoleon_use_ivar=True,
+                    napoleon_custom_sections=["Returns", "Yields"])
+    problems = {}
+    names = sorted({name for page in (DOCS / "api").glob("*.rst")
+                    for name in re.findall(r"^\.\. automodule:: ([\w.]+)", page.read_text(), flags=re.M)})
+    assert "mtl_tf.model" in names and "mtl_tf.balancers.famo" in names, names
+    for name in names:
+        module = importlib.import_module(name)
+        if not module.__doc__:
+            continue
+        lines = [conf._escape_outside_code(line) for line in prepare_docstring(module.__doc__)]
+        lines = GoogleDocstring(lines, config, what="module", name=name).lines()
+        found = conf._rest_problems("\n".join(lines))
+        if found:
+            problems[name] = found[0]
+    assert not problems, "\n".join(f"{name}: {problem}" for name, problem in sorted(problems.items()))
+
+
+def test_a_module_docstring_that_is_not_rest_is_a_warning(conf, monkeypatch):
+    """No silent verbatim fallback: the build reports the module, then shows the text verbatim."""
+    messages = []
+    monkeypatch.setattr(conf._LOGGER, "warning", lambda message, *args, **kwargs: messages.append(message % args))
+    lines = ["Options:", "  a   one", "      two", "Done."]
+    conf._warn_if_not_rest(None, "module", "mtl_tf.example", None, {}, lines)
+    assert len(messages) == 1 and "mtl_tf.example" in messages[0] and "not valid reStructuredText" in messages[0]
+    assert lines[0] == "::" and "  a   one" in "\n".join(lines)
+    messages.clear()
+    conf._warn_if_not_rest(None, "class", "mtl_tf.Example", None, {}, ["Not checked:", "  here"])
+    assert not messages

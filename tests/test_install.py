@@ -152,13 +152,17 @@ def test_extras_are_what_the_readme_says(setup_kwargs):
     (cuda,) = setup_kwargs["extras_require"]["and-cuda"]
     assert Requirement(cuda).name == "tensorflow" and Requirement(cuda).extras == {"and-cuda"}
 
-    text = section("Two commands")
+    text = section("Install")
     flat = text.lower().replace("_", "-")
     for name in extras["launch"] | {"tensorflow", "keras", "numpy"}:
-        assert f"`{name}`" in flat, f"the README's Two commands section does not name `{name}`"
-    setup_cmd, test_cmd = bash_blocks(text)[:2]
-    assert setup_cmd.startswith('pip install -e ".[launch]" && python launch/train.py --config=configs/multi_fashion.py')
+        assert f"`{name}`" in flat, f"the README's Install section does not name `{name}`"
+    assert 'pip install -e ".[launch]"' in bash_blocks(text)[0].splitlines()[-1]
     assert 'pip install -e ".[launch,and-cuda]"' in text
+    # The first run: the smoke variant first, then the full job; both train MGDA-UB on multi-fashion.
+    smoke, full = bash_blocks(section("First run"))[:2]
+    assert smoke.startswith("python launch/train.py --config=configs/multi_fashion.py:smoke")
+    assert full.startswith("python launch/train.py --config=configs/multi_fashion.py --config.method=mgda_ub")
+    (test_cmd,) = bash_blocks(section("Tests"))
     assert test_cmd == 'pip install -e ".[test]" && python -m pytest'
 
 

@@ -100,7 +100,7 @@ def _fit(method, jit_compile, step_times=None):
     history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=callbacks).history
 
     expected = {"loss", "skipped_update", "cls_accuracy", "reg_mae"}
-    expected |= {f"{t}_loss" for t in TASKS} | {f"{t}_weight" for t in TASKS}
+    expected |= {f"{t}_{log}" for t in TASKS for log in ("loss", "weight", "weight_mean")}
     assert expected <= set(history), sorted(expected - set(history))
     for key, values in history.items():
         assert len(values) == 2 and all(math.isfinite(v) for v in values), (key, values)
@@ -447,6 +447,33 @@ class _StepLogs(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps.append({k: float(np.asarray(v)) for k, v in logs.items()})
+
+
+def test_weight_mean_is_the_epoch_mean_of_the_applied_steps():
+    """`{task}_weight_mean`: the mean of the epoch's `{task}_weight`s (skipped steps left out), reset each epoch.
+
+    `{task}_weight` stays the last step's; `evaluate` and the `val_` logs have neither (evaluate has no weights).
+    """
+    x, y = make_data(40)
+    model = make_model("mgda_ub")
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    labelled = np.ones(40, "float32")
+    labelled[16:24] = 0.0  # batch 3 of 5 has no labels: not applied (a benign skip)
+    recorder = _StepLogs()
+    history = model.fit(x, y, sample_weight={t: labelled for t in TASKS}, batch_size=8, epochs=2, shuffle=False,
+                        validation_data=(x, y), verbose=0, callbacks=[recorder]).history
+    steps = [recorder.steps[:5], recorder.steps[5:]]
+    assert len(recorder.steps) == 10 and [s["skipped_update"] for s in steps[0]] == [0.0, 0.0, 1.0, 0.0, 0.0]
+    for t in TASKS:
+        weights = [[s[f"{t}_weight"] for s in epoch if s["skipped_update"] == 0.0] for epoch in steps]
+        assert np.ptp(weights[0]) > 0.01, weights  # alpha moves within an epoch: a mean says more than a step
+        np.testing.assert_allclose(history[f"{t}_weight_mean"], [np.mean(w) for w in weights], rtol=1e-5)
+        assert history[f"{t}_weight"] == [epoch[-1][f"{t}_weight"] for epoch in steps]
+        # The progress bar's value: the running mean of the epoch so far (the second epoch's starts afresh).
+        np.testing.assert_allclose(steps[1][1][f"{t}_weight_mean"], np.mean(weights[1][:2]), rtol=1e-5)
+    assert not [k for k in history if k.startswith("val_") and "weight" in k], sorted(history)
+    scores = model.evaluate(x, y, return_dict=True, verbose=0)
+    assert set(scores) == {"loss", "cls_loss", "reg_loss", "cls_accuracy", "reg_mae"}, sorted(scores)
 
 
 def test_split_only_head_batch_norm_holds_the_real_pass_statistics():

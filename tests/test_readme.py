@@ -1,4 +1,4 @@
-"""The README's "Using the library" example runs as written."""
+"""The README's "Quickstart" example runs as written."""
 
 import re
 from pathlib import Path
@@ -13,8 +13,8 @@ def python_blocks(section):
     return re.findall(r"```python\n(.*?)```", text[start:end if end > 0 else None], flags=re.S)
 
 
-def test_using_the_library_example_runs():
-    blocks = python_blocks("Using the library")
+def test_quickstart_example_runs():
+    blocks = python_blocks("Quickstart")
     assert len(blocks) == 1
     namespace = {}
     exec(compile(blocks[0], str(README), "exec"), namespace)  # noqa: S102 - our own README
@@ -36,7 +36,7 @@ def test_the_methods_table_has_a_row_for_every_registered_method_and_its_options
     from mtl_tf import balancers
 
     rows = {}
-    for line in _section("Balancing methods").splitlines():
+    for line in _section("Methods").splitlines():
         match = re.match(r"\| `(\w+)` \|(.*)\|\s*$", line)
         if match:
             rows[match.group(1)] = match.group(2).rsplit("|", 1)[-1]

@@ -35,6 +35,7 @@ Options (the official code's names in brackets):
     c changes the step's direction more than its length.
 
 Deviations from the authors' code (github.com/Cranial-XIX/CAGrad) and LibMTL:
+
 * The inner problem is solved to its optimum on the device. The official code
   runs 20 steps of SGD (lr 25, momentum 0.5) on softmax logits of w on the
   host and keeps the best iterate; LibMTL calls scipy's SLSQP on the host.

@@ -20,6 +20,7 @@ State: the EMAs g_hat_t, one copy of the shared-parameter gradients per task
 step count k. Both move only on a step the model applies.
 
 Choices and deviations:
+
 * No epsilon in max_s ||g_hat_s|| / ||g_hat_t|| (LibMTL adds 1e-8 to the
   norm); a task with ||g_hat_t|| = 0 gets factor 0. LibMTL's epsilon = 1e-8 in
   the logarithm is kept (`epsilon`).

@@ -26,6 +26,7 @@ paper) uses single steps as periods instead: r_k from the global losses of the
 last two steps, w = 1 for the first two steps; it needs no callback.
 
 Choices and deviations:
+
 * An epoch's average is the plain mean of the global batch losses of its
   steps (as the official code), over the steps in which the task had labels;
   a skipped step (non-finite, no labels) is not counted.

@@ -19,6 +19,7 @@ Options:
     gradient with max_norm = 1.0 by default).
 
 Deviations from the official code (github.com/OptMN-Lab/fairgrad) and LibMTL:
+
 * The official code solves the equation on the host with scipy's
   `least_squares` (bounds w >= 0, from w = 1/T, default tolerances); here it is
   solved on the device to round-off (a 1e-12 relative ridge keeps w finite

@@ -18,7 +18,7 @@ xi (initialised at 0) and, every step t:
 When the logits move: delta needs the losses after the model's step, which a
 balancer cannot see inside its own step (the model applies the update after
 `compute_update` returns). The official trainers (Cranial-XIX/FAMO,
-experiments/*/trainer.py) run an extra forward pass of the same batch after
+`experiments/*/trainer.py`) run an extra forward pass of the same batch after
 `optimizer.step()`. Here the logits are moved at the start of the NEXT step,
 with that step's losses as L(theta_t+1): no extra pass, nothing leaves the
 device, and the state (logits, the previous losses, the logits' Adam moments)
@@ -28,6 +28,7 @@ on a data set of one batch the two coincide exactly (the tests use that).
 The logits used by step t+1 are those after update t in both.
 
 Other choices and deviations:
+
 * The logits' own optimizer (`logit_optimizer`): `"adam"` (default) is the
   official code's torch Adam with coupled weight decay gamma (betas 0.9 /
   0.999, eps 1e-8); `"sgd"` is Algorithm 1's plain step

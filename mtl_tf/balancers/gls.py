@@ -16,6 +16,7 @@ losses (stop-gradient), which is the chain rule of the objective evaluated
 on the global batch (rule 4) and the gradient of GLS itself on one device.
 
 Choices and deviations:
+
 * Computed as exp(mean_t log L_t), in float32 from the unscaled losses (the
   product of many small losses underflows); each loss is floored at 1e-12
   before the log, so a task whose loss is exactly 0 gets a large finite weight

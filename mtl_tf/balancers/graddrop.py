@@ -17,10 +17,12 @@ shared representation Z, the encoder's output), element by element:
 4. the gradient passed below A is sum_i (l_i + (1 - l_i) M_i) dL_i/dA, with
    M_i broadcast over the batch and l_i the leak of task i (l_i = 1: task i
    is never dropped).
+
 The encoder is then differentiated once with that output gradient (one
 backward pass, as MGDA-UB); the heads descend their own gradients.
 
 Options (`gradient_at`):
+
 * `"representation"` (default, the paper): A = Z as above.
 * `"shared_parameters"`: Algorithm 1 applied to the per-task gradients of
   the shared parameters themselves, element by element (each parameter
@@ -42,6 +44,7 @@ are those of the scaled losses: P, the signs and so the mask do not depend on
 that positive factor (nor on the replicas' 1/num_replicas loss scale).
 
 Choices and deviations:
+
 * U comes from raw Philox words (`tf.random.stateless_uniform` with
   `dtype=uint32`), turned into floats here ((top 24 bits + 1/2) / 2^24), so
   jit-compiled and eager steps draw the same numbers (TensorFlow's float
@@ -61,6 +64,7 @@ Choices and deviations:
   representations and mixes signs across different tasks' activations.)
 * Unlabelled tasks (rule 3): their gradients are 0, so they take no part in
   P and pass nothing; their logged weight is 0.
+
 Permuting the tasks permutes nothing random (U is drawn per element, not per
 task), so the method is exactly permutation-equivariant under a fixed seed.
 

@@ -45,14 +45,17 @@ class GradNorm(Balancer):
       weight_learning_rate: step size of the weights' own gradient step
         (> 0; default 0.025, ours: the paper gives none).
       gradient_at: `"last_shared_layer"` (default, the paper: the kernel of
-        the encoder's last layer) or `"representation"` (G_t at Z, cheaper).
+        the encoder's last layer; with per-task representations, as MMoE's,
+        the last kernel every task's loss depends on, e.g. an expert's) or
+        `"representation"` (G_t at Z, cheaper).
 
     Logs `{task}_weight` = w_t of the step (0 for a task without labels) and
     `gradnorm_loss` = L_grad.
 
     Raises:
       ValueError: an option out of its range, or `"last_shared_layer"` with
-        an encoder that has no kernel.
+        an encoder that has no kernel shared by every task (when the step is
+        traced).
 
     Loss range: non-negative. The training rates r_t = (L_t / L_t(0)) / mean_j (L_j / L_j(0)) are
     raised to the power alpha (1.5 by default): a negative ratio gives NaN, and for a loss that
@@ -84,12 +87,25 @@ class GradNorm(Balancer):
         )
         super().build_for_tasks(task_names, losses)
 
-    def _last_shared_layer(self, problem):
+    def _last_shared_layer(self, problem, tape, scaled):
+        """The last kernel of the encoder that every task's loss depends on, and its per-task gradients.
+
+        With one shared representation that is the encoder's last kernel. An encoder that gives each
+        task its own representation (MMoE, CGC, PLE, cross-stitch) ends in per-task parameters (gates,
+        columns), whose gradient is None for the other tasks; the last kernel all tasks share (an
+        expert's, a column's before the last stitch) is then taken. Which kernel is chosen depends on
+        the graph, not on tensor values, so it is decided once when the step is traced.
+        """
         candidates = [v for v in problem.shared_variables if len(v.shape) >= 2]
-        if not candidates:
-            raise ValueError("gradnorm needs a shared variable of rank >= 2 (a kernel) in the encoder; "
-                             "use gradient_at='representation' for this encoder")
-        return candidates[-1]
+        for kernel in reversed(candidates):
+            gradients = [tape.gradient(scaled[i], kernel) for i in range(self.num_tasks)]
+            if all(g is not None for g in gradients):
+                return kernel, gradients
+        raise ValueError(
+            "gradnorm(gradient_at='last_shared_layer') needs a kernel (a shared variable of rank >= 2) that "
+            f"every task's loss depends on; the encoder has {len(candidates)} kernels and none is shared by all "
+            "tasks. Use gradient_at='representation' for this encoder."
+        )
 
     def compute_update(self, problem):
         weights = tf.stop_gradient(tf.cast(self.loss_weights, tf.float32))
@@ -113,10 +129,8 @@ class GradNorm(Balancer):
             ])  # None: a part of Z no loss depends on (e.g. SegNet's pooling switches)
             sq_norms = problem.all_reduce_sum(sq_norms)
         else:
-            kernel = self._last_shared_layer(problem)
-            per_task = tf.stack([
-                tf.cast(problem.unscale(tape.gradient(scaled[i], kernel)), tf.float32) for i in range(self.num_tasks)
-            ])
+            _, gradients = self._last_shared_layer(problem, tape, scaled)
+            per_task = tf.stack([tf.cast(problem.unscale(g), tf.float32) for g in gradients])
             per_task = problem.all_reduce_sum(per_task)
             sq_norms = tf.reduce_sum(tf.reshape(tf.square(per_task), [self.num_tasks, -1]), axis=1)
         del tape

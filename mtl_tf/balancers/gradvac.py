@@ -6,7 +6,7 @@ section 3 (eqs. 2-3) and Algorithm 1. A generalisation of PCGrad: instead of
 projecting only when two gradients conflict (cosine < 0), GradVac keeps an
 adaptive target cosine phi_hat_ij per ordered task pair, an exponential moving
 average of the observed cosines (initialised at 0), and every step, for every
-task i and every other task j in a random order:
+task i and every other task j in a random order::
 
     phi_ij = <g_i', g_j> / (||g_i'|| ||g_j||)          (g_i' starts at g_i)
     if phi_ij < phi_hat_ij:
@@ -22,6 +22,7 @@ of coefficients and every inner product comes from the Gramian
 (`mtl_tf.balancers.gramian`, as `pcgrad`).
 
 Choices and deviations:
+
 * beta = 1e-2 by default (the paper's setting); LibMTL's default is 0.5.
 * The target is updated at every visited pair, after the comparison (an EMA
   of the observed cosines, eq. 3). LibMTL updates it only when

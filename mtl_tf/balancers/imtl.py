@@ -33,6 +33,7 @@ The two give different alpha: equal projections onto the dL_t/dZ are not
 equal projections onto the parameter gradients.
 
 Deviations from the paper and LibMTL (no official code is public):
+
 * A task without labels in the global batch takes no part: alpha is solved on
   the labelled tasks only, its alpha and weight are 0 and its s_t does not move.
 * When the system is singular (a labelled task with a zero gradient, or two

@@ -21,6 +21,7 @@ lambda [T] and the step count. Each step takes T encoder backward passes.
 
 Options beyond the paper's Algorithm 1 (both from LibMTL, which follows the
 authors' shared code):
+
 * `gradient_normalization="loss"`: h_t = L_t g_t / ||g_t|| (each task
   gradient rescaled to its loss); default `"none"` (h_t = g_t, Algorithm 1).
 * `lambda_update="softmax"`: lambda <- softmax(lambda - gamma_k (Y^T Y +
@@ -28,6 +29,7 @@ authors' shared code):
   simplex (default, the paper's).
 
 Choices and deviations:
+
 * The paper's projection of y_t onto a ball of radius L_t (a bound of the
   gradient, for its analysis) is left out, as in LibMTL and the authors' code.
 * The projection onto the simplex is exact (sort-based, on the values

@@ -20,6 +20,7 @@ Options (the official code's names):
     match it).
 
 Deviations from the official code (github.com/AvivNavon/nash-mtl) and LibMTL:
+
 * The official code approximates the solution by a sequence of at most
   `optim_niter` = 20 convex problems (cvxpy / ECOS on the host, each with the
   concave part linearised at the previous alpha, warm-started from the last

@@ -16,6 +16,7 @@ the rows of C are independent, so the T projections of one position of the
 order run at once.
 
 Choices and deviations:
+
 * One random order per step, shared by every i (the authors' TensorFlow code
   shuffles the task list once per step; Algorithm 1 and LibMTL draw it per i).
   The order is drawn on the device from a stateless generator keyed by
@@ -30,6 +31,7 @@ Choices and deviations:
   and its own row contributes nothing; its coefficient is 0.
 * `gradient_at="representation"` applies the surgery to dL_t/dZ (not in the
   paper; one encoder backward pass).
+
 The update depends on the random order for T >= 3, so permuting the tasks
 changes it (the method is permutation-equivariant in distribution only).
 

@@ -7,6 +7,7 @@ lambda~ ~ p(lambda~), normalises them, lambda = softmax(lambda~), and descends
 sum_t lambda_t L_t. The paper's default p is the standard normal N(0, I).
 
 Distributions (`distribution`):
+
 * `"normal"` (default): lambda~_t ~ N(0, 1), lambda = softmax(lambda~).
 * `"uniform"`: lambda~_t ~ U(0, 1), lambda = softmax(lambda~).
 * `"dirichlet"`: lambda~ ~ Dir(1, ..., 1) (normalised exponential draws), then
@@ -15,6 +16,7 @@ Distributions (`distribution`):
   labelled task drew 0 (LibMTL's rule; on the device a `tf.while_loop`).
 
 Choices and deviations:
+
 * The draws come from stateless generators on the device, keyed by (`seed`, a
   step counter kept as balancer state, a per-task key from the task's name): a
   run resumed from a checkpoint continues the same sequence, every replica
@@ -30,6 +32,7 @@ Choices and deviations:
 * Normal draws are Box-Muller transforms of two uniform draws, Dirichlet(1)
   draws normalised -log(U) (exponential) draws: the same distributions,
   from the bits above.
+
 Logs `{task}_weight` = lambda_t of the step (on the simplex except for
 `"bernoulli"`).
 """

@@ -14,6 +14,7 @@ becomes the Tchebycheff max, for large mu a linear scalarization.
 For multi-task learning the authors' code (Xi-L/STCH, STCH_MTL, a LibMTL
 weighting; also in LibMTL as `STCH`) does more than the formula, and this
 module follows it:
+
 * Warm-up: for the first epochs the network descends sum_t log L_t (with
   `log_losses=False`: sum_t L_t) and, during the last warm-up epoch, averages
   each task's batch losses into a nadir point N_t.
@@ -34,6 +35,7 @@ begins (`MultiTaskModel.fit` adds it; a custom training loop must call
 never leaves the warm-up). The nadir point and the epoch count are balancer variables.
 
 Choices and deviations:
+
 * Deviations from the paper (all the official code's): the log of the losses,
   the nadir normalisation, z* = 0 in the normalised space rather than the
   ideal point of the objectives, the warm-up and the factor K. Preferences

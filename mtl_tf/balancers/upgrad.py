@@ -21,6 +21,7 @@ Options, as TorchJD (the authors' library, `torchjd.aggregation.UPGrad`):
   reg_eps (1e-4): reg_eps times the identity is added to the normalised K, so
     the programs are strictly convex. reg_eps = 0 gives the paper's exact
     projection (the solver copes with a singular K).
+
 The default preference vector (1/T each) is the only one offered.
 
 Deviations from TorchJD: the programs are solved on the device inside the

@@ -15,6 +15,7 @@ entry f^k(x) of an encoder output keyed by the task names).
 
 What the balancing methods see (see `mtl_tf.balancers.base`, "Per-task
 representations"):
+
   * shared parameters = every variable of the body: the experts and the
     gates. A gate receives gradients from its own task only, so in a
     gradient method it moves by c_k times its task's gradient (LibMTL counts

@@ -24,6 +24,7 @@ filters[0]), concatenates the unpooled shared map, and its attention has the
 decoder block's width.
 
 Encoder / heads split (how `MultiTaskModel` and the balancers see it):
+
   * encoder = :class:`MTANBackbone`, the shared SegNet (encoder and decoder,
     `mtl_tf.nets.segnet`'s blocks). It returns its intermediate maps, the
     representation: `{"encoder_first": (u_1..u_5), "encoder_last":
@@ -31,6 +32,7 @@ Encoder / heads split (how `MultiTaskModel` and the balancers see it):
     (5 maps, deepest first)}` -- the same for every task.
   * head t = :class:`MTANHead`, task t's attention modules, its f layers and
     its prediction layers.
+
   So "shared parameters" are the SegNet's, and the representation methods
   (`mgda_ub`, `gradient_at="representation"`) work on the backbone's maps,
   which every task reads: their Gramian is the tasks' conflicts on the

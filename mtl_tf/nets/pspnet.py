@@ -48,7 +48,7 @@ Batch norm keeps keras.applications' settings (momentum 0.99, epsilon
 1.001e-5); `batch_norm_momentum=0.9` gives PyTorch's default, which Sener's
 code trains with.
 
-Decoder (`PyramidPoolingDecoder`), for features `[B, h, w, C]`:
+Decoder (`PyramidPoolingDecoder`), for features `[B, h, w, C]`::
 
   for each scale s in (1, 2, 3, 6):
     adaptive average pooling to s x s -> conv 1x1 (channels, no bias) -> BN -> ReLU

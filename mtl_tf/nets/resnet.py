@@ -27,6 +27,7 @@ counted): convolutions 11,159,232 + batch-norm scales and offsets 9,600 =
 
 Details chosen to match the official PyTorch network, stated because Keras'
 defaults differ:
+
 * stride-2 3x3 convolutions pad one pixel on every side (`ZeroPadding2D(1)` then
   a "valid" conv), as PyTorch's `padding=1`; Keras' "same" would pad only the
   bottom/right at even sizes and shift the sampling grid by one pixel;

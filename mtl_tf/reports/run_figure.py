@@ -1,13 +1,16 @@
 """A figure of one run from its results.json: task weights, task losses and validation metrics per epoch.
 
 `run_curves(result)` reads the per-epoch `history` that `mtl_tf.training.trainer` writes into
-results.json (one dict per epoch: `{task}_weight`, `{task}_loss`, `val_{task}_loss`,
-`val_{task}_{metric}`, ...); `draw_run(run, path)` draws it as a PNG (matplotlib, Agg
-backend), which `launch/plot_run.py` does from the command line:
+results.json (one dict per epoch: `{task}_weight_mean`, `{task}_weight`, `{task}_loss`,
+`val_{task}_loss`, `val_{task}_{metric}`, ...; the logs are listed in `mtl_tf.model`);
+`draw_run(run, path)` draws it as a PNG (matplotlib, Agg backend), which `launch/plot_run.py`
+and `examples/plot_results.py` do from the command line:
 
-  panel 1  the task weights the method used (`{task}_weight`: alpha for MGDA, the
-           loss weights of uncertainty / GradNorm, constants for static or uniform),
-           the epoch mean of every step's weights;
+  panel 1  the task weights the method used (alpha for MGDA, the loss weights of
+           uncertainty / GradNorm, constants for static or uniform): the mean over each
+           epoch's steps (`{task}_weight_mean`), or, for a history without it (runs
+           written before it was logged), the weight of each epoch's last step
+           (`{task}_weight`); the panel's title says which;
   panel 2  each task's training loss (solid) and validation loss (dashed);
   then     one panel per validation metric (accuracy, mIoU, ...) with a line per task.
 
@@ -22,7 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-_NOT_METRICS = ("loss", "weight", "inner_loss")
+_NOT_METRICS = ("loss", "weight", "weight_mean", "inner_loss")
+WEIGHT_TITLES = {
+    "_weight_mean": "task weights, mean over each epoch",
+    "_weight": "task weights at the last step of each epoch",
+}
 
 
 def load_result(run) -> tuple[dict, Path | None]:
@@ -52,9 +59,11 @@ def _task_of(key: str, tasks) -> str | None:
 def run_curves(result: dict) -> dict:
     """The per-epoch curves of a results.json dict.
 
-    Returns {"epochs": [n], "tasks": [task], "weights": {task: [n]}, "train_loss": {task: [n]},
-    "val_loss": {task: [n]}, "val_metrics": {metric: {task: [n]}}, "best_epoch": int | None}
-    (float arrays, NaN where an epoch lacks the value; tasks without a curve are left out).
+    Returns {"epochs": [n], "tasks": [task], "weights": {task: [n]}, "weight_log": str,
+    "train_loss": {task: [n]}, "val_loss": {task: [n]}, "val_metrics": {metric: {task: [n]}},
+    "best_epoch": int | None} (float arrays, NaN where an epoch lacks the value; tasks without a
+    curve are left out). `weight_log` is the suffix of the weights' log: `"_weight_mean"` (the
+    epoch mean) when the history has it, else `"_weight"` (each epoch's last step).
 
     Raises:
       ValueError: the result has no history (not a results.json of `launch/train.py`).
@@ -86,10 +95,12 @@ def run_curves(result: dict) -> dict:
         if metric in _NOT_METRICS:
             continue
         metrics.setdefault(metric, {})[task] = column(key)
+    weight_log = "_weight_mean" if any(f"{t}_weight_mean" in h for h in history for t in tasks) else "_weight"
     return {
         "epochs": epochs,
         "tasks": tasks,
-        "weights": present({t: column(f"{t}_weight") for t in tasks}),
+        "weights": present({t: column(f"{t}{weight_log}") for t in tasks}),
+        "weight_log": weight_log,
         "train_loss": present({t: column(f"{t}_loss") for t in tasks}),
         "val_loss": present({t: column(f"val_{t}_loss") for t in tasks}),
         "val_metrics": {m: present(c) for m, c in metrics.items() if present(c)},
@@ -134,7 +145,7 @@ def draw_run(run, path=None) -> Path:
     ax = axes[0]
     for task, values in curves["weights"].items():
         ax.plot(epochs, values, "o-", ms=3, color=colors[task], label=task)
-    ax.set_title("task weights (epoch mean)", fontsize=9)
+    ax.set_title(WEIGHT_TITLES[curves["weight_log"]], fontsize=9)
     ax.set_ylabel("weight")
     if not curves["weights"]:
         ax.text(0.5, 0.5, "no {task}_weight in the history", ha="center", va="center", transform=ax.transAxes)

@@ -13,6 +13,7 @@ control flow on tensor values, so it runs inside `tf.function` and
 
 Solvers
 -------
+
 * `two_task_weights`: the paper's closed form for T = 2 (section 3.1, eq. 4,
   Algorithm 1): alpha_1 = clip((c - b) / (a - 2b + c), 0, 1) for
   M = [[a, b], [b, c]]. When a - 2b + c is not positive (identical gradients,
@@ -68,7 +69,8 @@ Solvers
   and they are scaled with it), so the iterates are the code's.
 
 Deviations from the official code (github.com/isl-org/MultiObjectiveOptimization,
-`min_norm_solvers.py`)
+`min_norm_solvers.py`):
+
   * The two-task closed form and the Frank-Wolfe line search clip to [0, 1] as
     the paper says; the code clips to [0.001, 0.999] (`method="official"`
     keeps the code's rule).
@@ -90,14 +92,18 @@ Deviations from the official code (github.com/isl-org/MultiObjectiveOptimization
     (the code returns [0.999, 0.001, 0, ...] for all-zero gradients).
 
 
-Modules (imports point downward: this file imports them, they import `_common` only)
-  _common        input preparation shared by the solvers (`_prepare`, `_finish`, masks,
-                 dtype helpers) and `_plain_python`;
-  paper          the paper's solvers: the two-task closed form (`two_task_weights`) and
-                 Frank-Wolfe, Algorithm 2 (`_frank_wolfe`);
-  wolfe          Wolfe's minimum-norm-point method (`_wolfe`) and its implementation details;
-  official       the official code's `MinNormSolver.find_min_norm_element` (`_official`);
-  normalization  gradient normalisation (`normalize_gram`, `NORMALIZATIONS`).
+Modules (imports point downward: this file imports them, they import `_common` only):
+
+=============  ============================================================================
+_common        input preparation shared by the solvers (`_prepare`, `_finish`, masks,
+               dtype helpers) and `_plain_python`;
+paper          the paper's solvers: the two-task closed form (`two_task_weights`) and
+               Frank-Wolfe, Algorithm 2 (`_frank_wolfe`);
+wolfe          Wolfe's minimum-norm-point method (`_wolfe`) and its implementation details;
+official       the official code's `MinNormSolver.find_min_norm_element` (`_official`);
+normalization  gradient normalisation (`normalize_gram`, `NORMALIZATIONS`).
+=============  ============================================================================
+
 This file holds the public entry points (`min_norm_weights`, `min_norm_weights_with_info`,
 `frank_wolfe`, `min_norm_point`) and re-exports the rest of the public names.
 """

@@ -39,10 +39,13 @@ every-N-steps (`batch_*`) scalars (Keras writes it only with the epoch scalars),
 epoch written whatever the steps per epoch, and `batch_*` steps that continue after a
 resume instead of restarting at 0 (the epoch steps already do).
 What is logged, every `update_freq` steps (`batch_<key>`) and every epoch
-(`epoch_<key>`, validation under `validation/`): `loss`, `{task}_loss`, each
-task metric (`{task}_accuracy`, ...), the task weights `{task}_weight` (alpha
-for MGDA) and `learning_rate`. The values come from the logs `train_step`
-returns, so nothing is written inside the compiled (possibly XLA) step.
+(`epoch_<key>`, validation under `validation/`): every log of `train_step`
+(listed in `mtl_tf.model`'s docstring): `loss`, `{task}_loss`, each task metric
+(`{task}_accuracy`, ...), the task weights (`{task}_weight` of the step, alpha for
+MGDA, and `{task}_weight_mean`, their mean over the epoch so far), `skipped_update`,
+...; `val_monitor` (`BestCheckpoint`) and `learning_rate`. The values come from
+the logs `train_step` returns, so nothing is written inside the compiled
+(possibly XLA) step.
 """
 
 from __future__ import annotations
@@ -64,14 +67,22 @@ from mtl_tf.training import workdir as workdir_files
 class BestCheckpoint(keras.callbacks.Callback):
     """Keeps the weights of the best validation epoch and a history that survives resumes.
 
-    The monitor is the mean of `val_<key>` over `monitor` keys (e.g. the mean of
-    the task accuracies); it is added to the epoch logs as `val_monitor`, so the
-    progress bar and TensorBoard show it. Without validation data the last epoch
-    is kept. State (history, best epoch and value, elapsed time) lives in
-    `train_state.json`, written atomically at each epoch end before the backup
-    callback runs; after a resume, epochs at or after the restored epoch are
-    dropped from the history. With `patience > 0` training stops once the
-    monitor has not improved for that many epochs.
+    `val_monitor`, which this callback adds to the epoch logs (so the progress
+    bar, TensorBoard, train_state.json and results.json's `history` have it), is
+    the mean of `val_<key>` over the `monitor` keys at that epoch: the
+    benchmark's `Benchmark.monitor` (the task accuracies for multi_mnist,
+    multi_fashion, multi_fashion_mnist and celeba, the task losses for the
+    Cityscapes and NYUv2 benchmarks; for a `single_task` run its task's keys,
+    else its loss). It is the value the run
+    selects its best epoch by: the highest with `mode="max"`, the lowest with
+    "min" (`Benchmark.monitor_mode`); results.json's `monitor` records the keys,
+    the mode and the best value. Without validation data there is no
+    `val_monitor` and the last epoch is kept. State (history, best epoch and
+    value, elapsed time) lives in `train_state.json`, written atomically at
+    each epoch end before the backup callback runs; after a resume, epochs at
+    or after the restored epoch are dropped from the history. With
+    `patience > 0` training stops once the monitor has not improved for that
+    many epochs.
     """
 
     def __init__(self, workdir, monitor, mode="max", has_validation=True, patience=0):

@@ -107,3 +107,38 @@ def test_initial_loss_of_a_task_comes_from_its_first_labelled_batch():
     np.testing.assert_allclose(np.asarray(model.balancer.has_initial_losses), [1.0, 1.0])
     # a: its first batch; b: unlabelled in the first batch, so its second.
     np.testing.assert_allclose(np.asarray(model.balancer.initial_losses), [first_a, second_b], rtol=1e-5)
+
+
+def test_last_shared_layer_on_per_task_representations_is_a_kernel_every_task_shares():
+    """MMoE ends in one gate per task: the last kernel of its variables is a gate only one task's loss
+    depends on. GradNorm's W is then the last kernel all tasks share (an expert's), and the step trains."""
+    import keras
+
+    import mtl_tf
+    from mtl_tf.nets import MMoE
+
+    keras.utils.set_random_seed(0)
+    tasks = ("a", "b")
+    model = mtl_tf.MultiTaskModel(
+        encoder=MMoE(tasks, num_experts=2, expert_units=(8,), seed=0),
+        heads={t: keras.layers.Dense(1) for t in tasks},
+        losses={t: "mse" for t in tasks},
+        balancer="gradnorm",
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")
+    y = {"a": x[:, :1], "b": -x[:, 1:2]}
+    chosen = {}
+    original = model.balancer._last_shared_layer
+
+    def spy(problem, tape, scaled):  # called once, when the step is traced
+        kernel, gradients = original(problem, tape, scaled)
+        chosen["kernel"] = kernel
+        return kernel, gradients
+
+    model.balancer._last_shared_layer = spy
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert history.history["a_weight"][-1] != 1.0  # the weights moved
+    expert_kernels = [v for v in model.encoder.trainable_variables if len(v.shape) >= 2 and "gate" not in v.path]
+    assert any(chosen["kernel"] is v for v in expert_kernels), (chosen["kernel"].path, [v.path for v in expert_kernels])

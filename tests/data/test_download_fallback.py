@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from mtl_tf.data import _sources, multi_digits as md
+from mtl_tf.data import _digit_sources, _sources, multi_digits as md
 from tests.data import fixtures
 
 N_TRAIN, N_TEST = 60, 30
@@ -18,7 +18,7 @@ PARETO = (40, 10, 10)
 @pytest.fixture(autouse=True)
 def nothing_else(tmp_path, monkeypatch):
     """No Debian package, no prepared TFDS, a private cache; the download allowed."""
-    monkeypatch.setattr(md, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no_debian")
+    monkeypatch.setattr(_digit_sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no_debian")
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_tfds"))
     monkeypatch.setenv(md.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv(_sources.DOWNLOAD_ENV, raising=False)
@@ -74,7 +74,7 @@ def test_mixed_set_downloads_both(monkeypatch):
 def test_other_sources_win_over_the_download(monkeypatch, tmp_path):
     calls = stub_loader(monkeypatch, "fashion_mnist", error=AssertionError("must not be called"))
     fixtures.write_idx_dataset(tmp_path / "debian", fixtures.make_source(N_TRAIN, N_TEST, seed=6))
-    monkeypatch.setattr(md, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    monkeypatch.setattr(_digit_sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
     left, _ = md.resolve_sources("multi_fashion")
     assert "IDX files" in left.origin and calls == []
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtl_tf.data import idx, multi_digits as md
+from mtl_tf.data import _digit_sources, idx, multi_digits as md
 from tests.data import fixtures
 
 N_TRAIN, N_TEST = 200, 100
@@ -379,7 +379,7 @@ def test_missing_mnist_names_both_ways(tmp_path):
 
 
 def test_missing_fashion_names_all_ways(tmp_path, monkeypatch):
-    monkeypatch.setattr(md, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no_debian")
+    monkeypatch.setattr(_digit_sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no_debian")
     with pytest.raises(md.SourceNotFoundError) as err:
         md.load_multi_digits_arrays("multi_fashion", "pareto", "train", tfds_data_dir=tmp_path / "e")
     msg = str(err.value)
@@ -408,9 +408,9 @@ def test_tfds_used_when_no_directory(sources, tmp_path, monkeypatch):
 
     def fake_tfds(kind, tfds_data_dir, download):
         seen.append((kind, download))
-        return md._Source(kind, f"fake TFDS {kind}", f"fake|{kind}", lambda: sources["mnist"]), ""
+        return _digit_sources._Source(kind, f"fake TFDS {kind}", f"fake|{kind}", lambda: sources["mnist"]), ""
 
-    monkeypatch.setattr(md, "_tfds_source", fake_tfds)
+    monkeypatch.setattr(_digit_sources, "_tfds_source", fake_tfds)
     a = md.load_multi_digits_arrays("multi_mnist", "sener", "test", cache_dir=tmp_path / "c")
     assert seen == [("mnist", False)]
     np.testing.assert_array_equal(a["left"], sources["mnist"]["test_labels"])
@@ -421,9 +421,9 @@ def test_tfds_used_when_no_directory(sources, tmp_path, monkeypatch):
 
 
 def test_tfds_unavailable_is_reported_not_raised(tmp_path):
-    source, reason = md._tfds_source("mnist", str(tmp_path / "empty"), False)
+    source, reason = _digit_sources._tfds_source("mnist", str(tmp_path / "empty"), False)
     assert source is None and "not prepared" in reason
-    source, reason = md._tfds_source("no_such_dataset_xyz", str(tmp_path / "empty"), False)
+    source, reason = _digit_sources._tfds_source("no_such_dataset_xyz", str(tmp_path / "empty"), False)
     assert source is None and "unavailable" in reason
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mtl_tf.data import _sources, celeba, multi_digits as md
+from mtl_tf.data import _digit_sources, _sources, celeba, multi_digits as md
 
 
 def test_find_first_takes_the_first_candidate_of_the_right_kind(tmp_path):
@@ -54,7 +54,7 @@ def test_every_data_module_error_is_a_source_not_found_error():
 
 
 def test_fashion_mnist_error_names_every_source(tmp_path, monkeypatch):
-    monkeypatch.setattr(md, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no_debian")
+    monkeypatch.setattr(_digit_sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no_debian")
     monkeypatch.setenv(_sources.DOWNLOAD_ENV, "0")  # no network in tests
     with pytest.raises(_sources.SourceNotFoundError) as err:
         md.resolve_sources("multi_fashion", tfds_data_dir=tmp_path / "no_tfds")

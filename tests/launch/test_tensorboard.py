@@ -32,7 +32,8 @@ def run(tmp_path_factory, fake_fashion_dir):
 
 def test_every_n_steps_per_task_losses_metrics_alpha_and_learning_rate(run):
     logged = events.scalars(run["workdir"] / "tensorboard" / "train")
-    for key in ("loss", "left_loss", "right_loss", "left_accuracy", "right_accuracy", "left_weight", "right_weight", "learning_rate"):
+    for key in ("loss", "left_loss", "right_loss", "left_accuracy", "right_accuracy", "left_weight", "right_weight",
+                "left_weight_mean", "right_weight_mean", "learning_rate"):
         assert [s for s, _ in logged[f"batch_{key}"]] == [2, 4, 6, 8], key  # 2 epochs x 4 steps, every 2nd
     alphas = np.array([[v for _, v in logged[f"batch_{t}_weight"]] for t in ("left", "right")])
     np.testing.assert_allclose(alphas.sum(0), 1.0, atol=1e-6)  # MGDA-UB's alpha is on the simplex
@@ -45,12 +46,14 @@ def test_every_epoch_the_same_scalars_match_the_history(run):
     train = events.scalars(run["workdir"] / "tensorboard" / "train")
     validation = events.scalars(run["workdir"] / "tensorboard" / "validation")
     history = run["results"]["history"]
-    for key in ("loss", "left_loss", "right_loss", "left_accuracy", "right_accuracy", "left_weight", "right_weight"):
+    for key in ("loss", "left_loss", "right_loss", "left_accuracy", "right_accuracy", "left_weight", "right_weight",
+                "left_weight_mean", "right_weight_mean"):
         assert [s for s, _ in train[f"epoch_{key}"]] == [0, 1], key
         np.testing.assert_allclose([v for _, v in train[f"epoch_{key}"]], [h[key] for h in history], rtol=1e-6, err_msg=key)
     for key in ("loss", "left_loss", "left_accuracy", "right_accuracy"):
         np.testing.assert_allclose([v for _, v in validation[f"epoch_{key}"]], [h[f"val_{key}"] for h in history], rtol=1e-6)
     assert "epoch_learning_rate" in train
+    assert not [k for k in validation if "weight" in k], sorted(validation)  # evaluate has no task weights
 
 
 def test_the_compiled_train_step_has_no_summary_ops(run, fake_fashion_dir):

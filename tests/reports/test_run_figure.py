@@ -44,6 +44,22 @@ def test_curves_come_from_the_history():
         run_figure.run_curves({"method": "uniform", "tasks": {}})
 
 
+def test_the_weights_are_the_epoch_means_where_the_history_has_them():
+    """`{task}_weight_mean` (the mean over the epoch's steps) when logged; else the last step's `{task}_weight`."""
+    last = run_figure.run_curves(result())
+    assert last["weight_log"] == "_weight"
+    assert run_figure.WEIGHT_TITLES["_weight"] == "task weights at the last step of each epoch"
+    with_means = result()
+    for entry in with_means["history"]:
+        entry.update(seg_weight_mean=entry["seg_weight"] - 0.05, seg_depth_weight_mean=entry["seg_depth_weight"] + 0.05)
+    curves = run_figure.run_curves(with_means)
+    assert curves["weight_log"] == "_weight_mean"
+    assert run_figure.WEIGHT_TITLES["_weight_mean"] == "task weights, mean over each epoch"
+    np.testing.assert_allclose(curves["weights"]["seg"], [0.25, 0.35, 0.4])
+    np.testing.assert_allclose(curves["weights"]["seg_depth"], [0.75, 0.65, 0.6])
+    assert "weight_mean" not in curves["val_metrics"]
+
+
 def test_draw_writes_a_png_beside_the_results_and_a_grid_draws_its_selected_point(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.json").write_text(json.dumps(result()))
