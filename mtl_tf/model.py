@@ -101,6 +101,7 @@ from mtl_tf import balancers, engines, step_guard
 from mtl_tf.balancers import loss_range
 from mtl_tf.balancers.representations import check_encoder_tasks, head_input
 from mtl_tf.balancers.epochs import EpochSignal
+from mtl_tf.engines.tensorflow import TensorFlowProblem
 # FunctionLoss is re-exported: code and `.keras` files written before it moved name it here.
 from mtl_tf.compile_utils import FunctionLoss, as_loss, task_metrics  # noqa: F401
 from mtl_tf.step_guard import NonFiniteLossError, NonFiniteLossGuard  # noqa: F401 (re-exported)
@@ -403,7 +404,7 @@ class MultiTaskModel(keras.Model):
         # that is not applied leaves the whole model as it was.
         guard = step_guard.StepGuard(self)
         loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-        problem = balancers.MultiTaskProblem(
+        problem = TensorFlowProblem(
             encoder=self.encoder,
             heads=self.heads,
             loss_fns=self.task_losses,
