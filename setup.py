@@ -54,7 +54,7 @@ EXTRAS_REQUIRE = {
     "launch": LAUNCH_REQUIRES,
     # The suite runs the launch scripts; sphinx builds the API reference in a test.
     # pytest-xdist: the default suite runs on every core (pytest.ini), which keeps it under 10 minutes on 2.
-    "test": LAUNCH_REQUIRES + ["pytest>=8", "pytest-xdist>=3.5", "sphinx>=7"],
+    "test": LAUNCH_REQUIRES + ["pytest>=8", "pytest-xdist>=3.5", "sphinx>=7", "jax[cpu]>=0.4.34"],
     # NVIDIA's CUDA and cuDNN wheels for TensorFlow on a Linux GPU machine.
     "and-cuda": [_TENSORFLOW.replace("tensorflow", "tensorflow[and-cuda]", 1)],
 }

@@ -19,7 +19,7 @@ What results.json holds (written by `mtl_tf.training.trainer`):
                {task}_weight (the task weight of the epoch's last step; alpha for
                MGDA), {task}_weight_mean (its mean over the epoch's steps),
                val_{task}_loss, val_{task}_{metric}, val_monitor, and method scalars
-               (every log is described in `mtl_tf.model`'s docstring)
+               (every log is described in `mtl_tf.step_logs`)
   config, versions, sizes, strategy, wall_time_s
 
 This script prints the history's task weights and the test metrics, and draws

@@ -47,6 +47,10 @@ Deviations: Sener's code and MTAN average over the valid pixels of the whole
 batch on one GPU, which is what one replica computes here. A batch without
 a valid pixel gives a loss of 0 (and a zero gradient) instead
 of NaN.
+
+Backends: written in `keras.ops` (the one backend-specific helper,
+`l2_normalize`, is in `mtl_tf.engines.ops`); the values on JAX equal
+TensorFlow's to float32 rounding (`tests/engines/test_same_values.py`).
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ from __future__ import annotations
 import math
 
 import keras
-import tensorflow as tf
+
+from mtl_tf.engines import ops as engine_ops
 
 __all__ = [
     "IGNORE_LABEL",
@@ -88,12 +93,12 @@ def align_target(y_true, y_pred, what):
 
     Raises a ValueError naming `what` when the known dimensions differ.
     """
-    y_true = tf.convert_to_tensor(y_true)
-    y_pred = tf.convert_to_tensor(y_pred)
-    if y_true.shape.rank is not None and y_pred.shape.rank is not None:
-        if y_true.shape.rank == y_pred.shape.rank - 1:
+    y_true = keras.ops.convert_to_tensor(y_true)
+    y_pred = keras.ops.convert_to_tensor(y_pred)
+    if _rank(y_true) is not None and _rank(y_pred) is not None:
+        if _rank(y_true) == _rank(y_pred) - 1:
             y_true = y_true[..., None]
-        if y_true.shape.rank != y_pred.shape.rank or not y_true.shape.is_compatible_with(y_pred.shape):
+        if _rank(y_true) != _rank(y_pred) or not _compatible(y_true.shape, y_pred.shape):
             raise ValueError(
                 f"{what}: the target has shape {tuple(y_true.shape)} and the prediction "
                 f"{tuple(y_pred.shape)}; expected the same [batch, height, width, channels] "
@@ -102,14 +107,32 @@ def align_target(y_true, y_pred, what):
     return y_true, y_pred
 
 
+def _rank(x):
+    """The number of axes of `x` (None when unknown, as a TensorFlow graph can leave it)."""
+    shape = x.shape
+    if shape is None:
+        return None
+    try:
+        return len(shape)
+    except (TypeError, ValueError):  # tf.TensorShape of unknown rank
+        return None
+
+
+def _compatible(shape_a, shape_b):
+    """Whether two shapes of equal length agree on every axis known in both (`TensorShape.is_compatible_with`)."""
+    shape_a, shape_b = tuple(shape_a), tuple(shape_b)
+    return len(shape_a) == len(shape_b) and all(a is None or b is None or a == b for a, b in zip(shape_a, shape_b))
+
+
 def valid_pixel_mask(y_true, invalid_value):
     """[B, H, W] bool: pixels whose target has no NaN and is not `invalid_value` in every channel."""
     invalid_value = _check_invalid_value(invalid_value)
-    finite = tf.reduce_all(tf.logical_not(tf.math.is_nan(y_true)), axis=-1)
+    ops = keras.ops
+    finite = ops.all(ops.logical_not(ops.isnan(y_true)), axis=-1)
     if invalid_value is None:
         return finite
-    sentinel = tf.reduce_all(tf.equal(y_true, tf.cast(invalid_value, y_true.dtype)), axis=-1)
-    return tf.logical_and(finite, tf.logical_not(sentinel))
+    sentinel = ops.all(ops.equal(y_true, ops.cast(invalid_value, y_true.dtype)), axis=-1)
+    return ops.logical_and(finite, ops.logical_not(sentinel))
 
 
 def _masked_mean_values(per_pixel, valid):
@@ -120,9 +143,9 @@ def _masked_mean_values(per_pixel, valid):
     `count / valid_count` (and zeroing the others) turns that into the mean
     over the valid pixels, the same rescaling Keras applies for a Keras mask.
     """
-    valid = tf.cast(valid, per_pixel.dtype)
-    total = tf.cast(tf.size(valid), per_pixel.dtype)
-    scale = tf.math.divide_no_nan(total, tf.reduce_sum(valid))
+    valid = keras.ops.cast(valid, per_pixel.dtype)
+    total = keras.ops.cast(keras.ops.size(valid), per_pixel.dtype)
+    scale = keras.ops.divide_no_nan(total, keras.ops.sum(valid))
     return per_pixel * valid * scale
 
 
@@ -142,11 +165,11 @@ class MaskedSparseCategoricalCrossentropy(keras.losses.SparseCategoricalCrossent
         super().__init__(from_logits=from_logits, ignore_class=int(ignore_class), name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        y_true = tf.convert_to_tensor(y_true)
-        if y_true.shape.rank == y_pred.shape.rank and y_true.shape[-1] == 1:
+        y_true = keras.ops.convert_to_tensor(y_true)
+        if _rank(y_true) == _rank(y_pred) and y_true.shape[-1] == 1:
             y_true = y_true[..., 0]
         spatial_true, spatial_pred = y_true.shape[1:], y_pred.shape[1:-1]
-        if y_true.shape.rank is not None and not spatial_true.is_compatible_with(spatial_pred):
+        if _rank(y_true) is not None and not _compatible(spatial_true, spatial_pred):
             raise ValueError(
                 f"{self.name}: labels of shape {tuple(y_true.shape)} do not match logits of shape "
                 f"{tuple(y_pred.shape)}; expected labels [batch, height, width] (or with a trailing 1) "
@@ -169,22 +192,23 @@ class _MaskedRegressionLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_true, y_pred = align_target(y_true, y_pred, self.name)
-        y_true = tf.cast(y_true, y_pred.dtype)
+        y_true = keras.ops.cast(y_true, y_pred.dtype)
         valid = valid_pixel_mask(y_true, self.invalid_value)
         # Invalid targets (NaN, sentinels) are replaced before any arithmetic,
         # so no NaN reaches the gradient through the masked-out branch.
-        clean_true = tf.where(valid[..., None], y_true, tf.zeros_like(y_true))
+        clean_true = keras.ops.where(valid[..., None], y_true, keras.ops.zeros_like(y_true))
         return _masked_mean_values(self.per_pixel(clean_true, y_pred), valid)
 
     def labelled_count(self, y_true, sample_weight=None):
         """The number of valid target pixels (sample-weighted): 0 means the task has no label here."""
-        valid = tf.cast(valid_pixel_mask(tf.cast(y_true, tf.float32), self.invalid_value), tf.float32)
+        ops = keras.ops
+        valid = ops.cast(valid_pixel_mask(ops.cast(y_true, "float32"), self.invalid_value), "float32")
         if sample_weight is not None:
-            weight = tf.cast(sample_weight, tf.float32)
-            while weight.shape.rank is not None and weight.shape.rank < valid.shape.rank:
+            weight = ops.cast(sample_weight, "float32")
+            while _rank(weight) is not None and _rank(weight) < _rank(valid):
                 weight = weight[..., None]
             valid = valid * weight
-        return tf.reduce_sum(valid)
+        return ops.sum(valid)
 
     def get_config(self):
         return {**super().get_config(), "invalid_value": self.invalid_value}
@@ -204,7 +228,7 @@ class MaskedL1(_MaskedRegressionLoss):
         super().__init__(invalid_value, name=name, **kwargs)
 
     def per_pixel(self, y_true, y_pred):
-        return tf.reduce_mean(tf.abs(y_pred - y_true), axis=-1)
+        return keras.ops.mean(keras.ops.abs(y_pred - y_true), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
@@ -223,9 +247,9 @@ class NormalCosineLoss(_MaskedRegressionLoss):
         self.epsilon = float(epsilon)
 
     def per_pixel(self, y_true, y_pred):
-        n_pred = tf.math.l2_normalize(y_pred, axis=-1, epsilon=self.epsilon)
-        n_true = tf.math.l2_normalize(y_true, axis=-1, epsilon=self.epsilon)
-        return 1.0 - tf.reduce_sum(n_pred * n_true, axis=-1)
+        n_pred = engine_ops.l2_normalize(y_pred, axis=-1, epsilon=self.epsilon)
+        n_true = engine_ops.l2_normalize(y_true, axis=-1, epsilon=self.epsilon)
+        return 1.0 - keras.ops.sum(n_pred * n_true, axis=-1)
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

@@ -31,6 +31,18 @@ when a channel is NaN or every channel equals `invalid_value`. Sums and
 counts are accumulated in float64, so the counts stay exact beyond 2**24
 pixels.
 
+Backends and precision: the metrics are written in `keras.ops` (the one
+backend-specific helper, `l2_normalize`, is in `mtl_tf.engines.ops`) and give
+TensorFlow's values on JAX (`tests/engines/test_same_values.py`). JAX without
+`jax_enable_x64` (its default; TPUs have no float64) turns the float64
+accumulators into float32, with JAX's warning: sums then carry float32
+rounding (relative 6e-8 per addition) and pixel counts stay exact up to 2**24
+(16.7M) valid pixels per accumulator -- about 500 images of 128x256 for a
+depth or normal metric -- beyond which the counts round. Set
+`jax_enable_x64` (`JAX_ENABLE_X64=1`) to evaluate larger sets exactly on JAX.
+The confusion matrix of `MeanIoU` / `PixelAccuracy` is Keras' own, in the
+metric's dtype (float32 by default) on every backend.
+
 The angle is `2 * atan2(|a - b|, |a + b|)` on the unit vectors (Kahan's
 formula: accurate near 0 and 180 degrees, where `acos` of a float32 dot
 product loses up to ~0.02 degrees). A zero prediction counts as 90 degrees
@@ -63,9 +75,9 @@ from collections.abc import Mapping
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from mtl_tf.losses import IGNORE_LABEL, INVALID_DEPTH, INVALID_NORMAL, align_target, valid_pixel_mask
+from mtl_tf.engines import ops as engine_ops
+from mtl_tf.losses import IGNORE_LABEL, INVALID_DEPTH, INVALID_NORMAL, _compatible, _rank, align_target, valid_pixel_mask
 
 __all__ = [
     "DepthAbsoluteError",
@@ -102,25 +114,26 @@ class _ConfusionMatrixMetric(keras.metrics.MeanIoU):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = tf.convert_to_tensor(y_true)
-        y_pred = tf.convert_to_tensor(y_pred)
-        if y_true.shape.rank is not None and y_true.shape.rank >= 2 and y_true.shape[-1] == 1 and (
-            y_true.shape.rank == y_pred.shape.rank + (1 if self.sparse_y_pred else 0)
+        ops = keras.ops
+        y_true = ops.convert_to_tensor(y_true)
+        y_pred = ops.convert_to_tensor(y_pred)
+        if _rank(y_true) is not None and _rank(y_true) >= 2 and y_true.shape[-1] == 1 and (
+            _rank(y_true) == _rank(y_pred) + (1 if self.sparse_y_pred else 0)
         ):
             y_true = y_true[..., 0]
         spatial_pred = y_pred.shape if self.sparse_y_pred else y_pred.shape[:-1]
-        if y_true.shape.rank is not None and not y_true.shape.is_compatible_with(spatial_pred):
+        if _rank(y_true) is not None and not _compatible(y_true.shape, spatial_pred):
             raise ValueError(
                 f"{self.name}: labels of shape {tuple(y_true.shape)} do not match predictions of shape "
                 f"{tuple(y_pred.shape)}; expected labels [batch, height, width] (or with a trailing 1) "
                 "at the predictions' resolution, and logits with the classes last"
             )
         if sample_weight is not None:
-            sample_weight = tf.convert_to_tensor(sample_weight)
+            sample_weight = ops.convert_to_tensor(sample_weight)
             # Per-image weights [B] apply to every pixel of the image.
-            while sample_weight.shape.rank < y_true.shape.rank:
+            while _rank(sample_weight) < _rank(y_true):
                 sample_weight = sample_weight[..., None]
-            sample_weight = tf.broadcast_to(sample_weight, tf.shape(y_true))
+            sample_weight = ops.broadcast_to(sample_weight, ops.shape(y_true))
         return super().update_state(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
@@ -153,8 +166,9 @@ class PixelAccuracy(_ConfusionMatrixMetric):
         super().__init__(num_classes, ignore_class, sparse_y_pred, name=name, dtype=dtype, **kwargs)
 
     def result(self):
-        matrix = tf.cast(self.total_cm, tf.float64)
-        return tf.cast(tf.math.divide_no_nan(tf.linalg.trace(matrix), tf.reduce_sum(matrix)), tf.float32)
+        ops = keras.ops
+        matrix = ops.cast(self.total_cm, "float64")
+        return ops.cast(ops.divide_no_nan(ops.trace(matrix), ops.sum(matrix)), "float32")
 
 
 # -- masked regression errors ----------------------------------------------------------------
@@ -184,28 +198,29 @@ class _MaskedMean(keras.metrics.Metric):
 
     def _valid_values(self, y_true, y_pred, sample_weight):
         y_true, y_pred = align_target(y_true, y_pred, self.name)
-        y_pred = tf.cast(y_pred, tf.float32)
-        y_true = tf.cast(y_true, tf.float32)
+        ops = keras.ops
+        y_pred = ops.cast(y_pred, "float32")
+        y_true = ops.cast(y_true, "float32")
         valid = valid_pixel_mask(y_true, self.invalid_value)
-        clean_true = tf.where(valid[..., None], y_true, tf.zeros_like(y_true))
-        weights = tf.cast(valid, tf.float64)
+        clean_true = ops.where(valid[..., None], y_true, ops.zeros_like(y_true))
+        weights = ops.cast(valid, "float64")
         if sample_weight is not None:
-            sample_weight = tf.cast(tf.convert_to_tensor(sample_weight), tf.float64)
-            while sample_weight.shape.rank < weights.shape.rank:
+            sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), "float64")
+            while _rank(sample_weight) < _rank(weights):
                 sample_weight = sample_weight[..., None]
             weights = weights * sample_weight
         values = self.per_pixel(clean_true, y_pred)
         # Zero the invalid pixels' values too: a NaN there must not leak into the sum.
-        values = tf.where(valid, values, tf.zeros_like(values))
+        values = ops.where(valid, values, ops.zeros_like(values))
         return values, weights
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         values, weights = self._valid_values(y_true, y_pred, sample_weight)
-        self.total.assign_add(tf.reduce_sum(tf.cast(values, tf.float64) * weights))
-        self.count.assign_add(tf.reduce_sum(weights))
+        self.total.assign_add(keras.ops.sum(keras.ops.cast(values, "float64") * weights))
+        self.count.assign_add(keras.ops.sum(weights))
 
     def result(self):
-        return tf.cast(tf.math.divide_no_nan(self.total, self.count), self.dtype)
+        return keras.ops.cast(keras.ops.divide_no_nan(self.total, self.count), self.dtype)
 
     def reset_state(self):
         self.total.assign(0.0)
@@ -235,8 +250,8 @@ class OffsetError(_MaskedMean):
 
     def per_pixel(self, y_true, y_pred):
         error = y_pred - y_true
-        per_channel = tf.abs(error) if self.kind == "l1" else tf.square(error)
-        return tf.reduce_mean(per_channel, axis=-1)
+        per_channel = keras.ops.abs(error) if self.kind == "l1" else keras.ops.square(error)
+        return keras.ops.mean(per_channel, axis=-1)
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind}
@@ -250,7 +265,7 @@ class DepthAbsoluteError(_MaskedMean):
         super().__init__(invalid_value, name=name, dtype=dtype, **kwargs)
 
     def per_pixel(self, y_true, y_pred):
-        return tf.reduce_mean(tf.abs(y_pred - y_true), axis=-1)
+        return keras.ops.mean(keras.ops.abs(y_pred - y_true), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
@@ -261,7 +276,8 @@ class DepthRelativeError(_MaskedMean):
         super().__init__(invalid_value, name=name, dtype=dtype, **kwargs)
 
     def per_pixel(self, y_true, y_pred):
-        return tf.reduce_mean(tf.math.divide_no_nan(tf.abs(y_pred - y_true), tf.abs(y_true)), axis=-1)
+        ops = keras.ops
+        return ops.mean(ops.divide_no_nan(ops.abs(y_pred - y_true), ops.abs(y_true)), axis=-1)
 
 
 # -- surface normals ----------------------------------------------------------------------
@@ -269,10 +285,16 @@ class DepthRelativeError(_MaskedMean):
 
 def normal_angles_degrees(n_true, n_pred):
     """Angle in degrees between vectors along the last axis (any norms; zero prediction -> 90)."""
-    a = tf.math.l2_normalize(tf.cast(n_pred, tf.float32), axis=-1)
-    b = tf.math.l2_normalize(tf.cast(n_true, tf.float32), axis=-1)
-    radians = 2.0 * tf.atan2(tf.norm(a - b, axis=-1), tf.norm(a + b, axis=-1))
+    ops = keras.ops
+    a = engine_ops.l2_normalize(ops.cast(n_pred, "float32"), axis=-1)
+    b = engine_ops.l2_normalize(ops.cast(n_true, "float32"), axis=-1)
+    radians = 2.0 * ops.arctan2(_euclidean_norm(a - b), _euclidean_norm(a + b))
     return radians * (180.0 / math.pi)
+
+
+def _euclidean_norm(x):
+    """`sqrt(sum(x * x))` over the last axis, the ops of `tf.norm(x, axis=-1)`."""
+    return keras.ops.sqrt(keras.ops.sum(x * x, axis=-1))
 
 
 class _NormalAngleMetric(_MaskedMean):
@@ -308,7 +330,7 @@ class NormalAngleWithin(_NormalAngleMetric):
         self.threshold = threshold
 
     def per_pixel(self, y_true, y_pred):
-        return tf.cast(self.angles(y_true, y_pred) < self.threshold, tf.float32)
+        return keras.ops.cast(self.angles(y_true, y_pred) < self.threshold, "float32")
 
     def get_config(self):
         return {**super().get_config(), "threshold": self.threshold}
@@ -340,33 +362,35 @@ class NormalAngleMedian(_NormalAngleMetric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         angles, weights = self._valid_values(y_true, y_pred, sample_weight)
-        bins = tf.clip_by_value(tf.cast(tf.floor(angles / self.bin_width), tf.int32), 0, self.num_bins - 1)
-        counts = tf.math.unsorted_segment_sum(tf.reshape(weights, [-1]), tf.reshape(bins, [-1]), self.num_bins)
+        ops = keras.ops
+        bins = ops.clip(ops.cast(ops.floor(angles / self.bin_width), "int32"), 0, self.num_bins - 1)
+        counts = ops.segment_sum(ops.reshape(weights, [-1]), ops.reshape(bins, [-1]), num_segments=self.num_bins)
         self.histogram.assign_add(counts)
-        self.count.assign_add(tf.reduce_sum(weights))
+        self.count.assign_add(ops.sum(weights))
 
     def result(self):
-        counts = self.histogram
-        cumulative = tf.cumsum(counts)
-        n = self.count
+        ops = keras.ops
+        counts = ops.convert_to_tensor(self.histogram)
+        cumulative = ops.cumsum(counts)
+        n = ops.convert_to_tensor(self.count)
 
         def order_statistic(rank):
             # The rank-th smallest angle (1-based) lies in the first bin whose
             # cumulative count reaches rank; spread that bin's angles evenly.
-            index = tf.minimum(tf.reduce_sum(tf.cast(cumulative < rank, tf.int32)), self.num_bins - 1)
-            in_bin = tf.gather(counts, index)
-            before = tf.gather(cumulative, index) - in_bin
-            fraction = tf.clip_by_value(tf.math.divide_no_nan(rank - before - 0.5, in_bin), 0.0, 1.0)
-            return (tf.cast(index, tf.float64) + fraction) * self.bin_width
+            index = ops.minimum(ops.sum(ops.cast(cumulative < rank, "int32")), self.num_bins - 1)
+            in_bin = ops.take(counts, index)
+            before = ops.take(cumulative, index) - in_bin
+            fraction = ops.clip(ops.divide_no_nan(rank - before - 0.5, in_bin), 0.0, 1.0)
+            return (ops.cast(index, counts.dtype) + fraction) * self.bin_width
 
-        lower = order_statistic(tf.floor((n + 1.0) / 2.0))
-        upper = order_statistic(tf.floor(n / 2.0) + 1.0)
-        median = tf.where(n > 0, 0.5 * (lower + upper), tf.zeros_like(n))
-        return tf.cast(median, self.dtype)
+        lower = order_statistic(ops.floor((n + 1.0) / 2.0))
+        upper = order_statistic(ops.floor(n / 2.0) + 1.0)
+        median = ops.where(n > 0, 0.5 * (lower + upper), ops.zeros_like(n))
+        return ops.cast(median, self.dtype)
 
     def reset_state(self):
         super().reset_state()
-        self.histogram.assign(tf.zeros_like(self.histogram))
+        self.histogram.assign(keras.ops.zeros(self.histogram.shape, self.histogram.dtype))
 
     def get_config(self):
         return {**super().get_config(), "bin_width": self.bin_width}

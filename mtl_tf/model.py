@@ -17,7 +17,8 @@ them (`mtl_tf.compile_utils`: rank handling, names, `"accuracy"` by shapes);
   =============  ==============================================================
   extra logs     `{task}_weight`, `{task}_weight_mean`, `skipped_update`,
                  `labelled_tasks`, `loss_scale`, `skip_*` and the method's own
-                 logs (below); `fit`'s only, never in `evaluate` or `val_`
+                 logs (every log: mtl_tf.step_logs); `fit`'s only, never in
+                 `evaluate` or `val_`
   loss           the unweighted sum of the task losses for every method
                  (Keras: the sum weighted by `loss_weights`; equal under
                  `balancer="static"` with weights 1)
@@ -35,44 +36,7 @@ them (`mtl_tf.compile_utils`: rank handling, names, `"accuracy"` by shapes);
 
 `train_step` has one code path for every method: the balancer turns the batch
 into gradients (see `mtl_tf.balancers.base`), the step applies them, updates
-the trackers and returns the logs. Callbacks and the progress bar see them
-after every step, the History (and TensorBoard's `epoch_*`) at the end of each
-epoch. The logs, all of them here:
-
-  ===================  ===============================================================
-  loss                 the sum of the task losses, unweighted (what Keras logs as
-                       `loss` for a multi-output model with loss weights 1), the
-                       same quantity for every method; NOT the objective the
-                       balancer minimises (the task weights play no part in it)
-  {task}_loss          the task loss
-  {task}_{metric}      each task metric
-  {task}_weight        the task weight the method used on the step (alpha for
-                       MGDA); in the History: that of the LAST step of the epoch
-  {task}_weight_mean   the mean of `{task}_weight` over the epoch's steps so far,
-                       skipped steps left out; in the History: the epoch mean
-  ...                  method-specific scalars: epoch means for those the method
-                       lists in `epoch_mean_logs` (e.g. `{task}_inner_loss`), the
-                       step's value for the others
-  skipped_update       1 when the batch was not applied, else 0
-  labelled_tasks       the number of tasks with labels in the (global) batch
-  loss_scale           the loss scale, under a loss-scaling optimizer (mixed_float16)
-  skip_cause           why the batch was not applied: 0 applied (or a benign skip),
-                       1 a task loss not finite, 2 gradients not finite, 3 a task loss
-                       outside the method's range, 4 the update would leave a variable
-                       non-finite (`mtl_tf.step_guard`)
-  skip_task            the index in `task_names` of the task concerned (-1: none)
-  skip_value           cause 3: that task's loss; cause 4: the index of the variable
-                       in `mtl_tf.step_guard.guarded_variables(model)`; else 0
-  val_monitor          launch runs only (not `fit`): the mean of `val_<key>` over
-                       the benchmark's monitor keys, by which the run picks its
-                       best epoch (`mtl_tf.training.callbacks.BestCheckpoint`)
-  ===================  ===============================================================
-
-Losses and metrics are running means over the epoch, as in Keras (batch losses
-weighted by batch size), reset at each epoch, so the History holds epoch
-means; so is `{task}_weight_mean` (each applied step counts once). The other
-logs are the values of the current step. `evaluate` and the `val_` logs have
-`loss`, `{task}_loss` and the metrics only.
+the trackers and returns the logs, all of which `mtl_tf.step_logs` lists.
 
 A batch whose task losses or gradients are not all finite, or whose update
 would leave any variable non-finite (weights, optimizer slots, balancer
@@ -97,12 +61,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtl_tf import balancers, engines, step_guard
+from mtl_tf import balancers, engines, monitor_modes, step_guard, step_logs
 from mtl_tf.balancers import loss_range
 from mtl_tf.balancers.representations import check_encoder_tasks, head_input
 from mtl_tf.balancers.epochs import EpochSignal
+from mtl_tf.compile_args import arguments_from_config, check_keys, per_task, refuse_task_weighting, set_losses, set_metrics
+from mtl_tf.engines.tensorflow import TensorFlowProblem
 # FunctionLoss is re-exported: code and `.keras` files written before it moved name it here.
 from mtl_tf.compile_utils import FunctionLoss, as_loss, task_metrics  # noqa: F401
+from mtl_tf.input_specs import default_save_signature, input_specs, serving_signature, symbolic_inputs
 from mtl_tf.step_guard import NonFiniteLossError, NonFiniteLossGuard  # noqa: F401 (re-exported)
 
 
@@ -153,7 +120,7 @@ class MultiTaskModel(keras.Model):
         if losses is None:
             losses = {}
         else:
-            _check_keys("losses", losses, self.task_names, allow_missing=True)
+            check_keys("losses", losses, self.task_names, allow_missing=True)
         metrics = dict(metrics or {})
         unknown = sorted(set(metrics) - set(self.task_names))
         if unknown:
@@ -191,7 +158,7 @@ class MultiTaskModel(keras.Model):
                 "MultiTaskModel(losses={task: loss}) or model.compile(loss={task: loss}), before the model "
                 "is built (by fit, evaluate, predict or build)"
             )
-        inputs = _symbolic_inputs(input_shape, getattr(self, "_data_dtypes", None))
+        inputs = symbolic_inputs(input_shape, getattr(self, "_data_dtypes", None))
         if not self.encoder.built:
             self.encoder.build(input_shape)
         check_encoder_tasks(self.encoder, self.task_names)
@@ -273,22 +240,11 @@ class MultiTaskModel(keras.Model):
             (give them as `metrics`); a task name that has no head; a list of
             the wrong length; a loss change after the model is built.
         """
-        if loss_weights is not None:
-            raise ValueError(
-                f"compile(loss_weights={loss_weights!r}): a MultiTaskModel's task weights come from its balancer, "
-                "not from compile. For fixed weights use MultiTaskModel(..., balancer=\"static\", "
-                f"balancer_options={{\"weights\": {{task: weight}}}}) with tasks {list(self.task_names)}."
-            )
-        if weighted_metrics is not None:
-            raise ValueError(
-                "compile(weighted_metrics=...): every metric of a MultiTaskModel is already weighted by the sample "
-                "weight (unlabelled examples of a task carry weight 0); give them as compile(metrics={task: [...]}) "
-                "or MultiTaskModel(metrics={task: [...]})."
-            )
+        refuse_task_weighting(self.task_names, loss_weights, weighted_metrics)
         if loss is not None:
-            self._set_losses(self._per_task("loss", loss, allow_single=True))
+            set_losses(self, per_task(self.task_names, "loss", loss, allow_single=True))
         if metrics is not None:
-            self._set_metrics(self._per_task("metrics", metrics, allow_single=False))
+            set_metrics(self, per_task(self.task_names, "metrics", metrics, allow_single=False))
         # Keras' own loss and metric containers stay empty: train_step and
         # test_step compute the task losses and metrics themselves.
         super().compile(
@@ -310,79 +266,7 @@ class MultiTaskModel(keras.Model):
         # Keras' own skips a model whose `compile` is overridden; ours only adds
         # the head optimizer, so a `.keras` file compiles as Keras would. The
         # losses and metrics that compile set are in `get_config` already.
-        config = keras.saving.deserialize_keras_object(config)
-        for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
-            if config.get(key) is not None:
-                raise ValueError(f"the compile config of {self.name!r} has {key}={config[key]!r}; expected None")
-            config.pop(key, None)
-        self.compile(**config)
-
-    def _per_task(self, what, value, allow_single):
-        """compile's `loss` / `metrics` as a dict keyed by (some) task names."""
-        names = list(self.task_names)
-        if isinstance(value, Mapping):
-            unknown = sorted(set(value) - set(names))
-            if unknown:
-                raise ValueError(f"compile({what}=...) names tasks {unknown} that have no head; heads: {names}")
-            return dict(value)
-        sequence = isinstance(value, (list, tuple))
-        if sequence and not value and not allow_single:  # metrics=[]: no metrics for any task
-            return {t: [] for t in names}
-        per_head = sequence and (allow_single or all(isinstance(v, (list, tuple)) or v is None for v in value))
-        if per_head:
-            if len(value) != len(names):
-                raise ValueError(
-                    f"compile({what}=[...]) has {len(value)} entries for {len(names)} heads {names}; "
-                    f"expected one per head, in head order, or a dict keyed by task"
-                )
-            return {t: v for t, v in zip(names, value) if v is not None}
-        if allow_single or len(names) == 1:  # one loss for every task; the metrics of a one-head model
-            return {t: value for t in names}
-        raise ValueError(
-            f"compile({what}={value!r}): expected a dict task -> list of metrics (e.g. "
-            f"{{{names[0]!r}: [\"accuracy\"]}}) or a list of one list per head {names}; a flat list is "
-            "ambiguous with several heads (Keras refuses it for multi-output models too)"
-        )
-
-    def _set_losses(self, losses):
-        new = {t: as_loss(l) for t, l in losses.items()}
-        if self.built:
-            # The balancer was built for the old losses (uncertainty reads their kind).
-            serialize = keras.saving.serialize_keras_object
-            changed = [
-                t for t, l in new.items() if t not in self.task_losses or serialize(l) != serialize(self.task_losses[t])
-            ]
-            if changed:
-                raise ValueError(
-                    f"compile(loss=...) changes the losses of tasks {changed} of a model that is already built; "
-                    "give the losses before it is built (MultiTaskModel(losses=...) or compile before fit/build)"
-                )
-        merged = {**self.task_losses, **new}
-        self.task_losses = {t: merged[t] for t in self.task_names if t in merged}
-
-    def _set_metrics(self, metrics):
-        for t, identifiers in metrics.items():
-            identifiers = [] if identifiers is None else identifiers
-            if isinstance(identifiers, (str, keras.metrics.Metric)) or callable(identifiers):
-                identifiers = [identifiers]
-            self._metric_identifiers[t] = list(identifiers)
-        new = task_metrics(self._metric_identifiers, self.task_names)
-        # A built Keras layer locks its state tracker; Keras' own compile makes
-        # its metric containers with tracking off for the same reason. The
-        # metrics are state of no layer (read through `metrics`, never saved),
-        # so the old ones leave the tracker and the new ones join it.
-        tracker = getattr(self, "_tracker", None)
-        locked = bool(tracker is not None and tracker.locked)
-        if locked:
-            tracker.unlock()
-        try:
-            for metric in (m for ms in self.task_metrics.values() for m in ms):
-                if tracker is not None:
-                    tracker.untrack(metric)
-            self.task_metrics = new
-        finally:
-            if locked:
-                tracker.lock()
+        self.compile(**arguments_from_config(self.name, config))
 
     def _build_optimizers(self):
         """Builds the optimizer(s) on the model's variables once the model is built (before any cond)."""
@@ -403,7 +287,7 @@ class MultiTaskModel(keras.Model):
         # that is not applied leaves the whole model as it was.
         guard = step_guard.StepGuard(self)
         loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-        problem = balancers.MultiTaskProblem(
+        problem = TensorFlowProblem(
             encoder=self.encoder,
             heads=self.heads,
             loss_fns=self.task_losses,
@@ -443,22 +327,13 @@ class MultiTaskModel(keras.Model):
                                     gradient_probes, state_finite, state_probes, applied, loss_scaled,
                                     (in_range, range_task, range_value))
         guard.restore_if(tf.logical_not(kept), restore_optimizers=tf.logical_not(tf.logical_or(kept, overflow)))
-        logs = self._record(problem.y, problem.sample_weight, problem.predictions, global_losses)
+        logs = step_logs.record(self, problem.y, problem.sample_weight, problem.predictions, global_losses)
         logs.update(skip_logs)
         logs["labelled_tasks"] = tf.reduce_sum(tf.cast(problem.task_mask, tf.float32))
         if loss_scaled:
             logs["loss_scale"] = tf.identity(problem.loss_scale)
-        for i, t in enumerate(self.task_names):
-            logs[f"{t}_weight"] = update.task_weights[i]
-            # The mean over the applied steps: a skipped step's weights moved nothing (and may be NaN).
-            weight = tf.where(kept, tf.cast(update.task_weights[i], tf.float32), 0.0)
-            self.task_weight_trackers[t].update_state(weight, sample_weight=tf.cast(kept, tf.float32))
-            logs[f"{t}_weight_mean"] = self.task_weight_trackers[t].result()
-        logs.update(update.logs)
-        batch_size = tf.cast(tf.shape(tf.nest.flatten(problem.predictions)[0])[0], tf.float32)
-        for name, tracker in self.method_log_trackers.items():
-            tracker.update_state(update.logs[name], sample_weight=batch_size)
-            logs[name] = tracker.result()
+        logs.update(step_logs.task_weight_logs(self, update.task_weights, kept))
+        logs.update(step_logs.method_logs(self, update.logs, problem.predictions))
         return logs
 
     def _apply_heads(self, update, problem, applied):
@@ -490,7 +365,7 @@ class MultiTaskModel(keras.Model):
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if num_replicas > 1:
             losses = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, losses)
-        return self._record(y, sample_weight, predictions, losses)
+        return step_logs.record(self, y, sample_weight, predictions, losses)
 
     def predict_step(self, data: Any) -> dict[str, Any]:
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -512,7 +387,7 @@ class MultiTaskModel(keras.Model):
         if not any(isinstance(c, EpochSignal) for c in callbacks):
             callbacks.append(EpochSignal())
         for callback in callbacks:
-            self._resolve_auto_mode(callback)
+            monitor_modes.resolve_auto_mode(self, callback)
         self._build_from_inputs(x)
         return super().fit(x, *args, callbacks=callbacks, **kwargs)
 
@@ -529,26 +404,7 @@ class MultiTaskModel(keras.Model):
         or `higher_is_better` (the metrics of `mtl_tf.metrics`). Task weights
         and method logs have no direction (None).
         """
-        name = monitor.removeprefix("val_")
-        if name == "loss" or name in (f"{t}_loss" for t in self.task_names):
-            return "min"
-        for metric in (m for ms in self.task_metrics.values() for m in ms):
-            if metric.name == name:
-                return _metric_mode(metric)
-        return None
-
-    def _resolve_auto_mode(self, callback):
-        # Keras' MonitorCallback picks the direction of `mode="auto"` from
-        # metrics found inside its own compile containers only (Keras 3.15
-        # `_set_monitor_op`), which a model with its own train_step does not
-        # have; the public `mode` set here before training is read instead.
-        if getattr(callback, "mode", None) != "auto" or not isinstance(getattr(callback, "monitor", None), str):
-            return
-        if getattr(callback, "monitor_op", None) is not None:
-            return
-        mode = self.monitor_mode(callback.monitor)
-        if mode is not None:
-            callback.mode = mode
+        return monitor_modes.monitor_mode(self.task_names, self.task_metrics, monitor)
 
     def export(self, filepath: str, format: str = "tf_saved_model", verbose: bool | None = None,
                input_signature: Any = None, **kwargs: Any) -> None:
@@ -561,38 +417,13 @@ class MultiTaskModel(keras.Model):
         writes the serving format of `launch/predict.py` instead.
         """
         if input_signature is None and format == "tf_saved_model":
-            input_signature = self._serving_signature()
+            input_signature = serving_signature(self)
         return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
-
-    def _serving_signature(self):
-        """[structure of TensorSpecs]: the encoder's own inputs, else the built shapes and data dtypes."""
-        if not self.built:
-            raise ValueError(
-                f"model {self.name!r} is not built; fit it, call it on a batch or call build(input_shape) before export"
-            )
-        # A functional encoder knows its inputs' structure, names and dtypes.
-        inputs = getattr(self.encoder, "_inputs_struct", None) if isinstance(self.encoder, keras.Model) else None
-        if inputs is not None:
-            return [_tensor_specs(inputs, named=True)]
-        shapes = (getattr(self, "_build_shapes_dict", None) or {}).get("input_shape")
-        if shapes is None:
-            raise ValueError(f"model {self.name!r} has no recorded input shape; give export an input_signature")
-        return [_tensor_specs(_symbolic_inputs(shapes, getattr(self, "_data_dtypes", None)), named=False)]
 
     @property
     def _default_save_signature(self):
-        # TensorFlow's SavedModel writer asks for this; Keras' own builds it from
-        # the recorded build shapes, as float32 and through a tracked copy of a
-        # dict of shapes (which a functional encoder with named inputs warns
-        # about). The encoder's own inputs are the exact signature.
-        if not self.built:
-            return None
-
-        @tf.function(input_signature=self._serving_signature())
-        def serving_default(inputs):
-            return self(inputs)
-
-        return serving_default
+        # TensorFlow's SavedModel writer asks for this (`mtl_tf.input_specs`).
+        return default_save_signature(self)
 
     def summary(self, *args: Any, **kwargs: Any) -> None:
         """Keras' summary of encoder and heads, then one line naming the balancer and its state."""
@@ -628,7 +459,7 @@ class MultiTaskModel(keras.Model):
         which doubles the start-up cost on large nets. Inputs whose shape is
         not known up front (generators, PyDatasets) are built in the step.
         """
-        specs = _input_specs(x)
+        specs = input_specs(x)
         if specs is None:
             return
         with self.distribute_strategy.scope():
@@ -652,12 +483,12 @@ class MultiTaskModel(keras.Model):
             raise ValueError(
                 f"targets must be a dict keyed by task name {list(self.task_names)}; got {type(y).__name__}"
             )
-        _check_keys("targets", y, self.task_names)
+        check_keys("targets", y, self.task_names)
         return {t: y[t] for t in self.task_names}
 
     def _sample_weights(self, sample_weight):
         if isinstance(sample_weight, dict):
-            _check_keys("sample weights", sample_weight, self.task_names, allow_missing=True)
+            check_keys("sample weights", sample_weight, self.task_names, allow_missing=True)
             return {t: sample_weight.get(t) for t in self.task_names}
         return {t: sample_weight for t in self.task_names}
 
@@ -669,21 +500,6 @@ class MultiTaskModel(keras.Model):
         pairs += list(zip(update.own, self.balancer.trainable_variables))
         gradients = [tf.zeros_like(v) if g is None else tf.cast(g, v.dtype) for g, v in pairs]
         return gradients, [v for _, v in pairs]
-
-    def _record(self, y, sample_weight, predictions, global_losses):
-        # Batch means weighted by the (local) batch size, as Keras' own loss
-        # tracker does, so that a partial last batch counts for its size and
-        # the epoch value is the data set's mean loss.
-        batch_size = tf.cast(tf.shape(tf.nest.flatten(predictions)[0])[0], tf.float32)
-        self.loss_tracker.update_state(tf.reduce_sum(global_losses), sample_weight=batch_size)
-        logs = {"loss": self.loss_tracker.result()}
-        for i, t in enumerate(self.task_names):
-            self.task_loss_trackers[t].update_state(global_losses[i], sample_weight=batch_size)
-            logs[f"{t}_loss"] = self.task_loss_trackers[t].result()
-            for metric in self.task_metrics[t]:
-                metric.update_state(y[t], predictions[t], sample_weight=sample_weight[t])
-                logs[metric.name] = metric.result()
-        return logs
 
     # -- serialisation -------------------------------------------------------------------
 
@@ -713,62 +529,3 @@ class MultiTaskModel(keras.Model):
         config["balancer"] = load(config["balancer"])
         return cls(**config)
 
-
-def _input_specs(x):
-    """The model input of `x` as a structure of KerasTensors (batch axis None), when known up front."""
-    if isinstance(x, tf.data.Dataset):
-        spec = x.element_spec
-        spec = spec[0] if isinstance(spec, tuple) else spec
-        leaves = tf.nest.flatten(spec)
-        if not leaves or not all(isinstance(s, tf.TensorSpec) and s.shape.rank for s in leaves):
-            return None
-        return tf.nest.map_structure(lambda s: keras.KerasTensor((None, *s.shape[1:]), s.dtype.name), spec)
-    if x is None or isinstance(x, (keras.utils.PyDataset,)):
-        return None
-    leaves = tf.nest.flatten(x)
-    if not leaves or not all(isinstance(v, (np.ndarray, tf.Tensor)) and len(v.shape) >= 1 for v in leaves):
-        return None
-    return tf.nest.map_structure(
-        lambda v: keras.KerasTensor((None, *v.shape[1:]), keras.backend.standardize_dtype(v.dtype)), x
-    )
-
-
-def _symbolic_inputs(input_shape, dtypes=None):
-    """A structure of KerasTensors for a structure of shapes (float32 unless `dtypes` matches it)."""
-    inputs = keras.tree.map_shape_structure(lambda shape: keras.KerasTensor(tuple(shape)), input_shape)
-    if dtypes is not None:
-        try:
-            inputs = keras.tree.map_structure(lambda t, d: keras.KerasTensor(t.shape, d), inputs, dtypes)
-        except (ValueError, TypeError):
-            pass  # built for another structure (e.g. loaded): float32 as Keras assumes
-    return inputs
-
-
-def _tensor_specs(structure, named):
-    return keras.tree.map_structure(
-        lambda t: tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name if named else None), structure
-    )
-
-
-def _metric_mode(metric):
-    """"max" / "min" from a metric's Keras `_direction` or `higher_is_better`, None if it has neither."""
-    direction = getattr(metric, "_direction", None)
-    if direction in ("up", "down"):
-        return "max" if direction == "up" else "min"
-    higher = getattr(metric, "higher_is_better", None)
-    if higher is not None:
-        return "max" if higher else "min"
-    return None
-
-
-def _check_keys(what, mapping, task_names, allow_missing=False):
-    if not isinstance(mapping, dict):
-        raise ValueError(f"{what} must be a dict keyed by task name {list(task_names)}; got {type(mapping).__name__}")
-    missing = [t for t in task_names if t not in mapping]
-    unknown = sorted(set(mapping) - set(task_names))
-    if unknown or (missing and not allow_missing):
-        raise ValueError(
-            f"{what} are keyed by {sorted(mapping)} but the model's heads are {list(task_names)}"
-            + (f"; missing: {missing}" if missing and not allow_missing else "")
-            + (f"; unknown: {unknown}" if unknown else "")
-        )

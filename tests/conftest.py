@@ -13,12 +13,20 @@ os.environ.setdefault("MTL_TF_DOWNLOAD", "0")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
-)
+from tests import backends  # noqa: E402
+
+# The second test process (tests/test_backends.py starts it) runs the backend-neutral
+# tests under another Keras backend, with TensorFlow blocked from import.
+backends.block_tensorflow_if_asked()
+
+if backends.keras_backend() == "tensorflow":
+    import tensorflow as tf
+
+    _cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
 
 
 @pytest.fixture
@@ -35,5 +43,7 @@ def mirrored_strategy():
     collectives (replicas pair up the wrong tensors), so every in-process
     data-parallel test shares this one.
     """
+    import tensorflow as tf
+
     devices = [d.name for d in tf.config.list_logical_devices("CPU")[:2]]
     return tf.distribute.MirroredStrategy(devices)

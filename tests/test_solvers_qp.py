@@ -4,15 +4,38 @@ For T <= 4 the exact optimum of min 1/2 x^T Q x + p^T x s.t. x >= l (and
 sum x = 1) is found by trying every set of bounds held active, solving the
 equality-constrained problem on the rest, and keeping the best feasible point;
 for larger T the returned point is checked against the KKT conditions.
+
+Backend-neutral (run under JAX too, float64 through `tests.precision.float64_on_jax`);
+`test_compiles_with_xla` compiles with `tf.function(jit_compile=True)` on TensorFlow
+and `jax.jit` on JAX.
 """
 
 import itertools
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mtl_tf.solvers.qp import lower_bounded_qp
+from tests.precision import float64_on_jax, float64_unavailable  # noqa: F401  (fixtures)
+
+
+def tensor(x, dtype=None):
+    return keras.ops.convert_to_tensor(x if dtype is None else np.asarray(x, dtype))
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def xla(fn):
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    import jax
+
+    return jax.jit(fn)
 
 EPS64 = np.finfo(np.float64).eps
 
@@ -60,10 +83,10 @@ def test_equals_the_enumerated_optimum(num, simplex):
         else:
             p = np.zeros((num, num))
             lower = np.eye(num) / num  # the dual-cone projections of UPGrad
-        x, _ = lower_bounded_qp(tf.constant(q), tf.constant(p), tf.constant(lower), simplex=simplex)
+        x, _ = lower_bounded_qp(tensor(q), tensor(p), tensor(lower), simplex=simplex)
         for b in range(len(p)):
             _, value = brute_force(q, p[b], lower[b], simplex)
-            got = x.numpy()[b]
+            got = numpy(x)[b]
             # A coordinate that hits its bound is set to it exactly; another one that ties with it in the
             # same step can round below by that step's rounding on numbers <= 1: 4 eps.
             assert np.all(got >= lower[b] - 4 * EPS64)
@@ -80,8 +103,8 @@ def test_kkt_conditions_hold_for_forty_variables():
     g = rng.normal(size=(40, 60))
     q = g @ g.T
     lower = np.eye(40) / 40
-    x, iterations = lower_bounded_qp(tf.constant(q), tf.zeros([40, 40], tf.float64), tf.constant(lower))
-    x = x.numpy()
+    x, iterations = lower_bounded_qp(tensor(q), tensor(np.zeros([40, 40])), tensor(lower))
+    x = numpy(x)
     gradient = x @ q  # Q x for every row (Q symmetric)
     scale = np.abs(np.diag(q)).max()
     # The solver puts active coordinates exactly on their bound; the free ones of this draw are > 1e-6
@@ -99,19 +122,44 @@ def test_fixed_coordinates_stay_at_their_bound():
     q = g @ g.T
     p = rng.normal(size=(1, 4))
     fixed = np.array([[False, True, False, False]])
-    x, _ = lower_bounded_qp(tf.constant(q), tf.constant(p), tf.zeros([1, 4], tf.float64), simplex=True,
-                            fixed=tf.constant(fixed))
+    x, _ = lower_bounded_qp(tensor(q), tensor(p), tensor(np.zeros([1, 4])), simplex=True,
+                            fixed=tensor(fixed))
     keep = [0, 2, 3]
     _, value = brute_force(q[np.ix_(keep, keep)], p[0, keep], np.zeros(3), True)
-    got = x.numpy()[0]
+    got = numpy(x)[0]
     assert got[1] == 0.0
     # As in test_equals_the_enumerated_optimum: two evaluations of a stationary objective, n = 4.
     assert 0.5 * got @ q @ got + p[0] @ got <= value + 4 * (4**2 + 4) * EPS64 * max(1.0, abs(value), np.abs(q).max())
 
 
 def test_compiles_with_xla():
-    q = tf.constant([[1.0, -0.8], [-0.8, 1.0]])
-    lower = tf.eye(2) / 2
-    solve = tf.function(lambda q, lower: lower_bounded_qp(q, tf.zeros_like(lower), lower)[0], jit_compile=True)
-    eager = lower_bounded_qp(q, tf.zeros_like(lower), lower)[0]
-    np.testing.assert_allclose(solve(q, lower).numpy(), eager.numpy(), atol=1e-6)
+    q = tensor([[1.0, -0.8], [-0.8, 1.0]], np.float32)
+    lower = keras.ops.eye(2) / 2
+    solve = xla(lambda q, lower: lower_bounded_qp(q, keras.ops.zeros_like(lower), lower)[0])
+    eager = lower_bounded_qp(q, keras.ops.zeros_like(lower), lower)[0]
+    np.testing.assert_allclose(numpy(solve(q, lower)), numpy(eager), atol=1e-6)
+
+
+@pytest.mark.parametrize("simplex", [False, True])
+def test_float32_path_equals_the_enumerated_optimum(simplex):
+    # The float32 path (the default where the backend has no float64): the bounds of
+    # test_equals_the_enumerated_optimum with float32's eps in place of float64's (the same roundings, now
+    # of float32 numbers; the 1e-6 relative ridge moves a stationary objective only to second order).
+    eps32 = float(np.finfo(np.float32).eps)
+    for num in [2, 3, 4]:
+        rng = np.random.default_rng(num + 10 * simplex)
+        for trial in range(6):
+            g = rng.normal(size=(num, int(rng.integers(1, 2 * num))))
+            q = g @ g.T
+            p = rng.normal(size=(2, num)) if simplex else np.zeros((num, num))
+            lower = np.zeros((2, num)) if simplex else np.eye(num) / num
+            x, _ = lower_bounded_qp(tensor(q), tensor(p), tensor(lower), simplex=simplex, dtype="float32")
+            assert keras.backend.standardize_dtype(x.dtype) == "float32"
+            for b in range(len(p)):
+                _, value = brute_force(q, p[b], lower[b], simplex)
+                got = numpy(x)[b].astype(np.float64)
+                assert np.all(got >= lower[b] - 4 * eps32)
+                if simplex:
+                    assert abs(got.sum() - 1) <= 4 * num * eps32
+                scale = max(1.0, abs(value), np.abs(q).max())
+                assert 0.5 * got @ q @ got + p[b] @ got <= value + 4 * (num**2 + num) * eps32 * scale

@@ -213,8 +213,7 @@ class GradDrop(Balancer):
         return Update(shared=shared, heads=heads, task_weights=weights)
 
     def _at_representation(self, problem):
-        with tf.GradientTape() as encoder_tape:
-            z = problem.encode()
+        z = problem.encode()
         if is_per_task(z, problem.task_names):
             raise ValueError(
                 f"balancer 'graddrop' with gradient_at='representation' picks one sign per element of the shared "
@@ -242,7 +241,7 @@ class GradDrop(Balancer):
                 total = term if total is None else total + term
             combined.append(total)
         combined = tf.nest.pack_sequence_as(z, combined)
-        shared = encoder_tape.gradient(z, problem.shared_variables, output_gradients=combined)
+        shared = problem.encoder_backward(combined)
         return shared, heads, kept, nonzero
 
     def _at_shared_parameters(self, problem):

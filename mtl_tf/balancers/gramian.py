@@ -82,8 +82,7 @@ class GramianBalancer(Balancer):
 
     def compute_update(self, problem):
         if self.gradient_at == "representation":
-            with tf.GradientTape() as encoder_tape:
-                z = problem.encode()
+            z = problem.encode()
             losses, per_task, heads = problem.representation_gradients(z)
             gram = problem.all_reduce_sum(gram_matrix(per_task))
         else:
@@ -98,7 +97,7 @@ class GramianBalancer(Balancer):
         if self.gradient_at == "representation":
             flat = [tf.nest.flatten(g) for g in per_task]
             combined = tf.nest.pack_sequence_as(z, weighted_sum(flat, coefficients))
-            shared = encoder_tape.gradient(z, problem.shared_variables, output_gradients=combined)
+            shared = problem.encoder_backward(combined)
         else:
             shared = weighted_sum(per_task, coefficients)
         return Update(shared=shared, heads=heads, task_weights=weights, logs=logs)

@@ -219,24 +219,20 @@ class MGDA(_MinNormBalancer):
         shared_vars = problem.shared_variables
         # g_t = grad_sh L_t = J^T dL_t/dZ (J = dZ/dtheta_sh): the heads are
         # differentiated once for every task, then the encoder once per task.
-        with tf.GradientTape(persistent=not self.jacobian) as tape:
-            z = problem.encode()
+        z = problem.encode(passes=self.num_tasks)
         losses, representation_grads, heads = problem.representation_gradients(z)
         if self.head_update == "paper_sequential":
             losses, representation_grads = self.after_head_step(problem, z, heads)
 
-        def encoder_gradients(dz):
-            return zeros_for_none(tape.gradient(z, shared_vars, output_gradients=dz), shared_vars)
-
         if self.jacobian:
             # One vectorised pass (pfor over tasks): every entry is [T, *variable.shape].
             stacked_dz = tf.nest.map_structure(lambda *g: tf.stack(g), *representation_grads)
-            stacked = tf.vectorized_map(encoder_gradients, stacked_dz)
+            stacked = problem.encoder_backward_stacked(stacked_dz)
             per_task = [[s[t] for s in stacked] for t in range(self.num_tasks)]
         else:
-            per_task = [encoder_gradients(dz) for dz in representation_grads]
+            per_task = [zeros_for_none(problem.encoder_backward(dz), shared_vars) for dz in representation_grads]
             stacked = stack_first_axis(per_task)
-        del tape
+        problem.release_encoder()
         gram = global_parameter_gram(problem, stacked)
         alpha = self.task_weights(problem, gram, problem.global_losses(losses))
         return Update(
@@ -292,8 +288,7 @@ class MGDAUB(_MinNormBalancer):
         # The encoder is recorded on its own tape and the heads on another, so
         # the T per-task gradients dL_t/dZ come from one backward pass through
         # the heads, and the encoder is differentiated exactly once.
-        with tf.GradientTape() as encoder_tape:
-            z = problem.encode()
+        z = problem.encode()
         if is_per_task(z, problem.task_names):
             # Every head update reads a Gramian of dL_t/dZ, which is diagonal here
             # (the look-ahead of `paper_sequential` would miss the refusal of `gram_matrix`).
@@ -307,5 +302,5 @@ class MGDAUB(_MinNormBalancer):
         alpha = self.task_weights(problem, gram, problem.global_losses(losses))
         flat = [tf.nest.flatten(g) for g in representation_grads]
         combined = tf.nest.pack_sequence_as(z, weighted_sum(flat, alpha))
-        shared = encoder_tape.gradient(z, problem.shared_variables, output_gradients=combined)
+        shared = problem.encoder_backward(combined)
         return Update(shared=shared, heads=self.head_gradients(heads, alpha), task_weights=alpha)

@@ -12,9 +12,12 @@ file a layer lives in. Exceptions, each still reachable through its module:
   and MTAN nets) and in `initializers` (those of every other net); use
   `mtl_tf.nets.segnet.INITIALIZERS` or `mtl_tf.nets.initializers.INITIALIZERS`.
 
-Importing this package imports every net module: they need only Keras and
-TensorFlow, which `mtl_tf` has already imported (the modules add about 30 ms).
-Nothing here imports from the rest of `mtl_tf`.
+Importing this package imports every net module: they are written in
+`keras.ops` / `keras.layers` / `keras.random` and import no TensorFlow (the few
+backend-specific operations are in `mtl_tf.engines.ops`), so they run on every
+Keras backend (the modules add about 30 ms). Nothing here imports from the rest
+of `mtl_tf` but `mtl_tf.engines.ops` (and `mtl_tf.nets.split`, which imports
+`mtl_tf.model` only when called).
 """
 
 from mtl_tf.nets import cross_stitch, experts, initializers, lenet, mmoe, mtan, ple, pspnet, resnet, segnet, split

@@ -49,8 +49,8 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from mtl_tf.engines import ops as engine_ops
 from mtl_tf.nets import _checks
 from mtl_tf.nets import experts as experts_lib
 
@@ -114,8 +114,8 @@ class CrossStitchUnit(keras.layers.Layer):
     def call(self, inputs):
         if len(inputs) != self.num_tasks:
             raise ValueError(f"{self.name} mixes {self.num_tasks} tasks; got {len(inputs)} inputs")
-        alpha = tf.cast(self.alpha, inputs[0].dtype)
-        return [tf.add_n([alpha[t, s] * x for s, x in enumerate(inputs)]) for t in range(self.num_tasks)]
+        alpha = keras.ops.cast(self.alpha, inputs[0].dtype)
+        return [engine_ops.add_n([alpha[t, s] * x for s, x in enumerate(inputs)]) for t in range(self.num_tasks)]
 
     def compute_output_shape(self, input_shape):
         return list(input_shape)

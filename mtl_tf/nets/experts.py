@@ -25,7 +25,6 @@ a symmetric start that only the gates can break); leave expert seeds unset
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 from mtl_tf.nets import _checks
 
@@ -107,7 +106,7 @@ class SoftmaxGate(keras.layers.Layer):
     def call(self, inputs):
         logits = self.logits(self.flatten(inputs))
         # float32 softmax: float16 logits would round the gate weights.
-        return tf.cast(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1), self.compute_dtype)
+        return keras.ops.cast(keras.ops.softmax(keras.ops.cast(logits, "float32"), axis=-1), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_experts)
@@ -122,8 +121,8 @@ def mix(expert_outputs, gate):
         raise ValueError(f"the gate weighs {gate.shape[-1]} experts but {len(expert_outputs)} were given")
     total = None
     for i, output in enumerate(expert_outputs):
-        weight = tf.cast(gate[:, i], output.dtype)
-        weight = tf.reshape(weight, [-1] + [1] * (output.shape.rank - 1))
+        weight = keras.ops.cast(gate[:, i], output.dtype)
+        weight = keras.ops.reshape(weight, [-1] + [1] * (len(output.shape) - 1))
         term = weight * output
         total = term if total is None else total + term
     return total

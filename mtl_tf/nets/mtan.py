@@ -59,8 +59,8 @@ zero biases, as the official code re-initialises every convolution).
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
+from mtl_tf.engines import ops as engine_ops
 from mtl_tf.nets import _checks, segnet
 
 __all__ = ["MTANBackbone", "MTANHead", "mtan_backbone", "mtan_head"]
@@ -206,8 +206,8 @@ class AttentionModule(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        x = tf.nn.relu(self.norm1(self.conv1(inputs), training=training))
-        return tf.sigmoid(self.norm2(self.conv2(x), training=training))
+        x = keras.ops.relu(self.norm1(self.conv1(inputs), training=training))
+        return keras.ops.sigmoid(self.norm2(self.conv2(x), training=training))
 
     def compute_output_shape(self, input_shape):
         return (*tuple(input_shape)[:3], self.width)
@@ -312,18 +312,18 @@ class MTANHead(keras.layers.Layer):
         x = None
         for j in range(k):
             u, p = inputs["encoder_first"][j], inputs["encoder_last"][j]
-            mask = self.encoder_attention[j](u if j == 0 else tf.concat([u, x], axis=-1), training=training)
+            mask = self.encoder_attention[j](u if j == 0 else keras.ops.concatenate([u, x], axis=-1), training=training)
             x = self.encoder_convs[j](mask * p, training=training)
-            x = tf.nn.max_pool2d(x, 2, 2, "VALID")
+            x = keras.ops.max_pool(x, 2, 2, "valid", data_format="channels_last")
         for step in range(k):
             up, d = inputs["decoder_unpooled"][step], inputs["decoder_last"][step]
             x = _upsample_align_corners(x)
             x = self.decoder_convs[step](x, training=training)
-            mask = self.decoder_attention[step](tf.concat([up, x], axis=-1), training=training)
+            mask = self.decoder_attention[step](keras.ops.concatenate([up, x], axis=-1), training=training)
             x = mask * d
         x = self.prediction(self.prediction_conv(x))
         if self.output_activation == "l2_normalize":
-            x = tf.math.l2_normalize(x, axis=-1, epsilon=1e-12)
+            x = engine_ops.l2_normalize(x, axis=-1, epsilon=1e-12)
         return x
 
     def compute_output_shape(self, input_shape):
@@ -339,12 +339,11 @@ class MTANHead(keras.layers.Layer):
 
 
 def _upsample_align_corners(x):
-    """2x bilinear upsampling with align_corners=True (PyTorch's `F.interpolate(..., align_corners=True)`)."""
-    shape = tf.shape(x)
-    size = [2 * shape[1] if x.shape[1] is None else 2 * x.shape[1], 2 * shape[2] if x.shape[2] is None else 2 * x.shape[2]]
-    # The resize kernel computes in float32 whatever the input; the result goes back to the layer's dtype.
-    resized = tf.raw_ops.ResizeBilinear(images=x, size=size, align_corners=True, half_pixel_centers=False)
-    return tf.cast(resized, x.dtype)
+    """2x bilinear upsampling with align_corners=True (PyTorch's `F.interpolate(..., align_corners=True)`).
+
+    Backend-specific (no `keras.ops` equivalent): `mtl_tf.engines.ops.upsample2x_align_corners`.
+    """
+    return engine_ops.upsample2x_align_corners(x)
 
 
 def _half(size):

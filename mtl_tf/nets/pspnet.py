@@ -79,8 +79,8 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from mtl_tf.engines import ops as engine_ops
 from mtl_tf.nets import initializers as init_lib
 
 __all__ = [
@@ -112,13 +112,14 @@ def adaptive_pooling_matrix(size_in, size_out, dtype="float32"):
 
 def _adaptive_pooling_matrix_tensor(size_in, size_out, dtype):
     """The same matrix from a runtime (scalar tensor) input size."""
-    size_in = tf.cast(size_in, tf.int32)
-    rows = tf.range(size_out, dtype=tf.int32)
+    ops = keras.ops
+    size_in = ops.cast(size_in, "int32")
+    rows = ops.arange(size_out, dtype="int32")
     start = (rows * size_in) // size_out
     end = -((-(rows + 1) * size_in) // size_out)
-    positions = tf.range(size_in, dtype=tf.int32)
-    inside = tf.logical_and(positions[None, :] >= start[:, None], positions[None, :] < end[:, None])
-    return tf.cast(inside, dtype) / tf.cast(end - start, dtype)[:, None]
+    positions = ops.arange(size_in, dtype="int32")
+    inside = ops.logical_and(positions[None, :] >= start[:, None], positions[None, :] < end[:, None])
+    return ops.cast(inside, dtype) / ops.cast(end - start, dtype)[:, None]
 
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
@@ -137,13 +138,13 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         size_out = self.output_size[axis - 1]
         static = inputs.shape[axis]
         if static is not None:
-            return tf.constant(adaptive_pooling_matrix(static, size_out), dtype=inputs.dtype)
-        return _adaptive_pooling_matrix_tensor(tf.shape(inputs)[axis], size_out, inputs.dtype)
+            return keras.ops.convert_to_tensor(adaptive_pooling_matrix(static, size_out), dtype=inputs.dtype)
+        return _adaptive_pooling_matrix_tensor(keras.ops.shape(inputs)[axis], size_out, inputs.dtype)
 
     def call(self, inputs):
         rows, cols = self._matrix(inputs, 1), self._matrix(inputs, 2)
-        pooled = tf.einsum("ih,bhwc->biwc", rows, inputs)
-        return tf.einsum("jw,biwc->bijc", cols, pooled)
+        pooled = keras.ops.einsum("ih,bhwc->biwc", rows, inputs)
+        return keras.ops.einsum("jw,biwc->bijc", cols, pooled)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.output_size, input_shape[3])
@@ -400,17 +401,14 @@ class PyramidPoolingDecoder(keras.layers.Layer):
         conv.build(input_shape)
 
     def call(self, inputs, training=None):
-        size = tf.shape(inputs)[1:3]
-        static = inputs.shape[1:3]
-        if static[0] is not None and static[1] is not None:
-            size = (int(static[0]), int(static[1]))
+        size = keras.ops.shape(inputs)[1:3]  # static ints where known, run-time sizes (TensorFlow) otherwise
         features = [inputs]
         for pool, conv, norm in zip(self.pools, self.branch_convs, self.branch_norms):
-            branch = tf.nn.relu(norm(conv(pool(inputs)), training=training))
-            branch = tf.image.resize(branch, size, method="bilinear")
-            features.append(tf.cast(branch, inputs.dtype))
-        x = tf.concat(features, axis=-1)
-        x = tf.nn.relu(self.fuse_norm(self.fuse_conv(x), training=training))
+            branch = keras.ops.relu(norm(conv(pool(inputs)), training=training))
+            branch = engine_ops.resize_bilinear(branch, size)
+            features.append(keras.ops.cast(branch, inputs.dtype))
+        x = keras.ops.concatenate(features, axis=-1)
+        x = keras.ops.relu(self.fuse_norm(self.fuse_conv(x), training=training))
         x = self.dropout(x, training=training)
         return self.classifier(x)
 

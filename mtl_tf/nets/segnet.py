@@ -27,14 +27,15 @@ Representation. The encoder returns `{"features": [B, H/32, W/32, 512],
 "switches": (s_1, ..., s_5)}`: the decoders need the pooling switches, so
 they are part of the shared representation. A switch tensor holds, at the
 pooled resolution, the position 0..3 (row-major in the 2x2 window) of each
-maximum, as floats under `tf.stop_gradient`: the decoders turn them into
+maximum, as floats under `keras.ops.stop_gradient`: the decoders turn them into
 one-hot masks through an integer cast, so no task loss has a gradient with
 respect to them (`tape.gradient` returns None, which MGDA-UB reads as zero)
 and the min-norm problem sees only the features.
 
 Pooling and unpooling are hand-written (`MaxPoolingWithSwitches`,
 `MaxUnpoolingWithSwitches`) rather than `tf.nn.max_pool_with_argmax` and a
-scatter: they are reshapes, a max and a one-hot product, which XLA compiles,
+scatter: they are reshapes, a max and a one-hot product in `keras.ops` (the
+same TensorFlow ops as before on TensorFlow, and any other backend's), which XLA compiles,
 which are deterministic on ties (the first maximum in row-major order wins, as
 in PyTorch), and whose gradient reaches only that maximum. They need even
 sizes, so the input's height and width must be multiples of 32 (MTAN's
@@ -54,8 +55,8 @@ down for tests.
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
+from mtl_tf.engines import ops as engine_ops
 from mtl_tf.nets import _checks
 from mtl_tf.nets import initializers as init_lib
 
@@ -140,7 +141,7 @@ class ConvBatchNormReLU(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        return tf.nn.relu(self.norm(self.conv(inputs), training=training))
+        return keras.ops.relu(self.norm(self.conv(inputs), training=training))
 
     def compute_output_shape(self, input_shape):
         return (*tuple(input_shape)[:3], self.filters)
@@ -157,13 +158,13 @@ def _windows(x):
             f"2x2 max-pooling with switches needs an even height and width; got {height}x{width} "
             "(SegNet inputs must have a height and width divisible by 32)"
         )
-    shape = tf.shape(x)
+    shape = keras.ops.shape(x)
     h = shape[1] // 2 if height is None else height // 2
     w = shape[2] // 2 if width is None else width // 2
     c = shape[3] if channels is None else channels
-    x = tf.reshape(x, [-1, h, 2, w, 2, c])
-    x = tf.transpose(x, [0, 1, 3, 5, 2, 4])
-    return tf.reshape(x, [-1, h, w, c, 4])
+    x = keras.ops.reshape(x, [-1, h, 2, w, 2, c])
+    x = keras.ops.transpose(x, [0, 1, 3, 5, 2, 4])
+    return keras.ops.reshape(x, [-1, h, w, c, 4])
 
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
@@ -171,19 +172,20 @@ class MaxPoolingWithSwitches(keras.layers.Layer):
     """2x2 / stride-2 max-pooling returning `(pooled, switches)`.
 
     `switches` has the pooled shape and holds the window position 0..3 of the
-    (first) maximum as a float, under `tf.stop_gradient`.
+    (first) maximum as a float, under `keras.ops.stop_gradient`.
     """
 
     def call(self, inputs):
         windows = _windows(inputs)
-        is_max = tf.equal(windows, tf.reduce_max(windows, axis=-1, keepdims=True))
-        first = tf.logical_and(is_max, tf.equal(tf.cumsum(tf.cast(is_max, tf.int32), axis=-1), 1))
-        one_hot = tf.cast(first, inputs.dtype)
+        ops = keras.ops
+        is_max = ops.equal(windows, ops.max(windows, axis=-1, keepdims=True))
+        first = ops.logical_and(is_max, ops.equal(ops.cumsum(ops.cast(is_max, "int32"), axis=-1), 1))
+        one_hot = ops.cast(first, inputs.dtype)
         # Multiplying by the one-hot mask (rather than taking the max) sends the
         # gradient to the selected maximum only.
-        pooled = tf.reduce_sum(windows * one_hot, axis=-1)
-        positions = tf.constant([0.0, 1.0, 2.0, 3.0], dtype=inputs.dtype)
-        switches = tf.stop_gradient(tf.reduce_sum(one_hot * positions, axis=-1))
+        pooled = ops.sum(windows * one_hot, axis=-1)
+        positions = ops.convert_to_tensor([0.0, 1.0, 2.0, 3.0], dtype=inputs.dtype)
+        switches = ops.stop_gradient(ops.sum(one_hot * positions, axis=-1))
         return pooled, switches
 
     def compute_output_shape(self, input_shape):
@@ -200,16 +202,17 @@ class MaxUnpoolingWithSwitches(keras.layers.Layer):
     """
 
     def call(self, inputs, switches):
-        switches = tf.cast(switches, tf.int32)  # integer cast: no gradient reaches the switches
+        ops = keras.ops
+        switches = ops.cast(switches, "int32")  # integer cast: no gradient reaches the switches
         height, width, channels = inputs.shape[1], inputs.shape[2], inputs.shape[3]
-        shape = tf.shape(inputs)
+        shape = ops.shape(inputs)
         h = shape[1] if height is None else height
         w = shape[2] if width is None else width
         c = shape[3] if channels is None else channels
-        spread = inputs[..., None] * tf.one_hot(switches, 4, dtype=inputs.dtype)
-        spread = tf.reshape(spread, [-1, h, w, c, 2, 2])
-        spread = tf.transpose(spread, [0, 1, 4, 2, 5, 3])
-        return tf.reshape(spread, [-1, 2 * h, 2 * w, c])
+        spread = ops.expand_dims(inputs, -1) * ops.one_hot(switches, 4, dtype=inputs.dtype)
+        spread = ops.reshape(spread, [-1, h, w, c, 2, 2])
+        spread = ops.transpose(spread, [0, 1, 4, 2, 5, 3])
+        return ops.reshape(spread, [-1, 2 * h, 2 * w, c])
 
     def compute_output_shape(self, input_shape, switches_shape=None):
         b, h, w, c = input_shape
@@ -383,7 +386,7 @@ class SegNetDecoder(keras.layers.Layer):
                 x = next(layers)(x, training=training)
         x = self.prediction(self.prediction_conv(x))
         if self.output_activation == "l2_normalize":
-            x = tf.math.l2_normalize(x, axis=-1, epsilon=1e-12)
+            x = engine_ops.l2_normalize(x, axis=-1, epsilon=1e-12)
         return x
 
     def compute_output_shape(self, input_shape):

@@ -2,7 +2,7 @@
 
 `run_curves(result)` reads the per-epoch `history` that `mtl_tf.training.trainer` writes into
 results.json (one dict per epoch: `{task}_weight_mean`, `{task}_weight`, `{task}_loss`,
-`val_{task}_loss`, `val_{task}_{metric}`, ...; the logs are listed in `mtl_tf.model`);
+`val_{task}_loss`, `val_{task}_{metric}`, ...; the logs are listed in `mtl_tf.step_logs`);
 `draw_run(run, path)` draws it as a PNG (matplotlib, Agg backend), which `launch/plot_run.py`
 and `examples/plot_results.py` do from the command line:
 

@@ -6,10 +6,37 @@ g_1..g_T with the smallest norm: alpha on the probability simplex minimising
 
     ||sum_t alpha_t g_t||^2 = alpha^T M alpha,   M = G G^T  (T x T Gram matrix).
 
-Every solver here sees M only, never the gradients, and is pure TensorFlow
-numerics: fixed shapes, `tf.while_loop`s with `maximum_iterations`, no Python
-control flow on tensor values, so it runs inside `tf.function` and
-`tf.function(jit_compile=True)` (XLA) and under `tf.distribute`.
+Every solver here sees M only, never the gradients, and is written in
+`keras.ops`: fixed shapes, `keras.ops.while_loop`s with `maximum_iterations`,
+no Python control flow on tensor values, so it runs on every Keras backend and
+inside its compiled step (TensorFlow: `tf.function`, `tf.function(jit_compile=True)`
+(XLA) and `tf.distribute`; JAX: `jax.jit`). Nothing here imports TensorFlow.
+
+Precision
+---------
+
+Every min-norm solver runs in one working dtype, float64 or float32:
+
+* default: the dtype of `gram` (float64 for float64 input, float32 for float32
+  and other input), except that float64 input where the backend does not
+  compute float64 (JAX without `jax_enable_x64`; TPUs) is solved in float32 and
+  the result is float32: such input can only be a NumPy array or Python
+  numbers there, which that backend turns into float32 anyway;
+* `dtype="float32"` / `"float64"` chooses it (a float32 Gram matrix can be
+  solved in float64); `dtype="float64"` where the backend has no float64
+  raises a ValueError naming `jax_enable_x64`
+  (`mtl_tf.engines.precision.float64_available`), never a silent float32 solve.
+
+Accuracy there: the default (Wolfe) stops on a Frank-Wolfe gap certificate of
+1e-12 (float64) / 1e-9 (float32) times the largest squared gradient norm (or
+its round-off), so its objective is within twice that of the exact minimum;
+the tests hold it to 1e-6 relative or 1e-9 mean ||g||^2 (float64) and 1e-4 /
+1e-6 (float32) against an exact float64 QP, at T up to 100 and norms spread
+over 1e-12 .. 1e12. The closed form (T = 2) is a few roundings of the dtype;
+Frank-Wolfe and the official routine are as exact as their stopping rules,
+not the dtype. The active-set QP (`qp`) and the fair Newton solver (`fair`)
+run in float64 by default where the backend has it, else float32 (their
+docstrings give the accuracy of each).
 
 Solvers
 -------
@@ -82,7 +109,7 @@ Deviations from the official code (github.com/isl-org/MultiObjectiveOptimization
     increments its iteration counter, so its 250-iteration cap never applies;
     here the cap is real.
   * Everything runs on the device; alpha is a constant for autodiff (the Gram
-    matrix goes through `tf.stop_gradient`).
+    matrix goes through `ops.stop_gradient`).
   * `official` departs from the code only where the code has no answer: the
     iteration cap is real (see above); the points outside `mask` take no part
     (n counts the allowed points); one allowed point gets weight 1 (the code
@@ -108,9 +135,11 @@ This file holds the public entry points (`min_norm_weights`, `min_norm_weights_w
 `frank_wolfe`, `min_norm_point`) and re-exports the rest of the public names.
 """
 
-import tensorflow as tf
+from typing import Any
 
-from mtl_tf.solvers._common import _finish, _num_tasks, _plain_python, _prepare
+from keras import ops
+
+from mtl_tf.solvers._common import _finish, _num_tasks, _plain_python, _prepare, _standard_dtype
 from mtl_tf.solvers.normalization import NORMALIZATIONS, normalize_gram
 from mtl_tf.solvers.official import (
     OFFICIAL_GAMMA_RANGE,
@@ -137,7 +166,7 @@ METHODS = ("wolfe", "frank_wolfe", "official")
 
 
 @_plain_python
-def min_norm_weights_with_info(gram, method=DEFAULT_METHOD, max_iterations=None, tolerance=None, mask=None):
+def min_norm_weights_with_info(gram, method=DEFAULT_METHOD, max_iterations=None, tolerance=None, mask=None, dtype=None):
     """Like `min_norm_weights`, but returns (alpha, iterations).
 
     `iterations` is a scalar int32 tensor: the solver steps taken (Wolfe: major
@@ -145,7 +174,7 @@ def min_norm_weights_with_info(gram, method=DEFAULT_METHOD, max_iterations=None,
     test; Frank-Wolfe and official: line-search steps, the official one's last
     step being the one whose change was below the tolerance), never more than
     `max_iterations`; 0 for the two-task closed form and for the official
-    routine on fewer than 3 points.
+    routine on fewer than 3 points. `dtype`: see `min_norm_weights`.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown min-norm method {method!r}; valid methods: {', '.join(METHODS)}.")
@@ -153,7 +182,7 @@ def min_norm_weights_with_info(gram, method=DEFAULT_METHOD, max_iterations=None,
         raise ValueError(f"max_iterations must be a positive integer or None, got {max_iterations!r}.")
     if isinstance(tolerance, bool) or (isinstance(tolerance, (int, float)) and not tolerance >= 0):
         raise ValueError(f"tolerance must be a non-negative number or None, got {tolerance!r}.")
-    gram, allowed, uniform, degenerate, out_dtype, scale = _prepare(gram, mask, with_scale=True)
+    gram, allowed, uniform, degenerate, out_dtype, scale = _prepare(gram, mask, with_scale=True, dtype=dtype)
     num_tasks = _num_tasks(gram)
     static = isinstance(num_tasks, int)
 
@@ -173,13 +202,13 @@ def min_norm_weights_with_info(gram, method=DEFAULT_METHOD, max_iterations=None,
 
     else:
         cap = _wolfe_max_iterations(num_tasks) if max_iterations is None else max_iterations
-        tol = WOLFE_TOLERANCE[gram.dtype] if tolerance is None else tolerance
+        tol = WOLFE_TOLERANCE[_standard_dtype(gram)] if tolerance is None else tolerance
 
         def general():
             return _wolfe(gram, allowed, cap, tol)
 
     def closed():
-        return _two_task_alpha(gram), tf.constant(0, tf.int32)
+        return _two_task_alpha(gram), ops.convert_to_tensor(0, "int32")
 
     if static and num_tasks == 2:
         if mask is None:
@@ -187,31 +216,33 @@ def min_norm_weights_with_info(gram, method=DEFAULT_METHOD, max_iterations=None,
         else:
             alpha_c, its_c = closed()
             alpha_g, its_g = general()
-            full = tf.reduce_all(allowed)
-            alpha = tf.where(full, alpha_c, alpha_g)
-            its = tf.where(full, its_c, its_g)
+            full = ops.all(allowed)
+            alpha = ops.where(full, alpha_c, alpha_g)
+            its = ops.where(full, its_c, its_g)
     elif static:
         alpha, its = general()
     else:
-        use_closed = tf.logical_and(tf.equal(num_tasks, 2), tf.reduce_all(allowed))
-        alpha, its = tf.cond(use_closed, closed, general)
+        use_closed = ops.logical_and(ops.equal(num_tasks, 2), ops.all(allowed))
+        alpha, its = ops.cond(use_closed, closed, general)
     return _finish(alpha, allowed, uniform, degenerate, out_dtype), its
 
 
 @_plain_python
 def min_norm_weights(
-    gram: tf.types.experimental.TensorLike,
+    gram: Any,
     method: str = DEFAULT_METHOD,
     max_iterations: int | None = None,
     tolerance: float | None = None,
-    mask: tf.types.experimental.TensorLike | None = None,
-) -> tf.Tensor:
+    mask: Any | None = None,
+    dtype: str | None = None,
+) -> Any:
     """alpha on the simplex minimising alpha^T gram alpha (the MGDA weights).
 
     Args:
-      gram: T x T Gram matrix of the task gradients (float32 or float64; other
-        dtypes are solved in float32 and cast back). It is symmetrised; it need
-        not be exactly positive semi-definite (round-off is tolerated).
+      gram: T x T Gram matrix of the task gradients (a tensor of the Keras
+        backend or a NumPy array; float32 or float64, other dtypes are solved
+        in float32 and cast back). It is symmetrised; it need not be exactly
+        positive semi-definite (round-off is tolerated).
       method: "wolfe" (default; Wolfe's exact minimum-norm-point method),
         "frank_wolfe" (the paper's Algorithm 2) or "official" (the official
         code's `MinNormSolver.find_min_norm_element`, see the module
@@ -227,19 +258,24 @@ def min_norm_weights(
       mask: optional boolean vector of length T; only points with mask True
         may get weight, alpha is 0 elsewhere (the result is the solution of the
         sub-problem on the allowed points). An all-False mask returns zeros.
+      dtype: the working precision, None (default: float64 for float64
+        `gram` where the backend computes float64, else float32), "float32" or
+        "float64" (ValueError naming `jax_enable_x64` where the backend has no
+        float64). See the module docstring, Precision.
 
     Returns:
-      alpha, shape [T], the dtype of `gram`: alpha >= 0 and sum(alpha) = 1
+      alpha, shape [T], the dtype of `gram` (float32 for float64 input where
+      the backend has no float64), a tensor of the backend: alpha >= 0 and sum(alpha) = 1
       (zeros for an all-False mask), never NaN. If every allowed gradient is
       zero (any alpha is optimal), or an allowed entry of the Gram matrix is
       NaN or infinite, the uniform weights over the allowed points are
       returned.
     """
-    return min_norm_weights_with_info(gram, method, max_iterations, tolerance, mask)[0]
+    return min_norm_weights_with_info(gram, method, max_iterations, tolerance, mask, dtype)[0]
 
 
 @_plain_python
-def frank_wolfe(gram, max_iterations=None, tolerance=None, mask=None):
+def frank_wolfe(gram, max_iterations=None, tolerance=None, mask=None, dtype=None):
     """The paper's Algorithm 2 (plain Frank-Wolfe with exact line search).
 
     alpha = 1/T (uniform over the allowed points with `mask`); each iteration
@@ -247,12 +283,12 @@ def frank_wolfe(gram, max_iterations=None, tolerance=None, mask=None):
     line-search step gamma in [0, 1]; it stops once gamma < `tolerance`
     (default 1e-5) or after `max_iterations` (default 250). T = 2 uses the
     closed form (Algorithm 2 reaches it in its first step). Returns alpha in the
-    dtype of `gram`.
+    dtype of `gram` (`dtype`: the working precision, see `min_norm_weights`).
     """
-    return min_norm_weights(gram, "frank_wolfe", max_iterations, tolerance, mask)
+    return min_norm_weights(gram, "frank_wolfe", max_iterations, tolerance, mask, dtype)
 
 
 @_plain_python
-def min_norm_point(gram, max_iterations=None, tolerance=None, mask=None):
-    """Wolfe's exact minimum-norm-point algorithm (the default method)."""
-    return min_norm_weights(gram, "wolfe", max_iterations, tolerance, mask)
+def min_norm_point(gram, max_iterations=None, tolerance=None, mask=None, dtype=None):
+    """Wolfe's exact minimum-norm-point algorithm (the default method); `dtype` as for `min_norm_weights`."""
+    return min_norm_weights(gram, "wolfe", max_iterations, tolerance, mask, dtype)

@@ -3,9 +3,14 @@ g_t is divided by s_t, with s_t = 1 (`none`), ||g_t|| (`l2`), |L_t| (`loss`) or
 |L_t| ||g_t|| (`loss+`); in Gram form M' = D M D with D = diag(1/s_t) and
 ||g_t|| = sqrt(M_tt). Normalisation changes alpha only; callers apply alpha to
 the unnormalised losses.
+
+Precision: the dtype of the Gram matrix (float64 input where the backend has no
+float64, i.e. JAX without `jax_enable_x64`, arrives as float32, as every
+backend tensor there); each entry is a few roundings of it (2 (D + 4) eps
+relative to the largest entry, by the tests).
 """
 
-import tensorflow as tf
+from keras import ops
 
 from mtl_tf.solvers._common import _plain_python, _tiny
 
@@ -27,25 +32,25 @@ def normalize_gram(gram, losses, kind):
     """
     if kind not in NORMALIZATIONS:
         raise ValueError(f"Unknown gradient normalization {kind!r}; valid kinds: {', '.join(NORMALIZATIONS)}.")
-    gram = tf.convert_to_tensor(gram)
+    gram = ops.convert_to_tensor(gram)
     if kind == "none":
         return gram
     if kind in ("loss", "loss+") and losses is None:
         raise ValueError(f"Gradient normalization {kind!r} needs the task losses.")
     dtype = gram.dtype
-    norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), tf.zeros([], dtype)))
+    norms = ops.sqrt(ops.maximum(ops.diagonal(gram), ops.zeros([], dtype)))
     if kind == "l2":
         scales = norms
     else:
-        losses = tf.reshape(tf.cast(tf.convert_to_tensor(losses), dtype), [-1])
+        losses = ops.reshape(ops.cast(ops.convert_to_tensor(losses), dtype), [-1])
         if losses.shape[0] is not None and gram.shape[0] is not None and losses.shape[0] != gram.shape[0]:
             raise ValueError(
                 f"Gradient normalization {kind!r} needs one loss per task ({gram.shape[0]}), "
                 f"got {losses.shape[0]}."
             )
-        losses = tf.abs(losses)
+        losses = ops.abs(losses)
         scales = losses if kind == "loss" else losses * norms
-    tiny = tf.constant(_tiny(dtype) ** 0.5, dtype)
-    usable = tf.logical_and(tf.math.is_finite(scales), scales >= tiny)
-    inv = tf.where(usable, 1.0 / tf.where(usable, scales, tf.ones_like(scales)), tf.ones_like(scales))
+    tiny = ops.convert_to_tensor(_tiny(dtype) ** 0.5, dtype)
+    usable = ops.logical_and(ops.isfinite(scales), scales >= tiny)
+    inv = ops.where(usable, 1.0 / ops.where(usable, scales, ops.ones_like(scales)), ops.ones_like(scales))
     return gram * inv[:, None] * inv[None, :]

@@ -3,11 +3,18 @@
 Sener & Koltun's `MinNormSolver`, reused as is by the official Pareto MTL code.
 `_official` on a prepared Gram matrix; the public entry is
 `min_norm_weights(..., method="official")`, in `mtl_tf.solvers`.
+
+Precision: the working dtype of `min_norm_weights` (float64 for float64 input
+where the backend has float64, else float32; `dtype=` picks it). The routine
+is not exact by design: it stops on an L1 change below 1e-5, so its distance to
+the optimum is the routine's own, in either dtype; in float64 it follows the
+official code's iterates to round-off, in float32 its stopping point moves with
+float32 round-off (to ~5e-4 in alpha on the tests' problems).
 """
 
-import tensorflow as tf
+from keras import ops
 
-from mtl_tf.solvers._common import _length
+from mtl_tf.solvers._common import _length, _matvec
 
 # The official `MinNormSolver`'s constants: MAX_ITER, STOP_CRIT (on the L1
 # change of alpha), the clipped vertex weights of its two-point routine, and
@@ -30,15 +37,15 @@ def _official_segment(v1v1, v1v2, v2v2):
     # In the interior case both differences are positive, so their sum is a
     # positive denominator; it equals the official v1v1 + v2v2 - 2 v1v2.
     denom = (v1v1 - v1v2) + (v2v2 - v1v2)
-    interior = tf.logical_not(tf.logical_or(first, second))
-    safe = tf.where(tf.logical_and(interior, denom > 0), denom, tf.ones_like(denom))
+    interior = ops.logical_not(ops.logical_or(first, second))
+    safe = ops.where(ops.logical_and(interior, denom > 0), denom, ops.ones_like(denom))
     gamma_interior = -(v1v2 - v2v2) / safe
-    gamma = tf.where(
+    gamma = ops.where(
         first,
-        tf.fill(tf.shape(v1v1), tf.constant(OFFICIAL_GAMMA_RANGE[1], v1v1.dtype)),
-        tf.where(second, tf.fill(tf.shape(v1v1), tf.constant(OFFICIAL_GAMMA_RANGE[0], v1v1.dtype)), gamma_interior),
+        ops.full_like(v1v1, ops.convert_to_tensor(OFFICIAL_GAMMA_RANGE[1], v1v1.dtype)),
+        ops.where(second, ops.full_like(v1v1, ops.convert_to_tensor(OFFICIAL_GAMMA_RANGE[0], v1v1.dtype)), gamma_interior),
     )
-    cost = tf.where(first, v1v1, tf.where(second, v2v2, v2v2 + gamma_interior * (v1v2 - v2v2)))
+    cost = ops.where(first, v1v1, ops.where(second, v2v2, v2v2 + gamma_interior * (v1v2 - v2v2)))
     return gamma, cost
 
 
@@ -50,25 +57,25 @@ def _official_start(gram, allowed):
     """
     dtype = gram.dtype
     n = _length(allowed)
-    index = tf.range(n)
-    diag = tf.linalg.diag_part(gram)
+    index = ops.arange(n)
+    diag = ops.diagonal(gram)
     gamma, cost = _official_segment(
-        diag[:, None] + tf.zeros_like(gram), gram, diag[None, :] + tf.zeros_like(gram)
+        diag[:, None] + ops.zeros_like(gram), gram, diag[None, :] + ops.zeros_like(gram)
     )
-    pairs = tf.logical_and(
-        tf.logical_and(allowed[:, None], allowed[None, :]), index[:, None] < index[None, :]
+    pairs = ops.logical_and(
+        ops.logical_and(allowed[:, None], allowed[None, :]), index[:, None] < index[None, :]
     )
-    inf = tf.constant(float("inf"), dtype)
-    cost = tf.where(pairs, cost, tf.fill(tf.shape(cost), inf))
+    inf = ops.convert_to_tensor(float("inf"), dtype)
+    cost = ops.where(pairs, cost, ops.full_like(cost, inf))
     flat_index = index[:, None] * n + index[None, :]
-    best = tf.logical_and(pairs, tf.equal(cost, tf.reduce_min(cost)))
-    chosen = tf.reduce_min(tf.where(best, flat_index, tf.fill(tf.shape(flat_index), n * n)))
-    pick = tf.cast(tf.equal(flat_index, chosen), dtype)
-    gamma_best = tf.reduce_sum(pick * gamma)
-    pair_sol = gamma_best * tf.reduce_sum(pick, axis=1) + (1.0 - gamma_best) * tf.reduce_sum(pick, axis=0)
-    single = tf.one_hot(tf.argmax(tf.cast(allowed, tf.int32), output_type=tf.int32), n, dtype=dtype)
-    single = single * tf.cast(tf.reduce_any(allowed), dtype)
-    return tf.where(tf.reduce_any(best), pair_sol, single)
+    best = ops.logical_and(pairs, ops.equal(cost, ops.min(cost)))
+    chosen = ops.min(ops.where(best, flat_index, ops.full_like(flat_index, n * n)))
+    pick = ops.cast(ops.equal(flat_index, chosen), dtype)
+    gamma_best = ops.sum(pick * gamma)
+    pair_sol = gamma_best * ops.sum(pick, axis=1) + (1.0 - gamma_best) * ops.sum(pick, axis=0)
+    single = ops.one_hot(ops.argmax(ops.cast(allowed, "int32")), n, dtype=dtype)
+    single = single * ops.cast(ops.any(allowed), dtype)
+    return ops.where(ops.any(best), pair_sol, single)
 
 
 def _simplex_projection(y, allowed, count):
@@ -84,21 +91,21 @@ def _simplex_projection(y, allowed, count):
     """
     dtype = y.dtype
     n = _length(y)
-    k = tf.range(n)
-    position = tf.cast(k, dtype)
-    inf = tf.constant(float("inf"), dtype)
-    largest = tf.reduce_max(tf.where(allowed, y, tf.fill(tf.shape(y), -inf)))
-    y = tf.where(allowed, y - largest, tf.zeros_like(y))
-    ranked = tf.sort(tf.where(allowed, y, tf.fill(tf.shape(y), -inf)), direction="DESCENDING")
-    ranked = tf.where(position < count, ranked, tf.zeros_like(ranked))
-    threshold = (tf.cumsum(ranked) - 1.0) / (position + 1.0)
-    following = tf.concat([ranked[1:], tf.zeros([1], dtype)], axis=0)
-    hit = tf.logical_and(position + 1.0 < count, threshold > following)
-    first = tf.reduce_min(tf.where(hit, k, tf.fill(tf.shape(k), n)))
-    at_first = tf.reduce_sum(tf.where(tf.equal(k, first), threshold, tf.zeros_like(threshold)))
-    fallback = (tf.reduce_sum(tf.where(allowed, y, tf.zeros_like(y))) - 1.0) / count
-    theta = tf.where(tf.reduce_any(hit), at_first, fallback)
-    return tf.where(allowed, tf.maximum(y - theta, tf.zeros_like(y)), tf.zeros_like(y))
+    k = ops.arange(n)
+    position = ops.cast(k, dtype)
+    inf = ops.convert_to_tensor(float("inf"), dtype)
+    largest = ops.max(ops.where(allowed, y, ops.full_like(y, -inf)))
+    y = ops.where(allowed, y - largest, ops.zeros_like(y))
+    ranked = -ops.sort(ops.where(allowed, -y, ops.full_like(y, inf)))  # descending
+    ranked = ops.where(position < count, ranked, ops.zeros_like(ranked))
+    threshold = (ops.cumsum(ranked) - 1.0) / (position + 1.0)
+    following = ops.concatenate([ranked[1:], ops.zeros([1], dtype)], axis=0)
+    hit = ops.logical_and(position + 1.0 < count, threshold > following)
+    first = ops.min(ops.where(hit, k, ops.full_like(k, n)))
+    at_first = ops.sum(ops.where(ops.equal(k, first), threshold, ops.zeros_like(threshold)))
+    fallback = (ops.sum(ops.where(allowed, y, ops.zeros_like(y))) - 1.0) / count
+    theta = ops.where(ops.any(hit), at_first, fallback)
+    return ops.where(allowed, ops.maximum(y - theta, ops.zeros_like(y)), ops.zeros_like(y))
 
 
 def _official(gram, allowed, scale, max_iterations, tolerance):
@@ -110,45 +117,45 @@ def _official(gram, allowed, scale, max_iterations, tolerance):
     those of the official code on the caller's matrix.
     """
     dtype = gram.dtype
-    allowed_f = tf.cast(allowed, dtype)
-    count = tf.reduce_sum(allowed_f)
-    inf = tf.constant(float("inf"), dtype)
-    floor = tf.constant(OFFICIAL_STEP_FLOOR, dtype) * scale
+    allowed_f = ops.cast(allowed, dtype)
+    count = ops.sum(allowed_f)
+    inf = ops.convert_to_tensor(float("inf"), dtype)
+    floor = ops.convert_to_tensor(OFFICIAL_STEP_FLOOR, dtype) * scale
     default_step = scale
-    tol = tf.constant(tolerance, dtype)
+    tol = ops.convert_to_tensor(tolerance, dtype)
 
     def body(it, sol, done):
-        m_sol = tf.linalg.matvec(gram, sol)
+        m_sol = _matvec(gram, sol)
         grad = -m_sol
-        proj = allowed_f * (grad - tf.reduce_sum(allowed_f * grad) / count)
-        down = tf.logical_and(allowed, proj < 0)
-        up = tf.logical_and(allowed, proj > 0)
-        safe = tf.where(tf.logical_or(down, up), proj, tf.ones_like(proj))
+        proj = allowed_f * (grad - ops.sum(allowed_f * grad) / count)
+        down = ops.logical_and(allowed, proj < 0)
+        up = ops.logical_and(allowed, proj > 0)
+        safe = ops.where(ops.logical_or(down, up), proj, ops.ones_like(proj))
         to_zero = -sol / safe  # the official tm1
         to_one = (1.0 - sol) / safe  # the official tm2
-        counted_zero = tf.logical_and(down, to_zero > floor)
-        counted_one = tf.logical_and(up, to_one > floor)
-        t_zero = tf.reduce_min(tf.where(counted_zero, to_zero, tf.fill(tf.shape(sol), inf)))
-        t_one = tf.reduce_min(tf.where(counted_one, to_one, tf.fill(tf.shape(sol), inf)))
+        counted_zero = ops.logical_and(down, to_zero > floor)
+        counted_one = ops.logical_and(up, to_one > floor)
+        t_zero = ops.min(ops.where(counted_zero, to_zero, ops.full_like(sol, inf)))
+        t_one = ops.min(ops.where(counted_one, to_one, ops.full_like(sol, inf)))
         # Official order: t = 1, replaced (not capped) by the smallest counted
         # tm1, then capped by the smallest counted tm2. So the default step 1
         # bounds t only when no tm1 counts.
-        t = tf.minimum(tf.where(tf.reduce_any(counted_zero), t_zero, default_step), t_one)
+        t = ops.minimum(ops.where(ops.any(counted_zero), t_zero, default_step), t_one)
         target = _simplex_projection(sol + t * proj, allowed, count)
-        m_target = tf.linalg.matvec(gram, target)
+        m_target = _matvec(gram, target)
         gamma, _ = _official_segment(
-            tf.reduce_sum(sol * m_sol), tf.reduce_sum(sol * m_target), tf.reduce_sum(target * m_target)
+            ops.sum(sol * m_sol), ops.sum(sol * m_target), ops.sum(target * m_target)
         )
         new = gamma * sol + (1.0 - gamma) * target
-        stop = tf.reduce_sum(tf.abs(new - sol)) < tol
+        stop = ops.sum(ops.abs(new - sol)) < tol
         # On a small change the official code returns the point before it.
-        return it + 1, tf.where(stop, sol, new), stop
+        return it + 1, ops.where(stop, sol, new), stop
 
     def cond(it, sol, done):
-        return tf.logical_not(done)
+        return ops.logical_not(done)
 
     start = _official_start(gram, allowed)
     # With fewer than 3 points the best pair is the answer (no iteration).
-    state = (tf.constant(0, tf.int32), start, count < 3.0)
-    it, alpha, _ = tf.while_loop(cond, body, state, maximum_iterations=max_iterations)
+    state = (ops.convert_to_tensor(0, "int32"), start, count < 3.0)
+    it, alpha, _ = ops.while_loop(cond, body, state, maximum_iterations=max_iterations)
     return alpha, it

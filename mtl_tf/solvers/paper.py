@@ -3,11 +3,17 @@
 Two tasks: the closed form (eq. 4, Algorithm 1), `two_task_weights`.
 Frank-Wolfe: the paper's Algorithm 2, `_frank_wolfe` (the public `frank_wolfe`
 is `min_norm_weights(..., method="frank_wolfe")`, in `mtl_tf.solvers`).
+
+Precision: both run in the working dtype of `min_norm_weights` (float64 for
+float64 input where the backend has float64, else float32; `dtype=` picks it).
+The closed form is a handful of roundings: alpha to a few eps of that dtype
+times max|M| / ||g_1 - g_2||^2. Frank-Wolfe converges as O(1/k) only, so its
+error is its stopping rule's (gamma < 1e-5 or 250 steps), not the dtype's.
 """
 
-import tensorflow as tf
+from keras import ops
 
-from mtl_tf.solvers._common import _argmin_where, _finish, _length, _plain_python, _prepare
+from mtl_tf.solvers._common import _argmin_where, _finish, _gather, _length, _matvec, _plain_python, _prepare
 
 FRANK_WOLFE_MAX_ITERATIONS = 250
 FRANK_WOLFE_TOLERANCE = 1e-5
@@ -22,28 +28,30 @@ def _two_task_alpha(gram):
     a, b, c = gram[0, 0], gram[0, 1], gram[1, 1]
     denom = a - 2.0 * b + c  # ||g_1 - g_2||^2
     curved = denom > 0
-    alpha1 = tf.clip_by_value((c - b) / tf.where(curved, denom, tf.ones_like(denom)), 0.0, 1.0)
+    alpha1 = ops.clip((c - b) / ops.where(curved, denom, ops.ones_like(denom)), 0.0, 1.0)
     # Flat (identical gradients, or round-off): the objective is linear in
     # alpha_1, from c at 0 to a at 1, so the shorter gradient wins.
-    half = tf.constant(0.5, gram.dtype)
-    flat = tf.where(a < c, tf.ones_like(a), tf.where(c < a, tf.zeros_like(a), half))
-    alpha1 = tf.where(curved, alpha1, flat)
-    return tf.stack([alpha1, 1.0 - alpha1])
+    half = ops.full_like(a, 0.5)
+    flat = ops.where(a < c, ops.ones_like(a), ops.where(c < a, ops.zeros_like(a), half))
+    alpha1 = ops.where(curved, alpha1, flat)
+    return ops.stack([alpha1, 1.0 - alpha1])
 
 
 @_plain_python
-def two_task_weights(gram):
+def two_task_weights(gram, dtype=None):
     """The paper's closed form (eq. 4) for T = 2.
 
     For M = [[a, b], [b, c]]: alpha_1 = clip((c - b) / (a - 2b + c), 0, 1),
     alpha_2 = 1 - alpha_1. When a - 2b + c is not positive (identical
     gradients, or round-off) the shorter gradient gets all the weight, and
     equal norms (every alpha optimal) give [0.5, 0.5]; so do two zero
-    gradients. Returns alpha in the dtype of `gram`.
+    gradients. Returns alpha in the dtype of `gram`. `dtype`: the working
+    precision, as for `min_norm_weights` (default float64 for float64 input
+    where the backend has float64, else float32).
     """
-    gram, allowed, uniform, degenerate, out_dtype = _prepare(gram, None)
+    gram, allowed, uniform, degenerate, out_dtype = _prepare(gram, None, dtype=dtype)
     if gram.shape[0] is not None and gram.shape[0] != 2:
-        raise ValueError(f"two_task_weights needs a 2 x 2 Gram matrix, got shape {gram.shape}.")
+        raise ValueError(f"two_task_weights needs a 2 x 2 Gram matrix, got shape {tuple(gram.shape)}.")
     return _finish(_two_task_alpha(gram), allowed, uniform, degenerate, out_dtype)
 
 
@@ -54,26 +62,26 @@ def two_task_weights(gram):
 def _frank_wolfe(gram, allowed, uniform, max_iterations, tolerance):
     """Algorithm 2 on a prepared Gram matrix -> (alpha, iterations)."""
     dtype = gram.dtype
-    tol = tf.constant(tolerance, dtype)
-    diag = tf.linalg.diag_part(gram)
+    tol = ops.convert_to_tensor(tolerance, dtype)
+    diag = ops.diagonal(gram)
 
     def body(it, alpha, done):
-        m_alpha = tf.linalg.matvec(gram, alpha)
+        m_alpha = _matvec(gram, alpha)
         t, b = _argmin_where(m_alpha, allowed)  # b = alpha^T M e_t
-        a = tf.reduce_sum(alpha * m_alpha)  # alpha^T M alpha
-        c = tf.gather(diag, t)  # e_t^T M e_t
+        a = ops.sum(alpha * m_alpha)  # alpha^T M alpha
+        c = _gather(diag, t)  # e_t^T M e_t
         gamma = _segment_step(a, b, c)
-        e_t = tf.one_hot(t, _length(alpha), dtype=dtype)
+        e_t = ops.one_hot(t, _length(alpha), dtype=dtype)
         alpha = (1.0 - gamma) * alpha + gamma * e_t
-        return it + 1, alpha, tf.abs(gamma) < tol
+        return it + 1, alpha, ops.abs(gamma) < tol
 
     def cond(it, alpha, done):
-        return tf.logical_not(done)
+        return ops.logical_not(done)
 
-    it0 = tf.constant(0, tf.int32)
+    it0 = ops.convert_to_tensor(0, "int32")
     # Nothing to do without an allowed point.
-    done0 = tf.logical_not(tf.reduce_any(allowed))
-    it, alpha, _ = tf.while_loop(cond, body, (it0, uniform, done0), maximum_iterations=max_iterations)
+    done0 = ops.logical_not(ops.any(allowed))
+    it, alpha, _ = ops.while_loop(cond, body, (it0, uniform, done0), maximum_iterations=max_iterations)
     return alpha, it
 
 
@@ -84,7 +92,7 @@ def _segment_step(a, b, c):
     """
     denom = a - 2.0 * b + c  # ||x - y||^2
     positive = denom > 0
-    safe = tf.where(positive, denom, tf.ones_like(denom))
-    gamma = tf.clip_by_value((a - b) / safe, 0.0, 1.0)
+    safe = ops.where(positive, denom, ops.ones_like(denom))
+    gamma = ops.clip((a - b) / safe, 0.0, 1.0)
     # x == y numerically: moving changes nothing, so do not move.
-    return tf.where(positive, gamma, tf.zeros_like(gamma))
+    return ops.where(positive, gamma, ops.zeros_like(gamma))

@@ -8,11 +8,25 @@ simplex). `lower_bounded_qp` solves a batch of them,
     minimise  1/2 x^T Q x + p_b^T x   subject to  x >= l_b   (and sum_i x_i = 1 if `simplex`)
 
 for every row b of p and l, with one Q shared by the batch (Q positive
-semi-definite). Pure TensorFlow numerics: fixed shapes, one `tf.while_loop`
+semi-definite). Written in `keras.ops`: fixed shapes, one `keras.ops.while_loop`
 with `maximum_iterations`, no Python control flow on tensor values, so it runs
-inside `tf.function(jit_compile=True)` and under `tf.distribute`. It works in
-float64 (the problems are tiny; float32 round-off would otherwise show in the
-active-set decisions) and returns the caller's dtype.
+inside a compiled step on every backend (on TensorFlow inside an XLA
+`tf.function` and under `tf.distribute`). It returns the
+caller's dtype.
+
+Precision: float64 by default where the backend computes float64 (TensorFlow;
+JAX with `jax_enable_x64`): the problems are tiny, and float32 round-off shows
+in the active-set decisions. Where the backend has no float64 (JAX without
+`jax_enable_x64`, TPUs) the default is float32, and an explicit
+`dtype="float64"` raises a ValueError naming `jax_enable_x64`. Accuracy: the
+answer is the exact optimum up to the round-off of the last linear solve, not
+an iterative tolerance: in float64 the tests hold the objective to
+4 (T^2 + T) eps64 max|Q| above the enumerated optimum and the KKT conditions to
+4 T eps64 max|Q|. In float32 the ridge is `RIDGE_FLOAT32` (1e-12 is below
+float32 round-off), multipliers above -`TOLERANCE_FLOAT32` * scale count as
+non-negative; the tests hold the float32 answer to the float64 bounds with eps32
+in place of eps64 (measured on their problems: objective 1.7e-8 * max(1,
+|optimum|, max|Q|) above the enumerated optimum, sum(x) within 1.6e-7 of 1).
 
 Algorithm: the primal active-set method for convex QPs (Nocedal & Wright,
 "Numerical Optimization", 2nd ed., Algorithm 16.3), vectorised over the batch.
@@ -37,11 +51,19 @@ equality-constrained steps stay defined; the multipliers and the stopping test
 use Q itself.
 """
 
-import tensorflow as tf
+from keras import ops
+
+from mtl_tf.engines import solver_ops
+from mtl_tf.solvers._common import _plain_python, _rank, _standard_dtype, _working_dtype
 
 RIDGE = 1e-12
 # Multipliers above -TOLERANCE * scale count as non-negative (round-off).
 TOLERANCE = 1e-10
+# The float32 path's constants (RIDGE and TOLERANCE are below float32 round-off), and the relative size
+# of a step that counts as zero in each dtype (1e-13 = 450 eps64; 450 eps32 = 5.4e-5).
+RIDGE_FLOAT32 = 1e-6
+TOLERANCE_FLOAT32 = 1e-5
+_ZERO_STEP = {"float64": 1e-13, "float32": 450 * 1.1920928955078125e-07}
 
 
 def default_max_iterations(num_variables):
@@ -49,8 +71,8 @@ def default_max_iterations(num_variables):
     return 10 * num_variables + 20
 
 
-@tf.autograph.experimental.do_not_convert
-def lower_bounded_qp(q, p, lower, simplex=False, start=None, fixed=None, max_iterations=None):
+@_plain_python
+def lower_bounded_qp(q, p, lower, simplex=False, start=None, fixed=None, max_iterations=None, dtype=None):
     """Solves min 1/2 x^T Q x + p_b^T x s.t. x >= l_b (and sum x = 1 if `simplex`) for each row b.
 
     Args:
@@ -63,120 +85,129 @@ def lower_bounded_qp(q, p, lower, simplex=False, start=None, fixed=None, max_ite
       fixed: optional [B, T] bool, coordinates held at their lower bound
         throughout (a variable taking no part, e.g. an unlabelled task).
       max_iterations: iteration cap (default `default_max_iterations(T)`).
+      dtype: the working precision, "float64" or "float32"; default float64
+        where the backend computes float64, else float32 (module docstring).
 
     Returns:
       (x, iterations): x [B, T] in the dtype of `q`; iterations, a scalar int32,
       the active-set iterations the slowest problem took.
 
     Raises:
-      ValueError: shapes that do not fit together.
+      ValueError: shapes that do not fit together; dtype="float64" where the
+        backend computes float64 as float32.
     """
-    q = tf.convert_to_tensor(q)
-    out_dtype = q.dtype if q.dtype.is_floating else tf.float32
-    q = tf.cast(q, tf.float64)
-    p = tf.cast(tf.convert_to_tensor(p), tf.float64)
-    lower = tf.cast(tf.convert_to_tensor(lower), tf.float64)
-    if q.shape.rank != 2 or p.shape.rank != 2 or lower.shape.rank != 2:
-        raise ValueError(f"q must be [T, T] and p, lower [B, T]; got {q.shape}, {p.shape}, {lower.shape}.")
+    in_dtype = _standard_dtype(q)
+    out_dtype = in_dtype if in_dtype is not None and "float" in in_dtype else "float32"
+    work = _working_dtype(dtype, "float64", "lower_bounded_qp")
+    if out_dtype == "float64" and work == "float32":
+        out_dtype = "float32"  # float64 input where the backend has none (it could not be returned)
+    q = ops.cast(ops.convert_to_tensor(q), work)
+    p = ops.cast(ops.convert_to_tensor(p), work)
+    lower = ops.cast(ops.convert_to_tensor(lower), work)
+    shapes = f"{tuple(q.shape)}, {tuple(p.shape)}, {tuple(lower.shape)}"
+    if _rank(q) != 2 or _rank(p) != 2 or _rank(lower) != 2:
+        raise ValueError(f"q must be [T, T] and p, lower [B, T]; got {shapes}.")
     num = q.shape[0]
     if num is None or q.shape[1] != num or p.shape[1] != num or lower.shape[1] != num:
-        raise ValueError(f"q must be [T, T] and p, lower [B, T] with a static T; got {q.shape}, {p.shape}, {lower.shape}.")
+        raise ValueError(f"q must be [T, T] and p, lower [B, T] with a static T; got {shapes}.")
     if start is not None and not simplex:
         raise ValueError("start is only used with simplex=True (without it the method starts at x = lower).")
-    batch = p.shape[0] if p.shape[0] is not None else tf.shape(p)[0]
-    q = 0.5 * (q + tf.transpose(q))
-    scale = tf.reduce_max(tf.abs(tf.linalg.diag_part(q)))
-    scale = tf.where(scale > 0, scale, tf.ones_like(scale))
-    ridge = RIDGE * scale
-    eye = tf.eye(num, dtype=tf.float64)
+    ridge_factor, tolerance = (RIDGE, TOLERANCE) if work == "float64" else (RIDGE_FLOAT32, TOLERANCE_FLOAT32)
+    zero_step = _ZERO_STEP[work]
+    batch = p.shape[0] if p.shape[0] is not None else ops.shape(p)[0]
+    q = 0.5 * (q + ops.transpose(q))
+    scale = ops.max(ops.abs(ops.diagonal(q)))
+    scale = ops.where(scale > 0, scale, ops.ones_like(scale))
+    ridge = ridge_factor * scale
+    eye = ops.eye(num, dtype=work)
 
-    fixed = tf.zeros_like(lower, dtype=tf.bool) if fixed is None else tf.cast(fixed, tf.bool)
+    fixed = ops.zeros_like(lower, dtype="bool") if fixed is None else ops.cast(fixed, "bool")
     if simplex:
         if start is None:
-            open_ = tf.cast(tf.logical_not(fixed), tf.float64)
-            count = tf.maximum(tf.reduce_sum(open_, axis=1, keepdims=True), 1.0)
-            spare = (1.0 - tf.reduce_sum(lower, axis=1, keepdims=True)) / count
+            open_ = ops.cast(ops.logical_not(fixed), work)
+            count = ops.maximum(ops.sum(open_, axis=1, keepdims=True), 1.0)
+            spare = (1.0 - ops.sum(lower, axis=1, keepdims=True)) / count
             x0 = lower + spare * open_
         else:
-            x0 = tf.cast(tf.convert_to_tensor(start), tf.float64)
+            x0 = ops.cast(ops.convert_to_tensor(start), work)
         held0 = fixed
     else:
         x0 = lower
-        held0 = tf.ones_like(lower, dtype=tf.bool)
-    done0 = tf.zeros([batch], tf.bool)
+        held0 = ops.ones_like(lower, dtype="bool")
+    done0 = ops.zeros([batch], "bool")
 
     def kkt_step(x, held):
         """The step s to the optimum of the problem with the held bounds as equalities, and nu."""
-        free = tf.logical_not(held)
-        free_f = tf.cast(free, tf.float64)
-        gradient = tf.linalg.matvec(q, x) + p
+        free = ops.logical_not(held)
+        free_f = ops.cast(free, work)
+        gradient = ops.matmul(q[None], x[:, :, None])[:, :, 0] + p  # Q x_b for every row
         both = free_f[:, :, None] * free_f[:, None, :]
         block = q[None] * both + (1.0 - free_f)[:, :, None] * eye[None] + ridge * free_f[:, :, None] * eye[None]
         rhs = -gradient * free_f
         if simplex:
             column = free_f[:, :, None]
-            top = tf.concat([block, column], axis=2)
+            top = ops.concatenate([block, column], axis=2)
             # With no free coordinate the simplex row is void: nu = 0 keeps the system regular.
-            corner = 1.0 - tf.reduce_max(free_f, axis=1)[:, None, None]
-            bottom = tf.concat([free_f[:, None, :], corner], axis=2)
-            system = tf.concat([top, bottom], axis=1)
-            solution = tf.linalg.solve(system, tf.concat([rhs, tf.zeros([batch, 1], tf.float64)], axis=1)[:, :, None])
+            corner = 1.0 - ops.max(free_f, axis=1)[:, None, None]
+            bottom = ops.concatenate([free_f[:, None, :], corner], axis=2)
+            system = ops.concatenate([top, bottom], axis=1)
+            solution = ops.solve(system, ops.concatenate([rhs, ops.zeros([batch, 1], work)], axis=1)[:, :, None])
             step, nu = solution[:, :num, 0] * free_f, solution[:, num, 0]
         else:
-            step = tf.linalg.solve(block, rhs[:, :, None])[:, :, 0] * free_f
-            nu = tf.zeros([batch], tf.float64)
+            step = ops.solve(block, rhs[:, :, None])[:, :, 0] * free_f
+            nu = ops.zeros([batch], work)
         return step, nu, gradient
 
     def body(iteration, x, held, done):
         step, nu, gradient = kkt_step(x, held)
         # Size of the step relative to the point (the tolerance of a zero step).
-        size = tf.reduce_max(tf.abs(step), axis=1)
-        reference = tf.maximum(tf.reduce_max(tf.abs(x), axis=1), 1.0)
-        stationary = size <= 1e-13 * reference
+        size = ops.max(ops.abs(step), axis=1)
+        reference = ops.maximum(ops.max(ops.abs(x), axis=1), 1.0)
+        stationary = size <= zero_step * reference
         # At the equality-constrained optimum: multipliers of the held bounds.
         multipliers = gradient + nu[:, None]
-        g_scale = tf.maximum(tf.reduce_max(tf.abs(gradient), axis=1), scale * reference)
-        violated = tf.logical_and(held, multipliers < -TOLERANCE * g_scale[:, None])
-        violated = tf.logical_and(violated, tf.logical_not(fixed))
-        any_violated = tf.reduce_any(violated, axis=1)
-        release = tf.argmin(tf.where(violated, multipliers, tf.zeros_like(multipliers)), axis=1, output_type=tf.int32)
-        released = tf.logical_and(held, tf.logical_not(tf.one_hot(release, num, on_value=True, off_value=False)))
-        optimal = tf.logical_and(stationary, tf.logical_not(any_violated))
+        g_scale = ops.maximum(ops.max(ops.abs(gradient), axis=1), scale * reference)
+        violated = ops.logical_and(held, multipliers < -tolerance * g_scale[:, None])
+        violated = ops.logical_and(violated, ops.logical_not(fixed))
+        any_violated = ops.any(violated, axis=1)
+        release = solver_ops.argmin(ops.where(violated, multipliers, ops.zeros_like(multipliers)), axis=1)
+        released = ops.logical_and(held, ops.logical_not(ops.one_hot(release, num, dtype="bool")))
+        optimal = ops.logical_and(stationary, ops.logical_not(any_violated))
         # Otherwise walk along the step, up to the first bound it reaches.
-        free = tf.logical_not(held)
-        decreasing = tf.logical_and(free, step < 0)
-        ratio = tf.where(decreasing, (lower - x) / tf.where(decreasing, step, -tf.ones_like(step)),
-                         tf.fill(tf.shape(step), tf.constant(2.0, tf.float64)))
-        ratio = tf.maximum(ratio, 0.0)
-        blocking = tf.argmin(ratio, axis=1, output_type=tf.int32)
-        alpha = tf.minimum(tf.reduce_min(ratio, axis=1), 1.0)
-        blocked = tf.reduce_min(ratio, axis=1) < 1.0
+        free = ops.logical_not(held)
+        decreasing = ops.logical_and(free, step < 0)
+        ratio = ops.where(decreasing, (lower - x) / ops.where(decreasing, step, -ops.ones_like(step)),
+                         ops.full_like(step, 2.0))
+        ratio = ops.maximum(ratio, 0.0)
+        blocking = solver_ops.argmin(ratio, axis=1)
+        alpha = ops.minimum(ops.min(ratio, axis=1), 1.0)
+        blocked = ops.min(ratio, axis=1) < 1.0
         moved = x + alpha[:, None] * step
         # The blocking coordinate sits exactly on its bound.
-        hit = tf.logical_and(blocked[:, None], tf.one_hot(blocking, num, on_value=True, off_value=False))
-        moved = tf.where(hit, lower, moved)
-        walked_held = tf.logical_or(held, hit)
+        hit = ops.logical_and(blocked[:, None], ops.one_hot(blocking, num, dtype="bool"))
+        moved = ops.where(hit, lower, moved)
+        walked_held = ops.logical_or(held, hit)
 
-        new_x = tf.where(stationary[:, None], x, moved)
-        new_held = tf.where(stationary[:, None], released, walked_held)
-        finished = tf.logical_or(done, optimal)
-        new_x = tf.where(done[:, None], x, new_x)
-        new_held = tf.where(finished[:, None], held, new_held)
+        new_x = ops.where(stationary[:, None], x, moved)
+        new_held = ops.where(stationary[:, None], released, walked_held)
+        finished = ops.logical_or(done, optimal)
+        new_x = ops.where(done[:, None], x, new_x)
+        new_held = ops.where(finished[:, None], held, new_held)
         return iteration + 1, new_x, new_held, finished
 
     def cond(iteration, x, held, done):
-        return tf.logical_not(tf.reduce_all(done))
+        return ops.logical_not(ops.all(done))
 
     cap = default_max_iterations(num) if max_iterations is None else int(max_iterations)
-    iterations, x, _, _ = tf.while_loop(
-        cond, body, (tf.constant(0), x0, held0, done0), maximum_iterations=cap
+    iterations, x, _, _ = ops.while_loop(
+        cond, body, (ops.convert_to_tensor(0, "int32"), x0, held0, done0), maximum_iterations=cap
     )
-    x = tf.maximum(x, lower)
-    return tf.cast(x, out_dtype), iterations
+    x = ops.maximum(x, lower)
+    return ops.cast(x, out_dtype), iterations
 
 
-@tf.autograph.experimental.do_not_convert
-def dual_cone_weights(gram, u, mask=None, norm_eps=1e-4, reg_eps=1e-4):
+@_plain_python
+def dual_cone_weights(gram, u, mask=None, norm_eps=1e-4, reg_eps=1e-4, dtype=None):
     """Weights of the projections of sum_t u_bt g_t onto the dual cone of the gradients, from their Gramian.
 
     The dual cone of g_1..g_T is {d : <g_t, d> >= 0 for every t}. By
@@ -193,21 +224,24 @@ def dual_cone_weights(gram, u, mask=None, norm_eps=1e-4, reg_eps=1e-4):
       mask: optional [T] bool; tasks outside it take no part (their v is 0,
         their rows and columns of K are ignored; their u must be 0).
       norm_eps, reg_eps: TorchJD's constants (defaults 1e-4 each).
+      dtype: the working precision, as for `lower_bounded_qp` (default float64
+        where the backend computes float64, else float32).
 
     Returns:
-      [B, T] float64 v.
+      [B, T] v in the working dtype (float64 by default on TensorFlow).
     """
-    gram = tf.cast(gram, tf.float64)
+    work = _working_dtype(dtype, "float64", "dual_cone_weights")
+    gram = ops.cast(gram, work)
     num = gram.shape[0]
-    gram = 0.5 * (gram + tf.transpose(gram))
-    mask = tf.ones([num], tf.bool) if mask is None else tf.cast(mask, tf.bool)
-    both = tf.logical_and(mask[:, None], mask[None, :])
-    gram = tf.where(both, gram, tf.zeros_like(gram))
-    gram = tf.where(tf.reduce_all(tf.math.is_finite(gram)), gram, tf.zeros_like(gram))
-    trace = tf.linalg.trace(gram)
-    gram = tf.where(trace >= norm_eps, gram / tf.where(trace > 0, trace, tf.ones_like(trace)), tf.zeros_like(gram))
-    gram = gram + reg_eps * tf.linalg.diag(tf.cast(mask, tf.float64))
-    u = tf.cast(u, tf.float64)
-    fixed = tf.logical_and(tf.logical_not(mask)[None], tf.ones_like(u, dtype=tf.bool))
-    v, _ = lower_bounded_qp(gram, tf.zeros_like(u), u, fixed=fixed)
+    gram = 0.5 * (gram + ops.transpose(gram))
+    mask = ops.ones([num], "bool") if mask is None else ops.cast(mask, "bool")
+    both = ops.logical_and(mask[:, None], mask[None, :])
+    gram = ops.where(both, gram, ops.zeros_like(gram))
+    gram = ops.where(ops.all(ops.isfinite(gram)), gram, ops.zeros_like(gram))
+    trace = ops.trace(gram)
+    gram = ops.where(trace >= norm_eps, gram / ops.where(trace > 0, trace, ops.ones_like(trace)), ops.zeros_like(gram))
+    gram = gram + reg_eps * ops.diag(ops.cast(mask, work))
+    u = ops.cast(u, work)
+    fixed = ops.logical_and(ops.logical_not(mask)[None], ops.ones_like(u, dtype="bool"))
+    v, _ = lower_bounded_qp(gram, ops.zeros_like(u), u, fixed=fixed, dtype=work)
     return v

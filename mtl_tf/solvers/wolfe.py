@@ -16,7 +16,7 @@ Implementation details of the Wolfe solver (what makes it exact in float32 too)
     Jacobi scaling B = S A S (unit diagonal): with c = max norm^2 and no
     scaling, gradients whose norms differ a few hundred times already give
     corral matrices too ill-conditioned for float32. Everything runs in the
-    caller's dtype (float32 input is not solved in float64).
+    working dtype `min_norm_weights` picks (see Precision).
   * The inverse of B_S (embedded in a T x T matrix that is the identity outside
     S) is kept up to date with the bordering formula when a point enters and the
     Schur-complement downdate when one leaves. It serves as the preconditioner
@@ -38,13 +38,26 @@ Implementation details of the Wolfe solver (what makes it exact in float32 too)
     non-finite intermediate; or the iteration cap. The best major-cycle point
     is returned.
 
+Precision: the working dtype of `min_norm_weights`: float64 for float64 input
+where the backend computes float64 (TensorFlow; JAX with `jax_enable_x64`),
+float32 for float32 input and for float64 input where it does not;
+`dtype="float64"` / `"float32"` chooses it (float64 where the backend has none
+is an error naming `jax_enable_x64`). Accuracy, by the Frank-Wolfe gap
+certificate above: the objective is within 2 * max(tolerance, round-off) *
+max_t M_tt of the exact minimum, i.e. 2e-12 relative to the largest squared
+gradient norm in float64 and 2e-9 in float32 (the round-off floor, ~10 eps,
+rules when it is larger). The tests (tests/test_solvers.py) hold it to 1e-6
+relative / 1e-9 mean ||g||^2 in float64 and 1e-4 / 1e-6 in float32 against an
+exact float64 QP; the float32 gaps measured on the benchmark problems were
+<= 2e-7 relative.
 """
 
-import tensorflow as tf
+import keras
+from keras import ops
 
-from mtl_tf.solvers._common import _argmin_where, _eps, _length
+from mtl_tf.solvers._common import _argmin_where, _eps, _gather, _length, _matvec
 
-WOLFE_TOLERANCE = {tf.float64: 1e-12, tf.float32: 1e-9}
+WOLFE_TOLERANCE = {"float64": 1e-12, "float32": 1e-9}
 
 # A Schur complement or Frank-Wolfe gap below this many units of its own
 # round-off counts as zero.
@@ -53,7 +66,7 @@ _GAP_NOISE = 10.0
 # Preconditioned conjugate-gradient steps per affine solve.
 _CG_STEPS = 4
 # Smallest lift constant, relative to the largest squared gradient norm.
-_LIFT_FLOOR = {tf.float64: 1e-12, tf.float32: 1e-6}
+_LIFT_FLOOR = {"float64": 1e-12, "float32": 1e-6}
 
 
 def _wolfe_max_iterations(num_tasks):
@@ -69,51 +82,51 @@ def _lift_constant(diag, allowed):
     largest (1 after normalisation) and the smallest non-negligible squared
     norm balances the two; the floor keeps c positive with zero gradients.
     """
-    floor = tf.constant(_LIFT_FLOOR[diag.dtype], diag.dtype)
-    relevant = tf.logical_and(allowed, diag > floor)
-    smallest = tf.reduce_min(tf.where(relevant, diag, tf.ones_like(diag)))
-    return tf.maximum(tf.sqrt(smallest), floor)
+    floor = ops.convert_to_tensor(_LIFT_FLOOR[keras.backend.standardize_dtype(diag.dtype)], diag.dtype)
+    relevant = ops.logical_and(allowed, diag > floor)
+    smallest = ops.min(ops.where(relevant, diag, ops.ones_like(diag)))
+    return ops.maximum(ops.sqrt(smallest), floor)
 
 
 def _wolfe(gram, allowed, max_iterations, tolerance):
     """Wolfe (1976) on a prepared Gram matrix (max allowed diag 1) -> (alpha, iterations)."""
     dtype = gram.dtype
-    one = tf.constant(1.0, dtype)
-    zero = tf.constant(0.0, dtype)
-    eps = tf.constant(_eps(dtype), dtype)
+    one = ops.convert_to_tensor(1.0, dtype)
+    zero = ops.convert_to_tensor(0.0, dtype)
+    eps = ops.convert_to_tensor(_eps(dtype), dtype)
     n = _length(allowed)
-    diag = tf.maximum(tf.linalg.diag_part(gram), zero)
-    root_diag = tf.sqrt(diag)
-    tol = tf.constant(tolerance, dtype)
+    diag = ops.maximum(ops.diagonal(gram), zero)
+    root_diag = ops.sqrt(diag)
+    tol = ops.convert_to_tensor(tolerance, dtype)
     lift = _lift_constant(diag, allowed)
     # Jacobi scaling: B = S A S with S = diag(scale) has a unit diagonal.
-    scale = tf.math.rsqrt(diag + lift)
+    scale = ops.rsqrt(diag + lift)
 
     def one_hot(i):
-        return tf.one_hot(i, n, dtype=dtype)
+        return ops.one_hot(i, n, dtype=dtype)
 
     def scaled_lifted(u):
         # B u = S (M + c 1 1^T) S u, without ever rounding M + c.
         x = scale * u
-        return scale * (tf.linalg.matvec(gram, x) + lift * tf.reduce_sum(x))
+        return scale * (_matvec(gram, x) + lift * ops.sum(x))
 
     def affine_point(corral, inverse):
         """A_S^{-1} 1_S (zero outside S): preconditioned CG on B_S u = S 1_S."""
         rhs = corral * scale
-        u = tf.linalg.matvec(inverse, rhs)
+        u = _matvec(inverse, rhs)
         r = corral * (rhs - scaled_lifted(u))
-        z = corral * tf.linalg.matvec(inverse, r)
-        p, rz = z, tf.reduce_sum(r * z)
+        z = corral * _matvec(inverse, r)
+        p, rz = z, ops.sum(r * z)
         for _ in range(_CG_STEPS):
             bp = corral * scaled_lifted(p)
-            p_bp = tf.reduce_sum(p * bp)
-            ok = tf.logical_and(p_bp > 0, rz > 0)  # False once converged to round-off
-            step = tf.where(ok, rz / tf.where(ok, p_bp, one), zero)
+            p_bp = ops.sum(p * bp)
+            ok = ops.logical_and(p_bp > 0, rz > 0)  # False once converged to round-off
+            step = ops.where(ok, rz / ops.where(ok, p_bp, one), zero)
             u += step * p
             r -= step * bp
-            z = corral * tf.linalg.matvec(inverse, r)
-            rz_next = tf.reduce_sum(r * z)
-            p = z + tf.where(ok, rz_next / tf.where(ok, rz, one), zero) * p
+            z = corral * _matvec(inverse, r)
+            rz_next = ops.sum(r * z)
+            p = z + ops.where(ok, rz_next / ops.where(ok, rz, one), zero) * p
             rz = rz_next
         return corral * scale * u
 
@@ -125,22 +138,22 @@ def _wolfe(gram, allowed, max_iterations, tolerance):
         complement sigma = B_jj - B[j, S] q is the squared residual of that
         approximation, computed as such to avoid cancellation.
         """
-        m_j = tf.gather(gram, j)
-        s_j = tf.gather(scale, j)
-        q = tf.linalg.matvec(inverse, corral * s_j * scale * (m_j + lift))
+        m_j = _gather(gram, j)
+        s_j = _gather(scale, j)
+        q = _matvec(inverse, corral * s_j * scale * (m_j + lift))
         x = corral * scale * q
-        x_sum = tf.reduce_sum(x)
+        x_sum = ops.sum(x)
         sigma = (
-            tf.square(s_j) * tf.gather(diag, j)
-            - 2.0 * s_j * tf.reduce_sum(x * m_j)
-            + tf.reduce_sum(x * tf.linalg.matvec(gram, x))
-            + lift * tf.square(s_j - x_sum)
+            ops.square(s_j) * _gather(diag, j)
+            - 2.0 * s_j * ops.sum(x * m_j)
+            + ops.sum(x * _matvec(gram, x))
+            + lift * ops.square(s_j - x_sum)
         )
         # Round-off of sigma: eps times the size of its terms (|M_ik| <=
         # sqrt(M_ii M_kk)), i.e. relative to the points involved.
-        size = tf.square(s_j * tf.gather(root_diag, j) + tf.reduce_sum(tf.abs(x) * root_diag))
-        size += lift * tf.abs(s_j - x_sum) * (s_j + tf.reduce_sum(tf.abs(x)))
-        independent = tf.logical_and(tf.math.is_finite(sigma), sigma > _INDEPENDENCE_NOISE * eps * size)
+        size = ops.square(s_j * _gather(root_diag, j) + ops.sum(ops.abs(x) * root_diag))
+        size += lift * ops.abs(s_j - x_sum) * (s_j + ops.sum(ops.abs(x)))
+        independent = ops.logical_and(ops.isfinite(sigma), sigma > _INDEPENDENCE_NOISE * eps * size)
         return q, x, sigma, independent
 
     def with_point(inverse, j, q, sigma):
@@ -151,101 +164,101 @@ def _wolfe(gram, allowed, max_iterations, tolerance):
 
     def without_point(inverse, k):
         # Downdate: inverse += -h h^T / h_kk + e_k e_k^T, h = row k.
-        h = tf.gather(inverse, k)
-        h_k = tf.gather(h, k)
+        h = _gather(inverse, k)
+        h_k = _gather(h, k)
         e_k = one_hot(k)
-        safe = tf.where(h_k > 0, h_k, one)
+        safe = ops.where(h_k > 0, h_k, one)
         return inverse - h[:, None] * h[None, :] / safe + e_k[:, None] * e_k[None, :], h_k > 0
 
     def body(it, w, corral, inverse, best, best_value, done):
         in_corral = corral > 0
         y = affine_point(corral, inverse)
-        y_sum = tf.reduce_sum(y)
-        v = y / tf.where(y_sum > 0, y_sum, one)
-        finite = tf.logical_and(y_sum > 0, tf.reduce_all(tf.math.is_finite(v)))
-        v = tf.where(finite, v, w)
-        feasible = tf.logical_and(finite, tf.reduce_all(tf.logical_or(tf.logical_not(in_corral), v > 0)))
+        y_sum = ops.sum(y)
+        v = y / ops.where(y_sum > 0, y_sum, one)
+        finite = ops.logical_and(y_sum > 0, ops.all(ops.isfinite(v)))
+        v = ops.where(finite, v, w)
+        feasible = ops.logical_and(finite, ops.all(ops.logical_or(ops.logical_not(in_corral), v > 0)))
 
         # Major cycle (v in the simplex): keep v if it improves, test it with
         # its Frank-Wolfe gap, else bring in the most violating point j.
-        m_v = tf.linalg.matvec(gram, v)
-        value = tf.reduce_sum(v * m_v)
+        m_v = _matvec(gram, v)
+        value = ops.sum(v * m_v)
         # Exact Wolfe strictly decreases the objective at every major cycle; a
         # feasible v that does not is a round-off cycle: stop there.
-        improved = tf.logical_and(feasible, value < best_value)
-        best = tf.where(improved, v, best)
-        best_value = tf.where(improved, value, best_value)
-        candidates = tf.logical_and(allowed, tf.logical_not(in_corral))
+        improved = ops.logical_and(feasible, value < best_value)
+        best = ops.where(improved, v, best)
+        best_value = ops.where(improved, value, best_value)
+        candidates = ops.logical_and(allowed, ops.logical_not(in_corral))
         j, m_vj = _argmin_where(m_v, candidates)
         gap = value - m_vj
-        v_size = tf.reduce_sum(v * root_diag)
-        gap_noise = _GAP_NOISE * eps * v_size * (v_size + tf.gather(root_diag, j))
-        progress = tf.logical_and(improved, gap > tf.maximum(tol, gap_noise))  # False without candidates
+        v_size = ops.sum(v * root_diag)
+        gap_noise = _GAP_NOISE * eps * v_size * (v_size + _gather(root_diag, j))
+        progress = ops.logical_and(improved, gap > ops.maximum(tol, gap_noise))  # False without candidates
         q, x, sigma, independent = entering(j, corral, inverse)
-        add = tf.logical_and(progress, independent)
+        add = ops.logical_and(progress, independent)
 
         # Swap (degenerate pivot) when j is numerically in the corral's affine
         # hull: move along d = e_j - x / sum(x) to the first zero weight k.
-        coefficients = x / tf.where(tf.reduce_sum(x) > 0, tf.reduce_sum(x), one)
-        giving = tf.logical_and(in_corral, coefficients > 0)
-        k_swap, t_swap = _argmin_where(v / tf.where(giving, coefficients, one), giving)
+        coefficients = x / ops.where(ops.sum(x) > 0, ops.sum(x), one)
+        giving = ops.logical_and(in_corral, coefficients > 0)
+        k_swap, t_swap = _argmin_where(v / ops.where(giving, coefficients, one), giving)
         direction = one_hot(j) - coefficients
-        curvature = tf.reduce_sum(direction * tf.linalg.matvec(gram, direction))
-        descends = tf.logical_and(tf.math.is_finite(t_swap), t_swap * curvature < 2.0 * gap)
-        w_swap = tf.maximum(v + t_swap * direction, zero) * (one - one_hot(k_swap))
+        curvature = ops.sum(direction * _matvec(gram, direction))
+        descends = ops.logical_and(ops.isfinite(t_swap), t_swap * curvature < 2.0 * gap)
+        w_swap = ops.maximum(v + t_swap * direction, zero) * (one - one_hot(k_swap))
 
         # Minor cycle (v outside the simplex): walk from w towards v until a
         # weight hits zero and drop that point.
         step = w - v
-        blocking = tf.logical_and(in_corral, v <= 0)
-        ratios = tf.where(step > 0, w / tf.where(step > 0, step, one), zero)
+        blocking = ops.logical_and(in_corral, v <= 0)
+        ratios = ops.where(step > 0, w / ops.where(step > 0, step, one), zero)
         k_minor, theta = _argmin_where(ratios, blocking)
-        theta = tf.clip_by_value(tf.where(tf.math.is_finite(theta), theta, zero), 0.0, 1.0)
-        w_minor = tf.maximum(w + theta * (v - w), zero) * (one - one_hot(k_minor))
+        theta = ops.clip(ops.where(ops.isfinite(theta), theta, zero), 0.0, 1.0)
+        w_minor = ops.maximum(w + theta * (v - w), zero) * (one - one_hot(k_minor))
 
-        k = tf.where(feasible, k_swap, k_minor)
+        k = ops.where(feasible, k_swap, k_minor)
         reduced_inverse, droppable = without_point(inverse, k)
         reduced_corral = corral * (one - one_hot(k))
         q_swap, _, sigma_swap, independent_swap = entering(j, reduced_corral, reduced_inverse)
-        swap = tf.logical_and(
-            tf.logical_and(progress, tf.logical_not(independent)),
-            tf.logical_and(tf.logical_and(descends, droppable), independent_swap),
+        swap = ops.logical_and(
+            ops.logical_and(progress, ops.logical_not(independent)),
+            ops.logical_and(ops.logical_and(descends, droppable), independent_swap),
         )
-        drop = tf.logical_and(tf.logical_and(finite, tf.logical_not(feasible)), droppable)
+        drop = ops.logical_and(ops.logical_and(finite, ops.logical_not(feasible)), droppable)
 
         e_j = one_hot(j)
-        new_inverse = tf.where(
+        new_inverse = ops.where(
             add,
-            with_point(inverse, j, q, tf.where(add, sigma, one)),
-            tf.where(
+            with_point(inverse, j, q, ops.where(add, sigma, one)),
+            ops.where(
                 swap,
-                with_point(reduced_inverse, j, q_swap, tf.where(swap, sigma_swap, one)),
-                tf.where(drop, reduced_inverse, inverse),
+                with_point(reduced_inverse, j, q_swap, ops.where(swap, sigma_swap, one)),
+                ops.where(drop, reduced_inverse, inverse),
             ),
         )
-        new_corral = tf.where(
-            add, corral + e_j, tf.where(swap, reduced_corral + e_j, tf.where(drop, reduced_corral, corral))
+        new_corral = ops.where(
+            add, corral + e_j, ops.where(swap, reduced_corral + e_j, ops.where(drop, reduced_corral, corral))
         )
-        new_w = tf.where(add, v, tf.where(swap, w_swap, tf.where(drop, w_minor, w)))
-        new_w_sum = tf.reduce_sum(new_w)
-        new_w = tf.where(new_w_sum > 0, new_w / tf.where(new_w_sum > 0, new_w_sum, one), w)
-        new_done = tf.logical_not(tf.logical_or(tf.logical_or(add, swap), drop))
+        new_w = ops.where(add, v, ops.where(swap, w_swap, ops.where(drop, w_minor, w)))
+        new_w_sum = ops.sum(new_w)
+        new_w = ops.where(new_w_sum > 0, new_w / ops.where(new_w_sum > 0, new_w_sum, one), w)
+        new_done = ops.logical_not(ops.logical_or(ops.logical_or(add, swap), drop))
         return it + 1, new_w, new_corral, new_inverse, best, best_value, new_done
 
     def cond(it, w, corral, inverse, best, best_value, done):
-        return tf.logical_not(done)
+        return ops.logical_not(done)
 
     # Start at the allowed point of smallest norm; B_jj = 1, so its inverse is I.
     j0, _ = _argmin_where(diag, allowed)
     e0 = one_hot(j0)
     state = (
-        tf.constant(0, tf.int32),
+        ops.convert_to_tensor(0, "int32"),
         e0,
         e0,
-        tf.eye(n, dtype=dtype),
+        ops.eye(n, dtype=dtype),
         e0,
-        tf.constant(float("inf"), dtype),
-        tf.logical_not(tf.reduce_any(allowed)),
+        ops.convert_to_tensor(float("inf"), dtype),
+        ops.logical_not(ops.any(allowed)),
     )
-    it, _, _, _, best, _, _ = tf.while_loop(cond, body, state, maximum_iterations=max_iterations)
+    it, _, _, _, best, _, _ = ops.while_loop(cond, body, state, maximum_iterations=max_iterations)
     return best, it

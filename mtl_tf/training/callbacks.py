@@ -40,7 +40,7 @@ epoch written whatever the steps per epoch, and `batch_*` steps that continue af
 resume instead of restarting at 0 (the epoch steps already do).
 What is logged, every `update_freq` steps (`batch_<key>`) and every epoch
 (`epoch_<key>`, validation under `validation/`): every log of `train_step`
-(listed in `mtl_tf.model`'s docstring): `loss`, `{task}_loss`, each task metric
+(listed in `mtl_tf.step_logs`): `loss`, `{task}_loss`, each task metric
 (`{task}_accuracy`, ...), the task weights (`{task}_weight` of the step, alpha for
 MGDA, and `{task}_weight_mean`, their mean over the epoch so far), `skipped_update`,
 ...; `val_monitor` (`BestCheckpoint`) and `learning_rate`. The values come from

@@ -1,11 +1,12 @@
 """The training flow: a config in, a trained and evaluated run directory out.
 
 config -> `TrainSettings` (every trainer field read and checked once, before anything is
-built or written) -> benchmark (`mtl_tf.benchmarks.build`: data splits, encoder, heads,
-losses, metrics, monitor) -> `MultiTaskModel` with the balancer the config names ->
-optimizer and learning-rate schedule -> callbacks -> `fit` -> best-on-validation weights
--> test metrics -> `results.json`. The fields are listed in `mtl_tf.training.config`, the
-run directory's files in `mtl_tf.training.workdir`.
+built or written; `mtl_tf.training.settings`) -> benchmark (`mtl_tf.benchmarks.build`: data
+splits, encoder, heads, losses, metrics, monitor) -> `MultiTaskModel` with the balancer the
+config names -> optimizer and learning-rate schedule (`mtl_tf.training.build`) -> callbacks
+-> `fit` -> best-on-validation weights -> test metrics (`mtl_tf.training.evaluation`) ->
+`results.json`. The fields are listed in `mtl_tf.training.config`, the run directory's files
+in `mtl_tf.training.workdir`. The names of those steps are importable from here too.
 
 Nothing here knows a benchmark: benchmarks plug in through the
 `mtl_tf.benchmarks.registry.Benchmark` contract, methods through the balancer
@@ -43,11 +44,8 @@ the test split, e.g. `accuracy` as a fraction in [0, 1], and `loss`),
 from __future__ import annotations
 
 import copy
-import dataclasses
-import inspect
 import json
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
@@ -56,13 +54,31 @@ import keras
 import ml_collections
 import tensorflow as tf
 
-from mtl_tf import balancers, benchmarks
+from mtl_tf import benchmarks
 from mtl_tf.config_fields import read
-from mtl_tf.model import MultiTaskModel
 from mtl_tf.training import distribute, preflight
+# Re-exported: the settings, building and evaluation steps of the flow live in their own modules.
+from mtl_tf.training.build import (  # noqa: F401
+    build_benchmark,
+    build_model,
+    input_shape,
+    make_learning_rate,
+    make_optimizer,
+    steps_per_epoch,
+)
 from mtl_tf.training.callbacks import AtomicBackupAndRestore, BestCheckpoint, TensorBoard, read_state
 from mtl_tf.training.config import add_data_dir, config_to_dict
+from mtl_tf.training.evaluation import evaluate_model, format_metrics, group_by_task  # noqa: F401
 from mtl_tf.training.grid import grid_point_key, simplex_grid
+from mtl_tf.training.settings import (  # noqa: F401
+    OPTIMIZERS,
+    SCHEDULES,
+    TRAINED_AS,
+    TRAINER_METHODS,
+    TrainSettings,
+    balancer_spec,
+    check_method,
+)
 from mtl_tf.training.workdir import (
     BACKUP,
     BEST_WEIGHTS,
@@ -77,348 +93,11 @@ from mtl_tf.training.workdir import (
     load_results,
     locked,
     remove_temporaries,
-    scalar,
     versions,
     write_json,
 )
 
 logger = logging.getLogger(__name__)
-
-TRAINER_METHODS = ("single_task", "grid")
-TRAINED_AS = {"single_task": "uniform", "grid": "static"}  # the balancer of a trainer-level method
-SCHEDULES = ("constant", "multistep", "cosine")
-OPTIMIZERS = {
-    "sgd": keras.optimizers.SGD,
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-    "rmsprop": keras.optimizers.RMSprop,
-}
-
-
-# -- settings --------------------------------------------------------------------------------
-
-
-def check_method(config) -> str:
-    """The config's method name, or a ValueError listing every method there is."""
-    method = read(config, "method")
-    if method in TRAINER_METHODS:
-        return method
-    if method not in balancers.available():
-        raise ValueError(
-            f"unknown method {method!r}; expected a balancing method {balancers.available()} "
-            f"or a trainer-level baseline {list(TRAINER_METHODS)}"
-        )
-    return method
-
-
-def balancer_spec(config) -> tuple[str, dict]:
-    """(balancer name, options) for the config's method.
-
-    Options are `method_options.<method>` updated with every `balancer.<option>`
-    that is set (not None). An option the method does not take is an error.
-    """
-    method = check_method(config)
-    if method == "grid":
-        raise ValueError("method 'grid' is a set of 'static' runs; train it with train_and_evaluate")
-    return _balancer(config, method)
-
-
-def _balancer(config, method: str) -> tuple[str, dict]:
-    name = TRAINED_AS.get(method, method)
-    defaults = read(config, f"method_options.{name}", {})
-    options = dict(defaults.to_dict() if hasattr(defaults, "to_dict") else defaults)
-    options.update({k: v for k, v in read(config, "balancer", {}).items() if v is not None})
-    if method == "grid":
-        options.pop("weights", None)  # every point sets its own
-    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
-    accepted = balancers.option_names(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"option(s) {unknown} do not apply to method {method!r}"
-            + (f" (trained as {name!r})" if name != method else "")
-            + f"; its options are {list(accepted) or 'none'}. Unset them or pick another method."
-        )
-    return name, options
-
-
-def _optimizer(config) -> tuple[str, dict]:
-    """(optimizer name, the keyword arguments of `optimizer.*` its class takes, but the learning rate)."""
-    section = read(config, "optimizer", {})
-    options = {k: v for k, v in section.items() if v is not None}
-    name = str(options.pop("name", "sgd")).lower()
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer.name {name!r}; expected one of {sorted(OPTIMIZERS)}")
-    accepted = set(inspect.signature(OPTIMIZERS[name].__init__).parameters)
-    skipped = sorted(set(options) - accepted)
-    if skipped:  # e.g. `momentum` after switching to Adam on the command line
-        logger.warning("optimizer %s does not take %s; ignoring them", name, skipped)
-    return name, {k: v for k, v in options.items() if k in accepted and k != "learning_rate"}
-
-
-def _milestones(value) -> tuple[int, ...]:
-    return tuple(sorted(int(m) for m in value))
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainSettings:
-    """Every config field the trainer reads, read and checked once (`from_config`).
-
-    A field with a default that a config lacks (the config.json of a run from before the
-    field existed) gets the default; a missing required field (benchmark, method, seed,
-    epochs, batch_size) or an invalid value is a ValueError naming the field.
-    """
-
-    benchmark: str
-    method: str  # a balancer, `single_task` or `grid`
-    seed: int
-    epochs: int
-    batch_size: int
-    balancer: str  # the balancer trained (`uniform` for single_task, `static` for grid)
-    balancer_options: dict
-    optimizer: str
-    optimizer_options: dict
-    learning_rate: float
-    schedule: str
-    milestones: tuple
-    factor: float
-    task: str  # single_task.task
-    grid_divisions: int
-    grid_include_vertices: bool
-    grid_total: float
-    steps_per_execution: int
-    jit_compile: object  # "auto", True or False
-    tensorboard_update_freq: int
-    patience: int
-
-    @classmethod
-    def from_config(cls, config) -> TrainSettings:
-        method = check_method(config)
-        balancer, balancer_options = _balancer(config, method)
-        optimizer, optimizer_options = _optimizer(config)
-        schedule = read(config, "schedule.name", "constant", str)
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule.name {schedule!r}; expected constant, multistep or cosine")
-        task = read(config, "single_task.task", "", str)
-        if method == "single_task" and not task:
-            raise ValueError(
-                "method 'single_task' trains one task per run: set --config.single_task.task to one of the "
-                "benchmark's tasks"
-            )
-        return cls(
-            benchmark=read(config, "benchmark", cast=str),
-            method=method,
-            seed=read(config, "seed", cast=int),
-            epochs=read(config, "epochs", cast=int),
-            batch_size=read(config, "batch_size", cast=int),
-            balancer=balancer,
-            balancer_options=balancer_options,
-            optimizer=optimizer,
-            optimizer_options=optimizer_options,
-            learning_rate=read(config, "optimizer.learning_rate", 1e-3, float),
-            schedule=schedule,
-            milestones=read(config, "schedule.milestones", (), _milestones),
-            factor=read(config, "schedule.factor", 0.5, float),
-            task=task,
-            grid_divisions=read(config, "grid.divisions", 10, int),
-            grid_include_vertices=read(config, "grid.include_vertices", False, bool),
-            grid_total=read(config, "grid.total", 1.0, float),
-            steps_per_execution=read(config, "train.steps_per_execution", 1, int),
-            jit_compile=read(config, "train.jit_compile", "auto"),
-            tensorboard_update_freq=read(config, "train.tensorboard_update_freq", 100, int),
-            patience=read(config, "train.patience", 0, int),
-        )._checked()
-
-    def _checked(self) -> TrainSettings:
-        """Self, or a ValueError naming the first field whose value cannot train (before anything is built)."""
-        limits = (
-            ("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1),
-            ("train.steps_per_execution", self.steps_per_execution, 1),
-            ("train.tensorboard_update_freq", self.tensorboard_update_freq, 1), ("train.patience", self.patience, 0),
-        )
-        for field, value, least in limits:
-            if value < least:
-                raise ValueError(f"config field {field!r} is {value}; expected an integer >= {least} (--config.{field}=...)")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(
-                f"config field 'optimizer.learning_rate' is {self.learning_rate}; expected a positive number "
-                "(--config.optimizer.learning_rate=...)"
-            )
-        if not (math.isfinite(self.factor) and self.factor > 0):
-            raise ValueError(f"config field 'schedule.factor' is {self.factor}; expected a positive number")
-        return self
-
-
-def _settings(config_or_settings) -> TrainSettings:
-    if isinstance(config_or_settings, TrainSettings):
-        return config_or_settings
-    return TrainSettings.from_config(config_or_settings)
-
-
-# -- building --------------------------------------------------------------------------------
-
-
-def _task_of(key: str, task_names) -> str | None:
-    matches = [t for t in task_names if key.startswith(f"{t}_")]
-    return max(matches, key=len) if matches else None
-
-
-def _select_task(benchmark: benchmarks.Benchmark, task: str) -> benchmarks.Benchmark:
-    """The benchmark restricted to one task: one head, one target (single-task baseline)."""
-    if task not in benchmark.heads:
-        raise ValueError(
-            f"single_task.task={task!r} is not a task of benchmark {benchmark.name!r}; "
-            f"expected one of {list(benchmark.heads)} (set --config.single_task.task=...)"
-        )
-
-    def keep(*element):
-        x, y, *rest = element
-        if rest and isinstance(rest[0], dict):
-            rest = [{task: rest[0][task]}] if task in rest[0] else [None]
-            rest = [r for r in rest if r is not None]
-        return (x, {task: y[task]}, *rest)
-
-    def restrict(dataset):
-        return None if dataset is None else dataset.map(keep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    monitor = [k for k in benchmark.monitor if _task_of(k, benchmark.task_names) == task]
-    mode = benchmark.monitor_mode
-    if not monitor:
-        monitor, mode = [f"{task}_loss"], "min"
-    evaluate = benchmark.evaluate
-    return benchmarks.Benchmark(
-        name=benchmark.name,
-        train=restrict(benchmark.train),
-        val=restrict(benchmark.val),
-        test=restrict(benchmark.test),
-        encoder=benchmark.encoder,
-        heads={task: benchmark.heads[task]},
-        losses={task: benchmark.losses[task]},
-        metrics={task: benchmark.metrics.get(task, [])},
-        monitor=monitor,
-        monitor_mode=mode,
-        sizes=dict(benchmark.sizes),
-        input_shape=benchmark.input_shape,
-        evaluate=(lambda model, data: {task: evaluate(model, data)[task]}) if evaluate else None,
-    )
-
-
-def build_benchmark(config, settings: TrainSettings | None = None) -> benchmarks.Benchmark:
-    """The config's benchmark, restricted to one task for `single_task`."""
-    settings = settings or TrainSettings.from_config(config)
-    benchmark = benchmarks.build(config)
-    if settings.method == "single_task":
-        benchmark = _select_task(benchmark, settings.task)
-    return benchmark
-
-
-def steps_per_epoch(benchmark, batch_size: int) -> int:
-    cardinality = int(benchmark.train.cardinality())
-    if cardinality > 0:
-        return cardinality
-    size = benchmark.sizes.get("train")
-    if not size:
-        raise ValueError(
-            f"benchmark {benchmark.name!r}: the training set's length is unknown (cardinality "
-            f"{cardinality}) and sizes['train'] is not given; the learning-rate schedule needs one"
-        )
-    return max(1, math.ceil(size / int(batch_size)))
-
-
-def make_learning_rate(settings, steps: int):
-    """The learning rate of `settings` (or of a config): a float or a `keras.optimizers.schedules` schedule."""
-    settings = _settings(settings)
-    lr = settings.learning_rate
-    if settings.schedule == "multistep" and settings.milestones:
-        # PiecewiseConstantDecay keeps values[i] while step <= boundaries[i]; the
-        # optimizer evaluates it at `iterations` (steps done), so the first step of
-        # epoch m (iterations == m * steps) is the first one at the new rate.
-        boundaries = [m * steps - 1 for m in settings.milestones]
-        values = [lr * settings.factor**i for i in range(len(settings.milestones) + 1)]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    if settings.schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, settings.epochs * steps))
-    return lr
-
-
-def make_optimizer(settings, steps: int) -> keras.optimizers.Optimizer:
-    """The Keras optimizer `optimizer.name` with the arguments of `optimizer.*` it takes.
-
-    Arguments another optimizer would take (e.g. `momentum` after switching to
-    Adam on the command line) are skipped with a warning.
-    """
-    settings = _settings(settings)
-    learning_rate = make_learning_rate(settings, steps)
-    return OPTIMIZERS[settings.optimizer](**settings.optimizer_options, learning_rate=learning_rate)
-
-
-def input_shape(benchmark) -> tuple:
-    """One example's shape (no batch axis): the benchmark's, else its training data's."""
-    if benchmark.input_shape:
-        return tuple(benchmark.input_shape)
-    return tuple(benchmark.train.element_spec[0].shape[1:])
-
-
-def build_model(settings, benchmark, strategy=None) -> MultiTaskModel:
-    """A built, compiled `MultiTaskModel` for the benchmark, in the strategy's scope.
-
-    `settings` is a `TrainSettings` or the config it is read from.
-    """
-    settings = _settings(settings)
-    if settings.method == "grid":
-        raise ValueError("method 'grid' is a set of 'static' runs; train it with train_and_evaluate")
-    strategy = strategy or tf.distribute.get_strategy()
-    with strategy.scope():
-        model = MultiTaskModel(
-            encoder=benchmark.encoder,
-            heads=benchmark.heads,
-            losses=benchmark.losses,
-            metrics=benchmark.metrics,
-            balancer=settings.balancer,
-            balancer_options=dict(settings.balancer_options),
-            name=f"{benchmark.name}_{settings.method}",
-        )
-        model.build((None, *input_shape(benchmark)))
-        model.compile(
-            optimizer=make_optimizer(settings, steps_per_epoch(benchmark, settings.batch_size)),
-            jit_compile=settings.jit_compile,
-            steps_per_execution=settings.steps_per_execution,
-        )
-    return model
-
-
-# -- evaluation --------------------------------------------------------------------------------
-
-
-def group_by_task(logs: dict, task_names, prefix: str = "") -> dict:
-    """{"left_accuracy": a, "left_loss": l, ...} -> {"left": {"accuracy": a, "loss": l}}."""
-    grouped = {t: {} for t in task_names}
-    for key, value in logs.items():
-        if not key.startswith(prefix):
-            continue
-        key = key[len(prefix):]
-        task = _task_of(key, task_names)
-        if task is not None:
-            grouped[task][key[len(task) + 1:]] = scalar(value)
-    return grouped
-
-
-def evaluate_model(model, benchmark, dataset, verbose=0) -> tuple[dict, dict]:
-    """({task: {metric: value}}, raw logs) of `model` on `dataset`."""
-    logs = distribute.evaluate(model, dataset, verbose=verbose)  # model.evaluate fails under multi-worker
-    logs = {k: scalar(v) for k, v in logs.items()}
-    if benchmark.evaluate is not None:
-        tasks = benchmark.evaluate(model, dataset)
-        tasks = {t: {m: scalar(v) for m, v in metrics.items()} for t, metrics in tasks.items()}
-    else:
-        tasks = group_by_task(logs, benchmark.task_names)
-    return tasks, logs
-
-
-def format_metrics(tasks: dict) -> str:
-    """One line per task: `left: accuracy=0.8123 loss=0.5312`."""
-    lines = [f"{task}: " + " ".join(f"{m}={v:.4f}" for m, v in sorted(metrics.items())) for task, metrics in tasks.items()]
-    return "\n".join(lines)
 
 
 # -- training --------------------------------------------------------------------------------

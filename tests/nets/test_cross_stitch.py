@@ -3,10 +3,16 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mtl_tf.nets import cross_stitch
 from tests.nets import arch_checks
+
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
+if ON_TENSORFLOW:
+    import tensorflow as tf
+# Tests of what only the TensorFlow engine does (fit / train_step, tf.function and XLA, GradientTape,
+# tf.distribute) run in the TensorFlow process only; the rest runs under every backend (tests/backends.py).
+tensorflow_only = pytest.mark.skipif(not ON_TENSORFLOW, reason="needs TensorFlow: fit / tf.function / GradientTape")
 
 TASKS = ("a", "b")
 D = 6
@@ -58,6 +64,7 @@ def test_parameter_count_by_hand(rng, tasks, stitch_last):
     assert arch_checks.count(body) == (T * column + units * T * T, 0)
 
 
+@tensorflow_only
 def test_alpha_learning_rate_scale_under_sgd(rng):
     # alpha = sqrt(k) beta: one SGD step of rate lr moves alpha by k * lr * dL/dalpha.
     x = rng.normal(size=(4, 3)).astype("float32")
@@ -101,6 +108,7 @@ def test_bad_arguments():
         cross_stitch.CrossStitchUnit(2, alpha_learning_rate_scale=0)
 
 
+@tensorflow_only
 def test_fit_with_gradient_methods_and_the_refusal(rng):
     x, y = _data(rng)
     build = lambda: cross_stitch.cross_stitch(TASKS, stages=_stages())  # noqa: E731

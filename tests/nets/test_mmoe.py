@@ -7,6 +7,11 @@ import pytest
 from mtl_tf.nets import experts, mmoe
 from tests.nets import arch_checks
 
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
+# Tests of what only the TensorFlow engine does (fit / train_step, tf.function and XLA, GradientTape,
+# tf.distribute) run in the TensorFlow process only; the rest runs under every backend (tests/backends.py).
+tensorflow_only = pytest.mark.skipif(not ON_TENSORFLOW, reason="needs TensorFlow: fit / tf.function / GradientTape")
+
 TASKS = ("a", "b")
 D, UNITS, N = 6, 5, 3
 
@@ -71,6 +76,7 @@ def test_bad_arguments():
         experts.clone_expert("dense", "e")
 
 
+@tensorflow_only
 def test_fit_with_gradient_methods_and_the_refusal(rng, tmp_path):
     x, y = _data(rng)
     make = lambda: mmoe.mmoe(TASKS, num_experts=N, expert_units=(UNITS,), seed=0)  # noqa: E731

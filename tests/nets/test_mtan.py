@@ -3,12 +3,18 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import mtl_tf
 from mtl_tf.nets import mtan
 from tests.keras_checks import check_serialization
 from tests.nets import arch_checks
+
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
+if ON_TENSORFLOW:
+    import tensorflow as tf
+# Tests of what only the TensorFlow engine does (fit / train_step, tf.function and XLA, GradientTape,
+# tf.distribute) run in the TensorFlow process only; the rest runs under every backend (tests/backends.py).
+tensorflow_only = pytest.mark.skipif(not ON_TENSORFLOW, reason="needs TensorFlow: fit / tf.function / GradientTape")
 
 F = (4, 8, 8, 16, 16)
 SMALL = {"filters": F}
@@ -80,6 +86,7 @@ def test_default_widths_hand_count():
     assert arch_checks.count(head)[0] == enc_att + enc_f + dec_att + dec_f + (9 * 64 * 64 + 64) + (64 * 13 + 13)
 
 
+@tensorflow_only
 def test_attention_is_the_papers_rule(rng):
     # a^_1 = g_1(u_1) (.) p_1 with g a sigmoid mask: feed hand-made maps through a 1-block head.
     head = mtan.MTANHead(2, filters=(4,), convs_per_block=(1,))
@@ -104,11 +111,11 @@ def test_round_trip(rng):
     arch_checks.check_round_trip(backbone, x)
     head = mtan.MTANHead(3, "l2_normalize", seed=2, initializer="torch", **SMALL)
     maps = backbone(x, training=False)
-    expected = head(maps, training=False).numpy()
+    expected = keras.ops.convert_to_numpy(head(maps, training=False))
     clone = check_serialization(head)
     clone(maps, training=False)
     clone.set_weights(head.get_weights())
-    np.testing.assert_allclose(clone(maps, training=False).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(maps, training=False)), expected, atol=1e-5)
     with pytest.raises(ValueError, match="MTANBackbone"):
         mtan.MTANHead(2).build((None, 8, 8, 4))
     with pytest.raises(ValueError, match="multiples of 32"):
@@ -116,6 +123,7 @@ def test_round_trip(rng):
 
 
 @pytest.mark.parametrize("method", ["mgda_ub", "pcgrad"])
+@tensorflow_only
 def test_fit_epoch(rng, method):
     x = rng.normal(size=(4, 32, 32, 3)).astype("float32")
     y = {"segmentation": rng.integers(0, 3, size=(4, 32, 32)).astype("int32"),

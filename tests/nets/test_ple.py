@@ -7,6 +7,11 @@ import pytest
 from mtl_tf.nets import ple
 from tests.nets import arch_checks
 
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
+# Tests of what only the TensorFlow engine does (fit / train_step, tf.function and XLA, GradientTape,
+# tf.distribute) run in the TensorFlow process only; the rest runs under every backend (tests/backends.py).
+tensorflow_only = pytest.mark.skipif(not ON_TENSORFLOW, reason="needs TensorFlow: fit / tf.function / GradientTape")
+
 TASKS = ("a", "b")
 D, UNITS = 6, 5
 
@@ -99,6 +104,7 @@ def test_per_level_templates_shapes_and_round_trip(rng):
 
 
 @pytest.mark.parametrize("make", [ple.cgc, ple.ple])
+@tensorflow_only
 def test_fit_with_gradient_methods_and_the_refusal(rng, make):
     x, y = _data(rng)
     build = lambda: make(TASKS, expert_units=(UNITS,), seed=0)  # noqa: E731

@@ -5,11 +5,17 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import mtl_tf
 from mtl_tf import losses, metrics
 from mtl_tf.nets import pspnet
+
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
+if ON_TENSORFLOW:
+    import tensorflow as tf
+# Tests of what only the TensorFlow engine does (fit / train_step, tf.function and XLA, GradientTape,
+# tf.distribute) run in the TensorFlow process only; the rest runs under every backend (tests/backends.py).
+tensorflow_only = pytest.mark.skipif(not ON_TENSORFLOW, reason="needs TensorFlow: fit / tf.function / GradientTape")
 
 TINY = {"blocks": (1, 1, 1, 1), "width": 4}  # 128 output channels
 
@@ -36,10 +42,11 @@ def test_adaptive_pooling_matches_bin_means(size, output_size, rng):
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
     expected = _numpy_adaptive_pool(x, out_h, out_w)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected, rtol=1e-5, atol=1e-6)
-    # Unknown spatial size (runtime matrices) and XLA (constant matrices) agree.
-    dynamic = tf.function(layer.call, input_signature=[tf.TensorSpec([None, None, None, 3])])
-    np.testing.assert_allclose(dynamic(x).numpy(), expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(tf.function(layer.call, jit_compile=True)(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+    if ON_TENSORFLOW:  # GradientTape / tf.function (XLA, run-time shapes): the TensorFlow engine's
+        # Unknown spatial size (runtime matrices) and XLA (constant matrices) agree.
+        dynamic = tf.function(layer.call, input_signature=[tf.TensorSpec([None, None, None, 3])])
+        np.testing.assert_allclose(dynamic(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(tf.function(layer.call, jit_compile=True)(x).numpy(), expected, rtol=1e-5, atol=1e-6)
     assert layer.compute_output_shape((2, *size, 3)) == (2, out_h, out_w, 3)
 
 
@@ -132,8 +139,9 @@ def test_decoder_shapes_parameters_config_and_xla(rng):
     clone.set_weights(decoder.get_weights())
     expected = keras.ops.convert_to_numpy(logits)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(features, training=False)), expected, rtol=1e-5, atol=1e-5)
-    compiled = tf.function(lambda x: decoder(x, training=False), jit_compile=True)
-    np.testing.assert_allclose(compiled(features).numpy(), expected, rtol=1e-4, atol=1e-5)
+    if ON_TENSORFLOW:  # GradientTape / tf.function (XLA, run-time shapes): the TensorFlow engine's
+        compiled = tf.function(lambda x: decoder(x, training=False), jit_compile=True)
+        np.testing.assert_allclose(compiled(features).numpy(), expected, rtol=1e-4, atol=1e-5)
     assert decoder.get_config()["pool_scales"] == [1, 2, 3, 6]
 
 
@@ -144,6 +152,7 @@ def test_decoder_default_width_is_psp():
     assert decoder.dropout.rate == 0.1
 
 
+@tensorflow_only
 def test_mgda_ub_fit_step_on_three_cityscapes_tasks(rng):
     """Sener's set-up at a tiny size: 19-class segmentation, 2-channel offsets, disparity."""
     encoder = pspnet.dilated_resnet50_encoder(**TINY)
@@ -194,6 +203,7 @@ def test_mgda_ub_fit_step_on_three_cityscapes_tasks(rng):
 
 
 @pytest.mark.slow
+@tensorflow_only
 def test_mgda_ub_step_compiles_with_xla(rng):
     encoder = pspnet.dilated_resnet50_encoder(**TINY)
     heads = {"segmentation": pspnet.pyramid_pooling_decoder(5, channels=4, name="segmentation"),

@@ -3,11 +3,17 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import mtl_tf
 from mtl_tf import losses, metrics
 from mtl_tf.nets import segnet
+
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
+if ON_TENSORFLOW:
+    import tensorflow as tf
+# Tests of what only the TensorFlow engine does (fit / train_step, tf.function and XLA, GradientTape,
+# tf.distribute) run in the TensorFlow process only; the rest runs under every backend (tests/backends.py).
+tensorflow_only = pytest.mark.skipif(not ON_TENSORFLOW, reason="needs TensorFlow: fit / tf.function / GradientTape")
 
 SMALL = {"filters": (4, 8, 8, 16, 16)}
 
@@ -33,16 +39,18 @@ def test_pooling_switches_and_unpooling_by_hand():
     np.testing.assert_array_equal(
         _np(unpooled)[0, :, :, 0], [[0, 0, 0, 0], [3, 0, 5, 0], [0, 0, -1, 0], [0, 0, 0, 0]]
     )
-    # The gradient reaches the selected maximum only (one per window, ties included).
-    variable = tf.Variable(x)
-    with tf.GradientTape() as tape:
-        value = tf.reduce_sum(segnet.MaxPoolingWithSwitches()(variable)[0])
-    np.testing.assert_array_equal(
-        tape.gradient(value, variable).numpy()[0, :, :, 0],
-        [[0, 0, 0, 0], [1, 0, 1, 0], [1, 0, 1, 0], [0, 0, 0, 0]],
-    )
+    if ON_TENSORFLOW:  # GradientTape / tf.function (XLA, run-time shapes): the TensorFlow engine's
+        # The gradient reaches the selected maximum only (one per window, ties included).
+        variable = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            value = tf.reduce_sum(segnet.MaxPoolingWithSwitches()(variable)[0])
+        np.testing.assert_array_equal(
+            tape.gradient(value, variable).numpy()[0, :, :, 0],
+            [[0, 0, 0, 0], [1, 0, 1, 0], [1, 0, 1, 0], [0, 0, 0, 0]],
+        )
 
 
+@tensorflow_only
 def test_pooling_matches_max_pool_and_compiles(rng):
     x = rng.normal(size=(2, 6, 8, 5)).astype("float32")
     layer, unpool = segnet.MaxPoolingWithSwitches(), segnet.MaxUnpoolingWithSwitches()
@@ -114,6 +122,7 @@ def test_shapes_and_normal_head(rng):
     assert heads["depth"].compute_output_shape(spec) == (2, 32, 64, 1)
 
 
+@tensorflow_only
 def test_switches_carry_no_gradient(rng):
     encoder, decoder = segnet.segnet_encoder(**SMALL), segnet.segnet_decoder(1, **SMALL)
     x = rng.normal(size=(1, 32, 32, 3)).astype("float32")
@@ -145,10 +154,12 @@ def test_config_round_trip(rng):
     decoder_clone.set_weights(decoder.get_weights())
     np.testing.assert_allclose(_np(decoder_clone(encoder_clone(x, training=False), training=False)), expected, rtol=1e-5, atol=1e-6)
     assert decoder_clone.get_config()["output_activation"] == "l2_normalize"
-    compiled = tf.function(lambda inputs: decoder(encoder(inputs, training=False), training=False), jit_compile=True)
-    np.testing.assert_allclose(compiled(x).numpy(), expected, rtol=1e-4, atol=1e-5)
+    if ON_TENSORFLOW:  # GradientTape / tf.function (XLA, run-time shapes): the TensorFlow engine's
+        compiled = tf.function(lambda inputs: decoder(encoder(inputs, training=False), training=False), jit_compile=True)
+        np.testing.assert_allclose(compiled(x).numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
+@tensorflow_only
 def test_mgda_ub_fit_step_on_nyuv2_tasks(rng):
     """Lee & Son's NYUv2 tasks at a tiny size (3 blocks of 1 conv): shared encoder, three decoders."""
     tiny = {"filters": (4, 8, 8), "convs_per_block": (1, 1, 1)}
@@ -191,6 +202,7 @@ def test_mgda_ub_fit_step_on_nyuv2_tasks(rng):
     assert history["skipped_update"][-1] == 0.0
 
 
+@tensorflow_only
 def test_multi_task_model_saves_and_reloads(tmp_path, rng):
     """The dict representation (features + switches) survives a .keras round trip."""
     tiny = {"filters": (4, 8), "convs_per_block": (1, 1)}
@@ -213,6 +225,7 @@ def test_multi_task_model_saves_and_reloads(tmp_path, rng):
 
 
 @pytest.mark.slow
+@tensorflow_only
 def test_mgda_ub_step_compiles_with_xla(rng):
     tiny = {"filters": (4, 8), "convs_per_block": (1, 1)}
     encoder = segnet.segnet_encoder(**tiny)

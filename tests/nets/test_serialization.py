@@ -1,13 +1,18 @@
 """Every net layer of `mtl_tf.nets`, every balancer and every loss through the one shared serialisation check."""
 
+import keras
 import numpy as np
 import pytest
 
-from mtl_tf import balancers, losses
+from mtl_tf import losses
 from mtl_tf.nets import initializers, lenet, pspnet, resnet, segnet
 from tests.keras_checks import check_serialization
 
 RNG = np.random.default_rng(0)
+
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
+if ON_TENSORFLOW:
+    from mtl_tf import balancers
 
 LAYERS = [
     (lambda: lenet.MultiLeNetEncoder(dropout="official", initializer="torch", seed=1), (2, 28, 28, 1)),
@@ -26,7 +31,8 @@ def test_net_layers(make, shape, tmp_path):
     check_serialization(make(), RNG.normal(size=shape), tmp_path=tmp_path, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", balancers.available())
+@pytest.mark.skipif(not ON_TENSORFLOW, reason="mtl_tf.balancers is checked under JAX by its own suite (issue 24)")
+@pytest.mark.parametrize("method", balancers.available() if ON_TENSORFLOW else ["any"])
 def test_balancers(method):
     options = {"static": {"weights": [0.2, 0.8]}}.get(method, {})
     check_serialization(balancers.get(method, **options))

@@ -1,0 +1,65 @@
+"""The few operations of the solvers (`mtl_tf.solvers`) that depend on the Keras backend.
+
+Everything else in the solvers is written in `keras.ops`. These three are not,
+because `keras.ops` on TensorFlow adds work the solvers' loops cannot afford:
+each `keras.ops.take` adds a negative-index fix (six small ops) to every
+gather and each float `keras.ops.argmin` a negative-zero fix (five), and a
+Wolfe step has about ten of them, which roughly doubled the time of a solve in
+a graph without XLA. So:
+
+* under TensorFlow each function runs exactly the TensorFlow op the solvers ran
+  before the move to `keras.ops` (TensorFlow is imported lazily, inside);
+* under any other backend the same result is written in `keras.ops`.
+
+Functions: `plain_python` (AutoGraph's `do_not_convert` on TensorFlow, identity
+elsewhere), `gather` (vector[index] for a scalar integer tensor, as a gather:
+XLA needs no compile-time index) and `argmin` (the first index of the smallest
+entry along an axis, int32).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def _on_tensorflow() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
+def plain_python(func):
+    """`func`, marked for TensorFlow's AutoGraph as needing no conversion; `func` itself elsewhere.
+
+    The solvers have no Python control flow on tensor values, so AutoGraph has
+    nothing to convert; telling it so saves seconds on the first trace of every
+    compiled step that calls them. On TensorFlow the original stays reachable
+    as `__wrapped__`. The backend is read when the decorated module is imported.
+    """
+    if not _on_tensorflow():
+        return func
+    import tensorflow as tf
+
+    return tf.autograph.experimental.do_not_convert(func)
+
+
+def gather(vector, index):
+    """vector[index] (along the first axis) for a scalar integer tensor `index`: `tf.gather` on TensorFlow."""
+    if _on_tensorflow():
+        import tensorflow as tf
+
+        return tf.gather(vector, index)
+    return ops.take(vector, index, axis=0)
+
+
+def argmin(values, axis=-1):
+    """The first index of the smallest entry along `axis`, int32: `tf.argmin` on TensorFlow.
+
+    Elsewhere the first index where `values` equals its minimum (so -0.0 and
+    0.0 tie, as in `tf.argmin`; `keras.ops.argmin` ranks -0.0 first).
+    """
+    if _on_tensorflow():
+        import tensorflow as tf
+
+        return tf.argmin(values, axis=axis, output_type=tf.int32)
+    hit = ops.cast(ops.equal(values, ops.min(values, axis=axis, keepdims=True)), "int32")
+    return ops.cast(ops.argmax(hit, axis=axis), "int32")
