@@ -49,7 +49,7 @@ a valid pixel gives a loss of 0 (and a zero gradient) instead
 of NaN.
 
 Backends: written in `keras.ops` (the one backend-specific helper,
-`l2_normalize`, is in `mtl_tf.engines.ops`); the values on JAX equal
+`l2_normalize`, is in `mtl_tf.backend.ops`); the values on JAX equal
 TensorFlow's to float32 rounding (`tests/engines/test_same_values.py`).
 """
 
@@ -59,7 +59,7 @@ import math
 
 import keras
 
-from mtl_tf.engines import ops as engine_ops
+from mtl_tf.backend import ops as engine_ops
 
 __all__ = [
     "IGNORE_LABEL",

@@ -32,7 +32,7 @@ counts are accumulated in float64, so the counts stay exact beyond 2**24
 pixels.
 
 Backends and precision: the metrics are written in `keras.ops` (the one
-backend-specific helper, `l2_normalize`, is in `mtl_tf.engines.ops`) and give
+backend-specific helper, `l2_normalize`, is in `mtl_tf.backend.ops`) and give
 TensorFlow's values on JAX (`tests/engines/test_same_values.py`). JAX without
 `jax_enable_x64` (its default; TPUs have no float64) turns the float64
 accumulators into float32, with JAX's warning: sums then carry float32
@@ -76,7 +76,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from mtl_tf.engines import ops as engine_ops
+from mtl_tf.backend import ops as engine_ops
 from mtl_tf.losses import IGNORE_LABEL, INVALID_DEPTH, INVALID_NORMAL, _compatible, _rank, align_target, valid_pixel_mask
 
 __all__ = [

@@ -14,9 +14,9 @@ file a layer lives in. Exceptions, each still reachable through its module:
 
 Importing this package imports every net module: they are written in
 `keras.ops` / `keras.layers` / `keras.random` and import no TensorFlow (the few
-backend-specific operations are in `mtl_tf.engines.ops`), so they run on every
+backend-specific operations are in `mtl_tf.backend.ops`), so they run on every
 Keras backend (the modules add about 30 ms). Nothing here imports from the rest
-of `mtl_tf` but `mtl_tf.engines.ops` (and `mtl_tf.nets.split`, which imports
+of `mtl_tf` but `mtl_tf.backend.ops` (and `mtl_tf.nets.split`, which imports
 `mtl_tf.model` only when called).
 """
 

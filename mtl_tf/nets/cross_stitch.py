@@ -50,7 +50,7 @@ import math
 import keras
 import numpy as np
 
-from mtl_tf.engines import ops as engine_ops
+from mtl_tf.backend import ops as engine_ops
 from mtl_tf.nets import _checks
 from mtl_tf.nets import experts as experts_lib
 

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import keras
 
-from mtl_tf.engines import ops as engine_ops
+from mtl_tf.backend import ops as engine_ops
 from mtl_tf.nets import _checks, segnet
 
 __all__ = ["MTANBackbone", "MTANHead", "mtan_backbone", "mtan_head"]
@@ -341,7 +341,7 @@ class MTANHead(keras.layers.Layer):
 def _upsample_align_corners(x):
     """2x bilinear upsampling with align_corners=True (PyTorch's `F.interpolate(..., align_corners=True)`).
 
-    Backend-specific (no `keras.ops` equivalent): `mtl_tf.engines.ops.upsample2x_align_corners`.
+    Backend-specific (no `keras.ops` equivalent): `mtl_tf.backend.ops.upsample2x_align_corners`.
     """
     return engine_ops.upsample2x_align_corners(x)
 

@@ -80,7 +80,7 @@ import os
 import keras
 import numpy as np
 
-from mtl_tf.engines import ops as engine_ops
+from mtl_tf.backend import ops as engine_ops
 from mtl_tf.nets import initializers as init_lib
 
 __all__ = [

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import keras
 
-from mtl_tf.engines import ops as engine_ops
+from mtl_tf.backend import ops as engine_ops
 from mtl_tf.nets import _checks
 from mtl_tf.nets import initializers as init_lib
 

@@ -25,7 +25,7 @@ Every min-norm solver runs in one working dtype, float64 or float32:
 * `dtype="float32"` / `"float64"` chooses it (a float32 Gram matrix can be
   solved in float64); `dtype="float64"` where the backend has no float64
   raises a ValueError naming `jax_enable_x64`
-  (`mtl_tf.engines.precision.float64_available`), never a silent float32 solve.
+  (`mtl_tf.backend.precision.float64_available`), never a silent float32 solve.
 
 Accuracy there: the default (Wolfe) stops on a Frank-Wolfe gap certificate of
 1e-12 (float64) / 1e-9 (float32) times the largest squared gradient norm (or

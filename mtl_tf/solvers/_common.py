@@ -9,7 +9,7 @@ every backend.
 
 Precision rule (every solver states how it applies it): a solver runs in
 float64 or float32. float64 is real on TensorFlow (and PyTorch, NumPy) and on
-JAX only with `jax_enable_x64` (`mtl_tf.engines.precision.float64_available`);
+JAX only with `jax_enable_x64` (`mtl_tf.backend.precision.float64_available`);
 a caller that asks for float64 explicitly (`dtype="float64"`) where it is not
 real gets a ValueError naming `jax_enable_x64`, never a silent float32 solve. A
 default that would be float64 falls back to float32 where float64 is not real,
@@ -19,8 +19,8 @@ as the docstrings say.
 import keras
 from keras import ops
 
-from mtl_tf.engines import solver_ops
-from mtl_tf.engines.precision import float64_available
+from mtl_tf.backend import solver_ops
+from mtl_tf.backend.precision import float64_available
 
 # No tensor-dependent Python control flow here, so AutoGraph (TensorFlow) has
 # nothing to convert; skipping it saves seconds on the first trace of every step.

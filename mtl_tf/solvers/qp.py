@@ -53,7 +53,7 @@ use Q itself.
 
 from keras import ops
 
-from mtl_tf.engines import solver_ops
+from mtl_tf.backend import solver_ops
 from mtl_tf.solvers._common import _plain_python, _rank, _standard_dtype, _working_dtype
 
 RIDGE = 1e-12

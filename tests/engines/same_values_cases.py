@@ -4,7 +4,7 @@
 sizes, sets every weight from a seeded NumPy generator (`layer.set_weights`,
 never the backend's RNG), runs the forward passes, every loss of
 `mtl_tf.losses`, every metric of `mtl_tf.metrics` and every function of
-`mtl_tf.engines.ops` on fixed NumPy inputs, and returns a dict name -> NumPy
+`mtl_tf.backend.ops` on fixed NumPy inputs, and returns a dict name -> NumPy
 array. It imports nothing backend-specific: the backend is whatever Keras runs
 on. Run as a script (`python -m tests.engines.same_values_cases OUT.npz`) it
 installs the TensorFlow blocker first when `MTL_TF_BLOCK_TENSORFLOW=1`, then
@@ -248,7 +248,7 @@ def metrics_values(out):
 
 
 def engine_ops_values(out):
-    from mtl_tf.engines import ops
+    from mtl_tf.backend import ops
 
     rng = np.random.default_rng(SEED + 3)
     x = rng.normal(size=(2, 3, 5, 2)).astype("float32")

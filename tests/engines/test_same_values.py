@@ -3,7 +3,7 @@
 `tests/engines/same_values_cases.py` holds one computation (every public net
 and builder of `mtl_tf.nets` at small sizes with weights set from a seeded
 NumPy generator, every loss of `mtl_tf.losses`, every metric of
-`mtl_tf.metrics`, every function of `mtl_tf.engines.ops`, on fixed NumPy
+`mtl_tf.metrics`, every function of `mtl_tf.backend.ops`, on fixed NumPy
 inputs). This test runs it here under TensorFlow and in a subprocess with
 `KERAS_BACKEND=jax JAX_PLATFORMS=cpu MTL_TF_BLOCK_TENSORFLOW=1` (the blocker is
 installed before Keras is imported), and compares the two.
