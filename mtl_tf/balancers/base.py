@@ -69,7 +69,7 @@ import dataclasses
 from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from mtl_tf.balancers.labels import broadcast_weight, labelled_count  # noqa: F401 (kept importable from here)
 from mtl_tf.balancers.representations import head_input, is_per_task  # noqa: F401 (kept importable from here)
@@ -99,7 +99,8 @@ class MultiTaskProblem:
       times as `encode(passes=...)` announced, or vectorised over tasks with
       `encoder_backward_stacked`; `release_encoder()` then frees what was kept);
     - stateless re-evaluation at other weights: `encode_with(values)`,
-      `heads_with(z, head_values)` (see rule 2), and `task_loss(task, y_pred)`;
+      `heads_with(z, head_values)` (see rule 2), and `task_loss(task, y_pred)`,
+      differentiated with `value_and_gradients(function, arguments)`;
     - the loss scale: `loss_scale`, `loss_scaled`, `scale(objective)`,
       `unscale(gradients)` (rule 1);
     - the global batch: `task_mask` (rule 3), `num_replicas`,
@@ -181,6 +182,20 @@ class MultiTaskProblem:
         raise NotImplementedError
 
     def task_loss(self, task, prediction):
+        """The unscaled float32 loss of `task` for `prediction` (replica-scaled, as every Keras loss)."""
+        raise NotImplementedError
+
+    def value_and_gradients(self, function, arguments):
+        """A stateless objective and its gradient: `((value, aux), d value / d arguments)`.
+
+        `function(arguments)` returns (scalar, anything else) and may read the
+        batch only through `encode_with`, `heads_with` and `task_loss` (nothing
+        it runs moves state, rule 2); `arguments` is a list of tensors (moved
+        weights, copies of z). Gradients come in the order of `arguments`, zeros
+        where the value does not depend on one. Like `jax.value_and_grad(...,
+        has_aux=True)`; on TensorFlow a tape that watches `arguments`. The
+        caller scales what it differentiates (`scale`), as everywhere.
+        """
         raise NotImplementedError
 
     def encode_with(self, shared_values):
@@ -243,7 +258,7 @@ class MultiTaskProblem:
 class TaskRepresentationGradient(dict):
     """dL_t/dZ of a per-task representation Z = {task: z_t}: dL_t/dz_t at key t, zeros elsewhere.
 
-    A plain dict to `tf.nest` and `tape.gradient`; `gram_matrix` refuses it
+    A plain dict to `keras.tree` and to an engine's gradients; `gram_matrix` refuses it
     with `refusal` (the Gramian of such gradients is diagonal).
     """
 
@@ -283,7 +298,7 @@ class Update:
 
     shared: list
     heads: dict | None
-    task_weights: tf.Tensor
+    task_weights: Any
     own: list = dataclasses.field(default_factory=list)
     logs: dict = dataclasses.field(default_factory=dict)
     head_phase: Any = None
@@ -376,14 +391,9 @@ class Balancer(keras.layers.Layer):
 # -- helpers shared by the methods ----------------------------------------------------
 
 
-def gradients_per_task(tape, losses, variables, num_tasks):
-    """[T][V] gradients of each task loss with respect to `variables` (T backward passes)."""
-    return [tape.gradient(losses[t], variables) for t in range(num_tasks)]
-
-
 def zeros_for_none(gradients, variables):
     """None gradients (a variable the loss does not reach) as zeros of the variable's shape."""
-    return [tf.zeros_like(v) if g is None else g for g, v in zip(gradients, variables)]
+    return [ops.zeros_like(v) if g is None else g for g, v in zip(gradients, variables)]
 
 
 def gram_matrix(per_task):
@@ -401,11 +411,11 @@ def gram_matrix(per_task):
     for g in per_task:
         if isinstance(g, TaskRepresentationGradient):
             raise ValueError(g.refusal)
-    flat = [tf.nest.flatten(g) for g in per_task]
+    flat = [keras.tree.flatten(g) for g in per_task]
     gram = None
     for pieces in zip(*flat):
-        stacked = tf.stack([tf.reshape(tf.cast(p, tf.float32), [-1]) for p in pieces])
-        block = tf.matmul(stacked, stacked, transpose_b=True)
+        stacked = ops.stack([ops.reshape(ops.cast(p, "float32"), [-1]) for p in pieces])
+        block = ops.matmul(stacked, ops.transpose(stacked))
         gram = block if gram is None else gram + block
     return gram
 
@@ -428,7 +438,7 @@ def weighted_sum(per_task, weights):
     for pieces in zip(*per_task):
         total = None
         for t, piece in enumerate(pieces):
-            term = tf.cast(weights[t], piece.dtype) * piece
+            term = ops.cast(weights[t], piece.dtype) * piece
             total = term if total is None else total + term
         combined.append(total)
     return combined
@@ -436,7 +446,7 @@ def weighted_sum(per_task, weights):
 
 def stack_first_axis(per_task):
     """[T][V] -> [V] tensors with a leading task axis (for one all-reduce)."""
-    return [tf.stack(pieces) for pieces in zip(*per_task)]
+    return [ops.stack(pieces) for pieces in zip(*per_task)]
 
 
 def validate_choice(name, value, choices):
@@ -508,7 +518,7 @@ class LossWeightingBalancer(Balancer):
 
 def mask_weights(weights, mask):
     """Weights with the entries of unlabelled tasks set to 0 (rule 3)."""
-    return tf.where(mask, weights, tf.zeros_like(weights))
+    return ops.where(mask, weights, ops.zeros_like(weights))
 
 
 def shared_task_gradients(problem):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 
 def labelled_count(loss_fn, y_true, sample_weight):
@@ -15,24 +15,23 @@ def labelled_count(loss_fn, y_true, sample_weight):
     weights, or the batch size without them.
     """
     if hasattr(loss_fn, "labelled_count"):
-        return tf.cast(loss_fn.labelled_count(y_true, sample_weight), tf.float32)
-    y_true = tf.convert_to_tensor(y_true)
+        return ops.cast(loss_fn.labelled_count(y_true, sample_weight), "float32")
+    y_true = ops.convert_to_tensor(y_true)
     ignore = getattr(loss_fn, "ignore_class", None)
     if ignore is None:
-        valid = tf.ones(tf.shape(y_true)[:1], tf.float32)
+        valid = ops.ones(ops.shape(y_true)[:1], "float32")
     else:
-        valid = tf.cast(tf.not_equal(y_true, tf.cast(ignore, y_true.dtype)), tf.float32)
+        valid = ops.cast(ops.not_equal(y_true, ops.cast(ignore, y_true.dtype)), "float32")
     if sample_weight is not None:
         valid = valid * broadcast_weight(sample_weight, valid)
-    return tf.reduce_sum(valid)
+    return ops.sum(valid)
 
 
 def broadcast_weight(sample_weight, like):
     """A sample weight ([B] or [B, ...]) as float32, broadcast to the shape of `like`."""
-    weight = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
-    if weight.shape.rank is not None and like.shape.rank is not None:
-        while weight.shape.rank < like.shape.rank:
-            weight = weight[..., None]
-        while weight.shape.rank > like.shape.rank:
-            weight = tf.reduce_max(weight, axis=-1)  # per-pixel weights: an example counts if any pixel does
-    return tf.broadcast_to(weight, tf.shape(like))
+    weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
+    while len(weight.shape) < len(like.shape):
+        weight = weight[..., None]
+    while len(weight.shape) > len(like.shape):
+        weight = ops.max(weight, axis=-1)  # per-pixel weights: an example counts if any pixel does
+    return ops.broadcast_to(weight, ops.shape(like))

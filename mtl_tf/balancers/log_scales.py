@@ -25,7 +25,6 @@ bounded weight e^10 (c_t e^10 for uncertainty) instead of diverging.
 """
 
 import keras
-import tensorflow as tf
 
 #: The largest |s_t| on the side that runs away: the loss weight stays <= e^10 = 22,026.
 LOG_SCALE_BOUND = 10.0
@@ -41,9 +40,9 @@ class LogScaleBound(keras.constraints.Constraint):
 
     def __call__(self, w):
         if self.lower is not None:
-            w = tf.maximum(w, tf.cast(self.lower, w.dtype))
+            w = keras.ops.maximum(w, keras.ops.cast(self.lower, w.dtype))
         if self.upper is not None:
-            w = tf.minimum(w, tf.cast(self.upper, w.dtype))
+            w = keras.ops.minimum(w, keras.ops.cast(self.upper, w.dtype))
         return w
 
     def get_config(self):

@@ -188,6 +188,15 @@ class TensorFlowProblem(MultiTaskProblem):
         loss = self.loss_fns[task](self.y[task], prediction, sample_weight=self.sample_weight[task])
         return tf.cast(loss, tf.float32)
 
+    def value_and_gradients(self, function, arguments):
+        """((value, aux), gradients): a tape watching `arguments` around `function(arguments)`; None as zeros."""
+        arguments = list(arguments)
+        with tf.GradientTape() as tape:
+            tape.watch(tf.nest.flatten(arguments))
+            value, aux = function(arguments)
+        gradients = tape.gradient(value, arguments)
+        return (value, aux), tf.nest.map_structure(lambda g, a: tf.zeros_like(a) if g is None else g, gradients, arguments)
+
     def encode_with(self, shared_values):
         """The representation computed with `shared_values` in place of theta_sh, statelessly.
 
