@@ -43,7 +43,7 @@ def plain_python(func):
 
 
 def gather(vector, index):
-    """vector[index] (along the first axis) for a scalar integer tensor `index`: `tf.gather` on TensorFlow."""
+    """vector[index] (along the first axis) for an integer tensor `index` (a scalar or a vector of indices): `tf.gather` on TensorFlow."""
     if _on_tensorflow():
         import tensorflow as tf
 

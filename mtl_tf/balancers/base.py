@@ -69,6 +69,7 @@ import dataclasses
 from typing import Any
 
 import keras
+import optree
 from keras import ops
 
 from mtl_tf.balancers.labels import broadcast_weight, labelled_count  # noqa: F401 (kept importable from here)
@@ -166,8 +167,12 @@ class MultiTaskProblem:
         """The real encoder pass z; `passes` backward passes through it follow (`encoder_backward`)."""
         raise NotImplementedError
 
-    def encoder_backward(self, cotangent):
-        """Gradients of the shared variables for the output gradient `cotangent` at z (None kept)."""
+    def encoder_backward(self, cotangent, variables=None):
+        """Gradients of the shared variables (or of `variables`, a subset) for the output gradient `cotangent` at z.
+
+        None where z does not depend on a variable. Each call is one backward
+        pass (counted by `encode(passes=...)`).
+        """
         raise NotImplementedError
 
     def encoder_backward_stacked(self, cotangents):
@@ -267,10 +272,31 @@ class TaskRepresentationGradient(dict):
         "representations (a dict keyed by the task names); use the shared-parameter variant"
     )
 
-    def __init__(self, *args, refusal=None, **kwargs):
+    def __init__(self, *args, refusal=None, task=None, **kwargs):
         super().__init__(*args, **kwargs)
         if refusal is not None:
             self.refusal = refusal
+        # The task whose loss this is the gradient of: an engine's backward pass
+        # may then start from z_task alone (the other entries are zeros), so a
+        # variable only the other tasks reach gets None, not a zero gradient.
+        self.task = task
+
+    def tree_flatten(self):
+        """Children in sorted-key order, as `keras.tree` flattens a dict (see the registration below)."""
+        keys = sorted(self)
+        return [self[k] for k in keys], (tuple(keys), self.refusal), keys
+
+    @classmethod
+    def tree_unflatten(cls, metadata, children):
+        # `task` is not carried over: a structure rebuilt by a tree operation may
+        # hold a combination of several tasks' gradients.
+        keys, refusal = metadata
+        return cls(zip(keys, children), refusal=refusal)
+
+
+# `keras.tree` (optree, namespace "keras"; optree comes with Keras) takes an
+# unregistered dict subclass for a leaf; registered, it is a node like the dict it is.
+optree.register_pytree_node_class(TaskRepresentationGradient, namespace="keras")
 
 
 @dataclasses.dataclass

@@ -45,8 +45,9 @@ that positive factor (nor on the replicas' 1/num_replicas loss scale).
 
 Choices and deviations:
 
-* U comes from raw Philox words (`tf.random.stateless_uniform` with
-  `dtype=uint32`), turned into floats here ((top 24 bits + 1/2) / 2^24), so
+* U comes from raw random words (`mtl_tf.backend.random.unit_uniform`: on
+  TensorFlow Philox words of `tf.random.stateless_uniform` with
+  `dtype=uint32`), turned into floats ((top 24 bits + 1/2) / 2^24), so
   jit-compiled and eager steps draw the same numbers (TensorFlow's float
   samplers differ under XLA); the key of leaf/variable k is
   (crc32(f"{seed}:{k}") & 0x7FFFFFFF, step). `seed=None` takes one from
@@ -77,8 +78,11 @@ import numbers
 import random
 import zlib
 
-import tensorflow as tf
+import keras
+import numpy as np
+from keras import ops
 
+from mtl_tf.backend import random as backend_random
 from mtl_tf.balancers.base import (
     Balancer,
     Update,
@@ -92,17 +96,17 @@ from mtl_tf.balancers.registry import register
 
 GRADIENT_AT = ("representation", "shared_parameters")
 # Named explicitly: TensorFlow's default ("auto_select") picks another generator under XLA.
-RNG_ALGORITHM = "philox"
+RNG_ALGORITHM = backend_random.PHILOX
 
 
 def unit_uniform(shape, seed):
-    """U(0, 1) float32 draws of `shape` (never 0 or 1) from a stateless Philox stream keyed by `seed` ([2] int32).
+    """U(0, 1) float32 draws of `shape` (never 0 or 1) from a stateless stream keyed by `seed` ([2] int32).
 
-    Built from raw 32-bit words (the same with and without XLA): (k + 1/2) / 2^24
-    with k the top 24 bits.
+    Built from raw 32-bit words (the same with and without XLA; Philox on
+    TensorFlow): (k + 1/2) / 2^24 with k the top 24 bits
+    (`mtl_tf.backend.random.unit_uniform`).
     """
-    bits = tf.random.stateless_uniform(shape, seed=seed, minval=None, maxval=None, dtype=tf.uint32, alg=RNG_ALGORITHM)
-    return (tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) + 0.5) * 2.0**-24
+    return backend_random.unit_uniform(shape, seed)
 
 
 def stream_key(seed, index):
@@ -175,31 +179,31 @@ class GradDrop(Balancer):
         Returns (multipliers, kept, nonzero): the multipliers per leaf, and [T]
         sums of the multipliers and counts over the elements where nabla_i != 0.
         """
-        leaks = tf.constant(self._leaks, tf.float32)
+        leaks = ops.convert_to_tensor(np.asarray(self._leaks, np.float32))
         multipliers = []
-        kept = tf.zeros([self.num_tasks])
-        nonzero = tf.zeros([self.num_tasks])
+        kept = ops.zeros([self.num_tasks], "float32")
+        nonzero = ops.zeros([self.num_tasks], "float32")
         for k, stat in enumerate(statistics):
-            total = tf.reduce_sum(stat, axis=0)
-            magnitude = tf.reduce_sum(tf.abs(stat), axis=0)
+            total = ops.sum(stat, axis=0)
+            magnitude = ops.sum(ops.abs(stat), axis=0)
             signed = magnitude > 0.0
-            purity = 0.5 * (1.0 + tf.where(signed, total / tf.where(signed, magnitude, 1.0), 0.0))
-            key = tf.stack([tf.constant(stream_key(self.seed, k), tf.int32), step])
-            uniform = unit_uniform(tf.shape(purity), key)
-            keep_positive = tf.cast(purity > uniform, tf.float32)
-            keep_negative = tf.cast(purity < uniform, tf.float32)
-            mask = keep_positive[None] * tf.cast(stat > 0.0, tf.float32) + keep_negative[None] * tf.cast(
-                stat < 0.0, tf.float32)
-            leak = tf.reshape(leaks, [-1] + [1] * (len(stat.shape) - 1))
+            purity = 0.5 * (1.0 + ops.where(signed, total / ops.where(signed, magnitude, 1.0), 0.0))
+            key = ops.stack([ops.convert_to_tensor(stream_key(self.seed, k), "int32"), step])
+            uniform = unit_uniform(ops.shape(purity), key)
+            keep_positive = ops.cast(purity > uniform, "float32")
+            keep_negative = ops.cast(purity < uniform, "float32")
+            mask = keep_positive[None] * ops.cast(stat > 0.0, "float32") + keep_negative[None] * ops.cast(
+                stat < 0.0, "float32")
+            leak = ops.reshape(leaks, [-1] + [1] * (len(stat.shape) - 1))
             multiplier = leak + (1.0 - leak) * mask
             multipliers.append(multiplier)
-            present = tf.reshape(tf.cast(stat != 0.0, tf.float32), [self.num_tasks, -1])
-            kept += tf.reduce_sum(tf.reshape(multiplier, [self.num_tasks, -1]) * present, axis=1)
-            nonzero += tf.reduce_sum(present, axis=1)
+            present = ops.reshape(ops.cast(stat != 0.0, "float32"), [self.num_tasks, -1])
+            kept += ops.sum(ops.reshape(multiplier, [self.num_tasks, -1]) * present, axis=1)
+            nonzero += ops.sum(present, axis=1)
         return multipliers, kept, nonzero
 
     def next_step(self):
-        step = tf.identity(self.step_counter)
+        step = ops.copy(self.step_counter)  # read before the increment
         self.step_counter.assign_add(1)
         return step
 
@@ -208,8 +212,8 @@ class GradDrop(Balancer):
             shared, heads, kept, nonzero = self._at_representation(problem)
         else:
             shared, heads, kept, nonzero = self._at_shared_parameters(problem)
-        weights = tf.where(nonzero > 0.0, kept / tf.maximum(nonzero, 1.0), tf.zeros_like(kept))
-        weights = tf.where(problem.task_mask, weights, tf.zeros_like(weights))
+        weights = ops.where(nonzero > 0.0, kept / ops.maximum(nonzero, 1.0), ops.zeros_like(kept))
+        weights = ops.where(problem.task_mask, weights, ops.zeros_like(weights))
         return Update(shared=shared, heads=heads, task_weights=weights)
 
     def _at_representation(self, problem):
@@ -224,12 +228,12 @@ class GradDrop(Balancer):
                 "the tasks do share)."
             )
         _, per_task, heads = problem.representation_gradients(z)
-        activations = tf.nest.flatten(z)
-        leaves = [tf.nest.flatten(g) for g in per_task]  # [T][K], each [B, ...]
+        activations = keras.tree.flatten(z)
+        leaves = [keras.tree.flatten(g) for g in per_task]  # [T][K], each [B, ...]
         statistics = []
         for k, a in enumerate(activations):
-            sign = tf.sign(tf.cast(a, tf.float32))
-            statistics.append(tf.stack([tf.reduce_sum(sign * tf.cast(g[k], tf.float32), axis=0) for g in leaves]))
+            sign = ops.sign(ops.cast(a, "float32"))
+            statistics.append(ops.stack([ops.sum(sign * ops.cast(g[k], "float32"), axis=0) for g in leaves]))
         statistics = problem.all_reduce_sum(statistics)
         multipliers, kept, nonzero = self.masks(statistics, self.next_step())
         combined = []
@@ -237,20 +241,20 @@ class GradDrop(Balancer):
             total = None
             for t in range(self.num_tasks):
                 g = leaves[t][k]
-                term = tf.cast(multipliers[k][t], g.dtype)[None] * g
+                term = ops.cast(multipliers[k][t], g.dtype)[None] * g
                 total = term if total is None else total + term
             combined.append(total)
-        combined = tf.nest.pack_sequence_as(z, combined)
+        combined = keras.tree.pack_sequence_as(z, combined)
         shared = problem.encoder_backward(combined)
         return shared, heads, kept, nonzero
 
     def _at_shared_parameters(self, problem):
         _, per_task, heads = shared_task_gradients(problem)
         stacked = stack_first_axis(per_task)  # [V] of [T, *variable shape]
-        statistics = problem.all_reduce_sum([tf.cast(s, tf.float32) for s in stacked])
+        statistics = problem.all_reduce_sum([ops.cast(s, "float32") for s in stacked])
         multipliers, kept, nonzero = self.masks(statistics, self.next_step())
         shared = [
-            tf.reduce_sum(tf.cast(m, s.dtype) * s, axis=0) for m, s in zip(multipliers, stacked)
+            ops.sum(ops.cast(m, s.dtype) * s, axis=0) for m, s in zip(multipliers, stacked)
         ]
         return shared, heads, kept, nonzero
 

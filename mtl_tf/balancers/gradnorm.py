@@ -26,9 +26,11 @@ the means of the weight update run over the labelled tasks only; its own
 weight is left as it was.
 """
 
-import tensorflow as tf
+import keras
+from keras import ops
 
-from mtl_tf.balancers.base import Balancer, Update, all_variables, split_gradients, validate_choice
+from mtl_tf.backend.ops import add_n
+from mtl_tf.balancers.base import Balancer, Update, validate_choice, weighted_sum
 from mtl_tf.balancers.options import check_number
 from mtl_tf.balancers.registry import register
 
@@ -87,18 +89,19 @@ class GradNorm(Balancer):
         )
         super().build_for_tasks(task_names, losses)
 
-    def _last_shared_layer(self, problem, tape, scaled):
+    def _last_shared_layer(self, problem, representation_grads):
         """The last kernel of the encoder that every task's loss depends on, and its per-task gradients.
 
         With one shared representation that is the encoder's last kernel. An encoder that gives each
         task its own representation (MMoE, CGC, PLE, cross-stitch) ends in per-task parameters (gates,
         columns), whose gradient is None for the other tasks; the last kernel all tasks share (an
         expert's, a column's before the last stitch) is then taken. Which kernel is chosen depends on
-        the graph, not on tensor values, so it is decided once when the step is traced.
+        the graph, not on tensor values, so it is decided once when the step is traced. Each task's
+        kernel gradient is one encoder backward pass of its dL_t/dZ, to that kernel only.
         """
         candidates = [v for v in problem.shared_variables if len(v.shape) >= 2]
         for kernel in reversed(candidates):
-            gradients = [tape.gradient(scaled[i], kernel) for i in range(self.num_tasks)]
+            gradients = [problem.encoder_backward(dz, variables=[kernel])[0] for dz in representation_grads]
             if all(g is not None for g in gradients):
                 return kernel, gradients
         raise ValueError(
@@ -108,58 +111,63 @@ class GradNorm(Balancer):
         )
 
     def compute_update(self, problem):
-        weights = tf.stop_gradient(tf.cast(self.loss_weights, tf.float32))
-        labelled = tf.cast(problem.task_mask, tf.float32)
-        count = tf.maximum(tf.reduce_sum(labelled), 1.0)
-        variables = all_variables(problem)
-        with tf.GradientTape(persistent=True) as tape:
-            z, _, losses = problem.forward()
-            scaled = [problem.scale(loss) for loss in losses]
-            objective = tf.reduce_sum(weights * labelled * tf.stack(scaled))
-        shared, heads, _ = split_gradients(tape.gradient(objective, variables), problem)
+        num_tasks = self.num_tasks
+        weights = ops.stop_gradient(ops.cast(self.loss_weights, "float32"))
+        labelled = ops.cast(problem.task_mask, "float32")
+        count = ops.maximum(ops.sum(labelled), 1.0)
+        coefficients = weights * labelled
+        # The update is the gradient of sum_t w_t S L_t: the heads' from one backward pass through
+        # them (dS L_t/dtheta^t times w_t), the encoder's from one backward pass of sum_t w_t dS L_t/dZ.
+        # G_t at the last shared layer takes T more encoder passes, to that kernel only.
+        z = problem.encode(passes=1 if self.gradient_at == "representation" else 1 + num_tasks)
+        losses, representation_grads, own_heads = problem.representation_gradients(z)
+        flat = [keras.tree.flatten(dz) for dz in representation_grads]
+        combined = keras.tree.pack_sequence_as(representation_grads[0], weighted_sum(flat, coefficients))
+        shared = problem.encoder_backward(combined)
+        heads = {
+            t: [None if g is None else ops.cast(coefficients[i], g.dtype) * g for g in own_heads[t]]
+            for i, t in enumerate(problem.task_names)
+        }
 
         # G_t from true (unscaled) gradients of the scaled losses.
         if self.gradient_at == "representation":
-            sq_norms = tf.stack([
-                tf.add_n([
-                    tf.reduce_sum(tf.square(tf.cast(g, tf.float32)))
-                    for g in tf.nest.flatten(problem.unscale(tape.gradient(scaled[i], z))) if g is not None
-                ])
-                for i in range(self.num_tasks)
-            ])  # None: a part of Z no loss depends on (e.g. SegNet's pooling switches)
+            sq_norms = ops.stack([
+                add_n([ops.sum(ops.square(ops.cast(g, "float32"))) for g in problem.unscale(pieces)])
+                for pieces in flat
+            ])
             sq_norms = problem.all_reduce_sum(sq_norms)
         else:
-            _, gradients = self._last_shared_layer(problem, tape, scaled)
-            per_task = tf.stack([tf.cast(problem.unscale(g), tf.float32) for g in gradients])
+            _, gradients = self._last_shared_layer(problem, representation_grads)
+            per_task = ops.stack([ops.cast(problem.unscale(g), "float32") for g in gradients])
             per_task = problem.all_reduce_sum(per_task)
-            sq_norms = tf.reduce_sum(tf.reshape(tf.square(per_task), [self.num_tasks, -1]), axis=1)
-        del tape
-        unweighted_norms = tf.sqrt(sq_norms)
+            sq_norms = ops.sum(ops.reshape(ops.square(per_task), [num_tasks, -1]), axis=1)
+        problem.release_encoder()
+        unweighted_norms = ops.sqrt(sq_norms)
 
         global_losses = problem.global_losses(losses)
         known = self.has_initial_losses > 0.0
-        initial = tf.where(known, tf.cast(self.initial_losses, tf.float32), global_losses)
-        ratios = global_losses / tf.maximum(initial, 1e-12)
+        initial = ops.where(known, ops.cast(self.initial_losses, "float32"), global_losses)
+        ratios = global_losses / ops.maximum(initial, 1e-12)
         # Means over the labelled tasks only: the step of a model without the others.
-        relative_rates = ratios / tf.maximum(tf.reduce_sum(labelled * ratios) / count, 1e-12)
+        relative_rates = ratios / ops.maximum(ops.sum(labelled * ratios) / count, 1e-12)
         norms = weights * unweighted_norms
-        targets = tf.reduce_sum(labelled * norms) / count * tf.pow(relative_rates, self.asymmetry)
+        targets = ops.sum(labelled * norms) / count * ops.power(relative_rates, self.asymmetry)
         # d/dw_t |w_t n_t - target_t| = sign(w_t n_t - target_t) n_t, targets constant.
-        weight_gradient = labelled * tf.sign(norms - targets) * unweighted_norms
-        new_weights = tf.maximum(weights - self.weight_learning_rate * weight_gradient, 1e-3)
+        weight_gradient = labelled * ops.sign(norms - targets) * unweighted_norms
+        new_weights = ops.maximum(weights - self.weight_learning_rate * weight_gradient, 1e-3)
         # Renormalised so the labelled tasks keep their total (T when all are
         # labelled); an unlabelled task's weight stays as it was.
-        total = tf.reduce_sum(labelled * weights) / tf.maximum(tf.reduce_sum(labelled * new_weights), 1e-12)
-        new_weights = tf.where(problem.task_mask, new_weights * total, weights)
+        total = ops.sum(labelled * weights) / ops.maximum(ops.sum(labelled * new_weights), 1e-12)
+        new_weights = ops.where(problem.task_mask, new_weights * total, weights)
 
         self.loss_weights.assign(new_weights)
-        self.initial_losses.assign(tf.where(known, initial, labelled * global_losses))
-        self.has_initial_losses.assign(tf.maximum(self.has_initial_losses, labelled))
+        self.initial_losses.assign(ops.where(known, initial, labelled * global_losses))
+        self.has_initial_losses.assign(ops.maximum(self.has_initial_losses, labelled))
         return Update(
             shared=shared,
             heads=heads,
             task_weights=weights * labelled,
-            logs={"gradnorm_loss": tf.reduce_sum(labelled * tf.abs(norms - targets))},
+            logs={"gradnorm_loss": ops.sum(labelled * ops.abs(norms - targets))},
         )
 
     def get_config(self):

@@ -34,11 +34,11 @@ Choices and deviations:
   denominators.
 * Random order: every task i draws its own order of the other tasks each step
   (Algorithm 1, LibMTL), on the device: row i visits j != i in increasing
-  order of the Philox words W[i, j] of a [T, T] draw keyed by (`seed`, step
-  counter) (raw 32-bit words, the same with and without XLA and on every
-  replica). `seed=None` takes one from Python's `random`, kept in
-  `get_config`. The order matters for T >= 3, so the method is
-  permutation-equivariant in distribution only.
+  order of the random words W[i, j] of a [T, T] draw keyed by (`seed`, step
+  counter) (raw 32-bit words, `mtl_tf.backend.random`: Philox on TensorFlow;
+  the same with and without XLA and on every replica). `seed=None` takes
+  one from Python's `random`, kept in `get_config`. The order matters for
+  T >= 3, so the method is permutation-equivariant in distribution only.
 * Granularity: the vectors are the whole shared-parameter gradients, as
   Algorithm 1 states it and as LibMTL's default (`GradVac_group_type=0`).
   The paper's per-layer application (LibMTL's group types 1-2) is not
@@ -56,13 +56,15 @@ task when no pair is below its target).
 
 import random
 
-import tensorflow as tf
+from keras import ops
 
+from mtl_tf.backend import random as backend_random
+from mtl_tf.backend.solver_ops import gather
 from mtl_tf.balancers.gramian import GramianBalancer, safe_divide
 from mtl_tf.balancers.registry import register
 
 # Named explicitly: TensorFlow's default ("auto_select") picks another generator under XLA.
-RNG_ALGORITHM = "philox"
+RNG_ALGORITHM = backend_random.PHILOX
 
 
 @register("gradvac")
@@ -118,41 +120,43 @@ class GradVac(GramianBalancer):
     def task_orders(self):
         """[T, T - 1] int32: row i lists the tasks j != i in this step's order for i; advances the counter."""
         num_tasks = self.num_tasks
-        key = tf.stack([tf.constant(self.seed, tf.int32), tf.identity(self.step_counter)])
+        key = ops.stack([ops.convert_to_tensor(self.seed, "int32"), ops.copy(self.step_counter)])
         self.step_counter.assign_add(1)
-        words = tf.random.stateless_uniform([num_tasks, num_tasks], seed=key, minval=None, maxval=None,
-                                            dtype=tf.uint32, alg=RNG_ALGORITHM)
-        words = tf.cast(words, tf.int64)
-        # Row i's own column sorts last (above every 32-bit word) and is dropped.
-        words = tf.where(tf.eye(num_tasks, dtype=tf.bool), tf.constant(2**32, tf.int64), words)
-        return tf.argsort(words, axis=1, stable=True)[:, : num_tasks - 1]
+        words = backend_random.uniform_bits([num_tasks, num_tasks], key)
+        # Row i's own column sorts last (after every 32-bit word) and is dropped.
+        order = backend_random.argsort_words(words, last=ops.eye(num_tasks, dtype="bool"))
+        return order[:, : num_tasks - 1]
 
     def combination(self, gram, losses, mask):
         num_tasks = self.num_tasks
         orders = self.task_orders()
-        targets = tf.cast(self.targets, tf.float32)
-        rows = tf.eye(num_tasks)
-        rows_index = tf.range(num_tasks)
-        diagonal = tf.linalg.diag_part(gram)
+        # Flattened, so that entry (i, j_i) of every row is one gather and one scatter at i T + j_i.
+        targets = ops.reshape(ops.cast(self.targets, "float32"), [-1])
+        rows = ops.eye(num_tasks, dtype="float32")
+        row_starts = ops.arange(num_tasks, dtype="int32") * num_tasks
+        diagonal = ops.diagonal(gram)
+        # Row m of gram^T gathered at j_m is column j_m of gram (one transpose for every k).
+        columns = ops.transpose(gram)
         for k in range(num_tasks - 1):
             j = orders[:, k]  # row i's k-th other task
-            pair = tf.stack([rows_index, j], axis=1)
-            g_j_norm = tf.sqrt(tf.maximum(tf.gather(diagonal, j), 0.0))
-            dots = tf.reduce_sum(rows * tf.transpose(tf.gather(gram, j, axis=1)), axis=1)  # <g_i', g_j>
-            own_norm = tf.sqrt(tf.maximum(tf.reduce_sum(tf.matmul(rows, gram) * rows, axis=1), 0.0))
-            cosine = tf.clip_by_value(safe_divide(dots, own_norm * g_j_norm), -1.0, 1.0)
-            target = tf.gather_nd(targets, pair)
-            valid = tf.logical_and(mask, tf.gather(mask, j))
-            slack = tf.sqrt(tf.maximum(1.0 - tf.square(target), 0.0))
-            numerator = own_norm * (target * tf.sqrt(tf.maximum(1.0 - tf.square(cosine), 0.0)) - cosine * slack)
+            pair = row_starts + j  # (i, j_i), flattened
+            g_j_norm = ops.sqrt(ops.maximum(gather(diagonal, j), 0.0))
+            dots = ops.sum(rows * gather(columns, j), axis=1)  # <g_i', g_j>
+            own_norm = ops.sqrt(ops.maximum(ops.sum(ops.matmul(rows, gram) * rows, axis=1), 0.0))
+            cosine = ops.clip(safe_divide(dots, own_norm * g_j_norm), -1.0, 1.0)
+            target = gather(targets, pair)
+            valid = ops.logical_and(mask, gather(mask, j))
+            slack = ops.sqrt(ops.maximum(1.0 - ops.square(target), 0.0))
+            numerator = own_norm * (target * ops.sqrt(ops.maximum(1.0 - ops.square(cosine), 0.0)) - cosine * slack)
             step = safe_divide(numerator, g_j_norm * slack)
-            step = tf.where(tf.logical_and(valid, cosine < target), step, tf.zeros_like(step))
-            rows = rows + step[:, None] * tf.one_hot(j, num_tasks)
+            step = ops.where(ops.logical_and(valid, cosine < target), step, ops.zeros_like(step))
+            rows = rows + step[:, None] * ops.one_hot(j, num_tasks, dtype="float32")
             moved = (1.0 - self.beta) * target + self.beta * cosine
-            targets = tf.tensor_scatter_nd_update(targets, pair, tf.where(valid, moved, target))
-        self.targets.assign(targets)
-        labelled = tf.cast(mask, tf.float32)
-        coefficients = tf.linalg.matvec(rows, labelled, transpose_a=True)
+            targets = ops.scatter_update(targets, ops.expand_dims(pair, 1), ops.where(valid, moved, target))
+        self.targets.assign(ops.reshape(targets, [num_tasks, num_tasks]))
+        labelled = ops.cast(mask, "float32")
+        # c_t = sum_i rows[i, t] labelled_i
+        coefficients = ops.matmul(labelled, rows)
         return coefficients, coefficients, {}
 
     def get_config(self):

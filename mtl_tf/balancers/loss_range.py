@@ -36,7 +36,10 @@ from __future__ import annotations
 import inspect
 import re
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
+
+from mtl_tf.backend.solver_ops import gather
 
 from mtl_tf.balancers import registry
 
@@ -85,17 +88,19 @@ def check(balancer, global_losses, mask):
       check's to report (skip cause 1).
     """
     need = needed(balancer)
-    global_losses = tf.cast(global_losses, tf.float32)
+    global_losses = ops.cast(global_losses, "float32")
     if need == "any":
-        return tf.constant(True), tf.constant(-1, tf.int32), tf.constant(0.0)
-    gaps = global_losses - tf.constant(floors(balancer, int(global_losses.shape[0])), tf.float32)
+        return (ops.convert_to_tensor(True), ops.convert_to_tensor(-1, "int32"),
+                ops.convert_to_tensor(0.0, "float32"))
+    gaps = global_losses - ops.convert_to_tensor(np.asarray(floors(balancer, int(global_losses.shape[0])), np.float32))
     inside = gaps >= 0.0 if need == "non_negative" else gaps > 0.0
-    outside = tf.logical_and(tf.logical_and(mask, tf.math.is_finite(global_losses)), tf.logical_not(inside))
-    refused = tf.reduce_any(outside)
-    first = tf.cast(tf.argmax(tf.cast(outside, tf.int32)), tf.int32)
-    task = tf.where(refused, first, -1)
-    value = tf.where(refused, tf.gather(global_losses, tf.maximum(task, 0)), 0.0)
-    return tf.logical_not(refused), task, value
+    outside = ops.logical_and(ops.logical_and(mask, ops.isfinite(global_losses)), ops.logical_not(inside))
+    refused = ops.any(outside)
+    # argmax of an int32 vector: the first index of the largest entry, no float fix-ups on TensorFlow.
+    first = ops.argmax(ops.cast(outside, "int32"), axis=0)
+    task = ops.where(refused, first, -1)
+    value = ops.where(refused, gather(global_losses, ops.maximum(task, 0)), 0.0)
+    return ops.logical_not(refused), task, value
 
 
 def takes_any_loss():

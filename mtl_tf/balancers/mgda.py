@@ -8,7 +8,8 @@ NeurIPS 2018.
   shared update sum_t alpha_t grad_sh L_t. T backward passes through the encoder,
   each with the output gradient dL_t/dZ (the chain rule: grad_sh L_t =
   (dZ/dtheta_sh)^T dL_t/dZ), or one pass vectorised over the tasks
-  (`tf.vectorized_map`) with `jacobian=True`: the same arithmetic as a batch of
+  (`MultiTaskProblem.encoder_backward_stacked`; `tf.vectorized_map` on
+  TensorFlow) with `jacobian=True`: the same arithmetic as a batch of
   T backward passes, faster where the T passes alone do not fill the device,
   at T times the memory of one backward pass.
 * `mgda_ub` (section 3.3): the same with gradients with respect to the shared
@@ -16,7 +17,7 @@ NeurIPS 2018.
   the heads only, one backward pass through the encoder with the combined
   output gradient sum_t alpha_t dL_t/dZ.
 
-Both record the encoder and the heads on separate tapes, and every head reads
+Both differentiate the encoder and the heads separately, and every head reads
 its own identity copy of Z, so one backward pass through all heads gives every
 dL_t/dZ and every head gradient (`MultiTaskProblem.representation_gradients`);
 no gradient call walks the encoder's operations more often than the method
@@ -65,9 +66,11 @@ data parallelism alpha comes from the Gram matrix of the global batch, so every
 replica applies the same update.
 """
 
-import tensorflow as tf
+import keras
+from keras import ops
 
 from mtl_tf import solvers
+from mtl_tf.backend.ops import add_n
 from mtl_tf.balancers.base import (
     Balancer,
     Update,
@@ -119,9 +122,9 @@ class _MinNormBalancer(Balancer):
         options = {"max_iterations": self.max_iterations, "tolerance": self.tolerance}
         if self.solver is not None:
             options["method"] = self.solver
-        gram = gram / tf.square(problem.loss_scale)
+        gram = gram / ops.square(problem.loss_scale)
         normalised = solvers.normalize_gram(gram, global_losses, self.normalization)
-        return tf.stop_gradient(solvers.min_norm_weights(normalised, mask=problem.task_mask, **options))
+        return ops.stop_gradient(solvers.min_norm_weights(normalised, mask=problem.task_mask, **options))
 
     def after_head_step(self, problem, z, own_gradients):
         """(losses, [T] dL_t/dZ) at the heads after their own SGD step (`paper_sequential`).
@@ -137,25 +140,23 @@ class _MinNormBalancer(Balancer):
         own = problem.unscale(problem.all_reduce_sum(own))
         lr = problem.learning_rate
         moved = {
-            t: [v.value - tf.cast(lr, v.dtype) * tf.cast(g, v.dtype) for v, g in zip(problem.head_variables[t], own[t])]
+            t: [v.value - ops.cast(lr, v.dtype) * ops.cast(g, v.dtype) for v, g in zip(problem.head_variables[t], own[t])]
             for t in tasks
         }
-        copies = {t: tf.nest.map_structure(tf.identity, z) for t in tasks}
-        with tf.GradientTape() as tape:
-            tape.watch(tf.nest.flatten(copies))
-            _, losses = problem.heads_with(copies, head_values=moved)
-            total = tf.add_n([problem.scale(loss) for loss in losses])
-        grads = tape.gradient(total, [copies[t] for t in tasks])
-        grads = [
-            tf.nest.map_structure(lambda g, ref: tf.zeros_like(ref) if g is None else g, dz, z) for dz in grads
-        ]
-        return losses, grads
+
+        def heads_after_their_step(copies):
+            # Head t reads its own copy of Z, so the gradient at copy t is dL_t/dZ.
+            _, losses = problem.heads_with(dict(zip(tasks, copies)), head_values=moved)
+            return add_n([problem.scale(loss) for loss in losses]), losses
+
+        (_, losses), grads = problem.value_and_gradients(heads_after_their_step, [z for _ in tasks])
+        return losses, list(grads)
 
     def head_gradients(self, own_gradients, alpha):
         if self.head_update in ("paper", "paper_sequential"):
             return own_gradients
         return {
-            t: [None if g is None else tf.cast(alpha[i], g.dtype) * g for g in grads]
+            t: [None if g is None else ops.cast(alpha[i], g.dtype) * g for g in grads]
             for i, (t, grads) in enumerate(own_gradients.items())
         }
 
@@ -190,7 +191,7 @@ class MGDA(_MinNormBalancer):
       max_iterations, tolerance: the solver's cap and stopping tolerance (None:
         the solver's defaults, see `mtl_tf.solvers.min_norm_weights`).
       jacobian: False (default: T backward passes) or True (one pass
-        vectorised over the tasks with `tf.vectorized_map`; T times the memory).
+        vectorised over the tasks, `encoder_backward_stacked`; T times the memory).
 
     Logs `{task}_weight` = alpha_t (on the simplex; 0 for a task without
     labels in the batch).
@@ -226,7 +227,7 @@ class MGDA(_MinNormBalancer):
 
         if self.jacobian:
             # One vectorised pass (pfor over tasks): every entry is [T, *variable.shape].
-            stacked_dz = tf.nest.map_structure(lambda *g: tf.stack(g), *representation_grads)
+            stacked_dz = keras.tree.map_structure(lambda *g: ops.stack(g), *representation_grads)
             stacked = problem.encoder_backward_stacked(stacked_dz)
             per_task = [[s[t] for s in stacked] for t in range(self.num_tasks)]
         else:
@@ -285,7 +286,7 @@ class MGDAUB(_MinNormBalancer):
     loss_range = "any"
 
     def compute_update(self, problem):
-        # The encoder is recorded on its own tape and the heads on another, so
+        # The engine differentiates the encoder and the heads separately, so
         # the T per-task gradients dL_t/dZ come from one backward pass through
         # the heads, and the encoder is differentiated exactly once.
         z = problem.encode()
@@ -300,7 +301,7 @@ class MGDAUB(_MinNormBalancer):
         # sum of the replicas' Gram matrices.
         gram = problem.all_reduce_sum(gram_matrix(representation_grads))
         alpha = self.task_weights(problem, gram, problem.global_losses(losses))
-        flat = [tf.nest.flatten(g) for g in representation_grads]
-        combined = tf.nest.pack_sequence_as(z, weighted_sum(flat, alpha))
+        flat = [keras.tree.flatten(g) for g in representation_grads]
+        combined = keras.tree.pack_sequence_as(z, weighted_sum(flat, alpha))
         shared = problem.encoder_backward(combined)
         return Update(shared=shared, heads=self.head_gradients(heads, alpha), task_weights=alpha)

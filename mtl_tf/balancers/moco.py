@@ -70,8 +70,10 @@ import math
 import numbers
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from mtl_tf.backend.ops import add_n
+from mtl_tf.backend.solver_ops import gather
 from mtl_tf.balancers.base import Update, shared_task_gradients, validate_choice
 from mtl_tf.balancers.registry import register
 from mtl_tf.balancers.rlw import masked_softmax
@@ -153,36 +155,37 @@ class MoCo(TrackedGradientBalancer):
         h = global_task_gradients(problem, per_task)
         if self.gradient_normalization == "loss":
             norms = task_norms(h)
-            factor = tf.where(norms > 0.0, problem.global_losses(losses) / tf.where(norms > 0.0, norms, 1.0), 0.0)
+            factor = ops.where(norms > 0.0, problem.global_losses(losses) / ops.where(norms > 0.0, norms, 1.0), 0.0)
             h = [g * _per_task(factor, g) for g in h]
         steps = self.steps + 1.0
-        beta = self.beta / tf.pow(steps, self.beta_sigma)
-        gamma = self.gamma / tf.pow(steps, self.gamma_sigma)
+        beta = self.beta / ops.power(steps, self.beta_sigma)
+        gamma = self.gamma / ops.power(steps, self.gamma_sigma)
         moves = state_may_move(problem, h)
 
         new_tracked = []
         for y, current, g in zip(tracked, self.tracked_values(), h):
-            new_tracked.append(tf.where(_per_task(mask, g), current - beta * (current - g), current))
-        labelled = tf.cast(mask, tf.float32)
-        flat = [tf.reshape(y, [self.num_tasks, -1]) * labelled[:, None] for y in new_tracked]
-        gram = tf.add_n([tf.matmul(f, f, transpose_b=True) for f in flat])
+            new_tracked.append(ops.where(_per_task(mask, g), current - beta * (current - g), current))
+        labelled = ops.cast(mask, "float32")
+        flat = [ops.reshape(y, [self.num_tasks, -1]) * labelled[:, None] for y in new_tracked]
+        gram = add_n([ops.matmul(f, ops.transpose(f)) for f in flat])
 
-        previous = tf.cast(self.lambdas, tf.float32)
-        share = tf.reduce_sum(labelled * previous)
-        uniform = labelled / tf.maximum(tf.reduce_sum(labelled), 1.0)
-        restricted = tf.where(share > 0.0, labelled * previous / tf.where(share > 0.0, share, 1.0), uniform)
-        stepped = restricted - gamma * tf.linalg.matvec(gram + self.rho * tf.eye(self.num_tasks), restricted)
+        previous = ops.cast(self.lambdas, "float32")
+        share = ops.sum(labelled * previous)
+        uniform = labelled / ops.maximum(ops.sum(labelled), 1.0)
+        restricted = ops.where(share > 0.0, labelled * previous / ops.where(share > 0.0, share, 1.0), uniform)
+        regularised = gram + self.rho * ops.eye(self.num_tasks, dtype="float32")
+        stepped = restricted - gamma * ops.matmul(regularised, restricted)
         if self.lambda_update == "softmax":
             weights = masked_softmax(stepped, mask)
         else:
             weights = project_to_simplex(stepped, mask)
-        stored = tf.where(share > 0.0, tf.where(mask, weights * share, previous), weights)
+        stored = ops.where(share > 0.0, ops.where(mask, weights * share, previous), weights)
 
         for y, current, new in zip(tracked, self.tracked_values(), new_tracked):
-            y.assign(tf.where(moves, new, current))
-        self.lambdas.assign(tf.where(moves, stored, previous))
-        self.steps.assign(tf.where(moves, steps, self.steps))
-        direction = [tf.tensordot(weights, y, axes=1) for y in new_tracked]
+            y.assign(ops.where(moves, new, current))
+        self.lambdas.assign(ops.where(moves, stored, previous))
+        self.steps.assign(ops.where(moves, steps, self.steps))
+        direction = [ops.tensordot(weights, y, axes=1) for y in new_tracked]
         shared = as_replica_share(problem, direction, problem.shared_variables)
         return Update(shared=shared, heads=heads, task_weights=weights)
 
@@ -215,23 +218,24 @@ def project_to_simplex(values, mask):
     order |m| (float32 gave [0, 0] for [1e8, 1e8 + 100]).
     """
     num = values.shape[0]
-    neg_inf = tf.fill(tf.shape(values), tf.constant(-float("inf"), values.dtype))
-    largest = tf.reduce_max(tf.where(mask, values, neg_inf))
-    shifted = tf.where(mask, values - largest, tf.zeros_like(values))
-    ordered = tf.sort(tf.where(mask, shifted, neg_inf), direction="DESCENDING")
-    valid = tf.range(num) < tf.reduce_sum(tf.cast(mask, tf.int32))
-    sums = tf.cumsum(tf.where(valid, ordered, tf.zeros_like(ordered)))
-    counts = tf.cast(tf.range(1, num + 1), values.dtype)
-    active = tf.logical_and(valid, ordered - (sums - 1.0) / counts > 0.0)
-    rho = tf.reduce_max(tf.where(active, tf.range(1, num + 1), 0))
-    theta = (tf.gather(sums, tf.maximum(rho - 1, 0)) - 1.0) / tf.cast(tf.maximum(rho, 1), values.dtype)
-    projected = tf.maximum(shifted - theta, 0.0)
-    return tf.where(tf.logical_and(mask, rho > 0), projected, tf.zeros_like(values))
+    neg_inf = -float("inf")
+    largest = ops.max(ops.where(mask, values, neg_inf))
+    shifted = ops.where(mask, values - largest, ops.zeros_like(values))
+    # Sorted in decreasing order: top_k of every entry (what a descending `tf.sort` runs).
+    ordered = ops.top_k(ops.where(mask, shifted, neg_inf), num)[0]
+    valid = ops.arange(num, dtype="int32") < ops.sum(ops.cast(mask, "int32"))
+    sums = ops.cumsum(ops.where(valid, ordered, ops.zeros_like(ordered)))
+    counts = ops.cast(ops.arange(1, num + 1, dtype="int32"), values.dtype)
+    active = ops.logical_and(valid, ordered - (sums - 1.0) / counts > 0.0)
+    rho = ops.max(ops.where(active, ops.arange(1, num + 1, dtype="int32"), 0))
+    theta = (gather(sums, ops.maximum(rho - 1, 0)) - 1.0) / ops.cast(ops.maximum(rho, 1), values.dtype)
+    projected = ops.maximum(shifted - theta, 0.0)
+    return ops.where(ops.logical_and(mask, rho > 0), projected, ops.zeros_like(values))
 
 
 def _per_task(vector, like):
     """A [T] vector shaped to broadcast against a [T, ...] tensor."""
-    return tf.reshape(vector, [-1] + [1] * (len(like.shape) - 1))
+    return ops.reshape(vector, [-1] + [1] * (len(like.shape) - 1))
 
 
 def _number(name, value):

@@ -46,7 +46,7 @@ Logs `{task}_weight` = alpha_t (the coefficient of g_t before clipping) and
 
 import math
 
-import tensorflow as tf
+from keras import ops
 
 from mtl_tf.balancers.gramian import GramianBalancer
 from mtl_tf.balancers.registry import register
@@ -62,9 +62,9 @@ def check_max_norm(method, max_norm):
 def clip_coefficients(coefficients, gram, max_norm):
     """(c scaled so that ||sum c_t g_t|| <= max_norm, the factor); max_norm 0 = no clipping."""
     if max_norm == 0.0:
-        return coefficients, tf.constant(1.0, tf.float32)
-    norm = tf.sqrt(tf.maximum(tf.tensordot(coefficients, tf.linalg.matvec(gram, coefficients), 1), 0.0))
-    factor = tf.where(norm > max_norm, max_norm / tf.where(norm > 0, norm, tf.ones_like(norm)), tf.ones_like(norm))
+        return coefficients, ops.convert_to_tensor(1.0, "float32")
+    norm = ops.sqrt(ops.maximum(ops.tensordot(coefficients, ops.matmul(gram, coefficients), 1), 0.0))
+    factor = ops.where(norm > max_norm, max_norm / ops.where(norm > 0, norm, ops.ones_like(norm)), ops.ones_like(norm))
     return coefficients * factor, factor
 
 
@@ -113,11 +113,11 @@ class NashMTL(GramianBalancer):
 
     def combination(self, gram, losses, mask):
         alpha, _ = fair_weights(gram, 1.0, mask)
-        alpha = tf.cast(alpha, tf.float32)
+        alpha = ops.cast(alpha, "float32")
         if self.update_weights_every > 1:
-            fresh = tf.equal(self.step_counter % self.update_weights_every, 0)
-            alpha = tf.where(fresh, alpha, tf.convert_to_tensor(self.last_alpha))
-            alpha = tf.where(mask, alpha, tf.zeros_like(alpha))
+            fresh = ops.equal(self.step_counter % self.update_weights_every, 0)
+            alpha = ops.where(fresh, alpha, ops.convert_to_tensor(self.last_alpha))
+            alpha = ops.where(mask, alpha, ops.zeros_like(alpha))
             self.last_alpha.assign(alpha)
             self.step_counter.assign_add(1)
         coefficients, factor = clip_coefficients(alpha, gram, self.max_norm)

@@ -43,13 +43,17 @@ code does without calling the solver.
 
 import math
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from mtl_tf import solvers
+from mtl_tf.backend.ops import add_n
+from mtl_tf.backend.precision import float64_available
 from mtl_tf.balancers.base import (
     Balancer,
     Update,
     global_parameter_gram,
+    shared_task_gradients,
     stack_first_axis,
     validate_choice,
     weighted_sum,
@@ -173,65 +177,60 @@ class ParetoMTL(Balancer):
     def compute_update(self, problem):
         T = self.num_tasks
         mask = problem.task_mask
-        labelled = tf.cast(mask, tf.float32)
+        labelled = ops.cast(mask, "float32")
         # Restricted to the labelled tasks (rule 3): preferences and losses lose
         # the other coordinates, and the preferences are renormalised there.
-        prefs = tf.constant(self._preferences, tf.float32) * labelled
-        prefs = prefs / tf.maximum(tf.norm(prefs, axis=1, keepdims=True), 1e-12)
-        with tf.GradientTape(persistent=True) as tape:
-            _, _, losses = problem.forward()
-            scaled = [problem.scale(loss) for loss in losses]
-        shared_vars = problem.shared_variables
-        per_task, heads = [], {}
-        for i, t in enumerate(problem.task_names):
-            g_shared, heads[t] = tape.gradient(scaled[i], (shared_vars, problem.head_variables[t]))
-            per_task.append(zeros_for_none(g_shared, shared_vars))
-            heads[t] = zeros_for_none(heads[t], problem.head_variables[t])
-        del tape
+        prefs = ops.convert_to_tensor(np.asarray(self._preferences, np.float32)) * labelled
+        prefs = prefs / ops.maximum(ops.sqrt(ops.sum(ops.square(prefs), axis=1, keepdims=True)), 1e-12)
+        losses, per_task, heads = shared_task_gradients(problem)
+        heads = {t: zeros_for_none(heads[t], problem.head_variables[t]) for t in problem.task_names}
         shared_gram = global_parameter_gram(problem, stack_first_axis(per_task))
-        head_sq = tf.stack([
-            tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in problem.all_reduce_sum(heads[t])]
-                     or [tf.zeros([])])
+        head_sq = ops.stack([
+            add_n([ops.sum(ops.square(ops.cast(g, "float32"))) for g in problem.all_reduce_sum(heads[t])]
+                  or [ops.zeros([])])
             for t in problem.task_names
         ])
         # The true gradients' Gram matrix (the gradients above are of S L_t).
-        gram = (shared_gram + tf.linalg.diag(head_sq)) / tf.square(problem.loss_scale)
+        gram = (shared_gram + ops.diag(head_sq)) / ops.square(problem.loss_scale)
 
         global_losses = problem.global_losses(losses) * labelled
         directions = prefs - prefs[self._index]  # K x T, row k is zero
-        violation = tf.linalg.matvec(directions, global_losses / tf.maximum(tf.norm(global_losses), 1e-12))
+        unit_losses = global_losses / ops.maximum(ops.sqrt(ops.sum(ops.square(global_losses))), 1e-12)
+        violation = ops.matmul(directions, unit_losses)
         active = violation > 0.0
-        feasible_now = tf.logical_not(tf.reduce_any(active))
+        feasible_now = ops.logical_not(ops.any(active))
 
-        # Both min-norm problems are solved in float64 (they are tiny): their
-        # points are combinations of the T task gradients, so the (T + K)-point
+        # Both min-norm problems are solved in float64 where the backend has it
+        # (they are tiny), else in float32 (JAX without jax_enable_x64, TPUs):
+        # their points are combinations of the T task gradients, so the (T + K)-point
         # Gram matrix is rank-deficient by construction, and in float32 the
         # solver can stop visibly short of the optimum on it.
-        gram64, directions64 = tf.cast(gram, tf.float64), tf.cast(directions, tf.float64)
-        constraint_gram = directions64 @ gram64 @ tf.transpose(directions64)
-        init_beta = tf.cast(solvers.min_norm_weights(constraint_gram, method=self.solver, mask=active), tf.float32)
-        init_weights = tf.linalg.matvec(directions, init_beta, transpose_a=True)
+        work = "float64" if float64_available() else "float32"
+        gram64, directions64 = ops.cast(gram, work), ops.cast(directions, work)
+        constraint_gram = ops.matmul(ops.matmul(directions64, gram64), ops.transpose(directions64))
+        init_beta = ops.cast(solvers.min_norm_weights(constraint_gram, method=self.solver, mask=active), "float32")
+        init_weights = ops.matmul(init_beta, directions)
 
-        extended = tf.concat([tf.eye(T, dtype=tf.float64), directions64], axis=0)
-        extended_gram = extended @ gram64 @ tf.transpose(extended)
-        extended_mask = tf.concat([mask, active], axis=0)
-        beta = tf.cast(solvers.min_norm_weights(extended_gram, method=self.solver, mask=extended_mask), tf.float32)
-        main_weights = beta[:T] + tf.linalg.matvec(directions, beta[T:], transpose_a=True)
-        total = tf.reduce_sum(labelled)
-        main_weights = main_weights * total / tf.maximum(tf.reduce_sum(tf.abs(main_weights)), 1e-12)
+        extended = ops.concatenate([ops.eye(T, dtype=work), directions64], axis=0)
+        extended_gram = ops.matmul(ops.matmul(extended, gram64), ops.transpose(extended))
+        extended_mask = ops.concatenate([mask, active], axis=0)
+        beta = ops.cast(solvers.min_norm_weights(extended_gram, method=self.solver, mask=extended_mask), "float32")
+        main_weights = beta[:T] + ops.matmul(beta[T:], directions)
+        total = ops.sum(labelled)
+        main_weights = main_weights * total / ops.maximum(ops.sum(ops.abs(main_weights)), 1e-12)
 
-        in_init = tf.logical_and(
-            tf.logical_and(self.init_steps < self.init_max_steps, tf.equal(self.feasible, 0.0)),
-            tf.logical_not(feasible_now),
+        in_init = ops.logical_and(
+            ops.logical_and(self.init_steps < self.init_max_steps, ops.equal(self.feasible, 0.0)),
+            ops.logical_not(feasible_now),
         )
-        weights = tf.stop_gradient(tf.where(in_init, init_weights, main_weights) * labelled)
-        self.init_steps.assign_add(tf.cast(in_init, self.init_steps.dtype))
-        self.feasible.assign(tf.maximum(self.feasible, tf.cast(feasible_now, self.feasible.dtype)))
+        weights = ops.stop_gradient(ops.where(in_init, init_weights, main_weights) * labelled)
+        self.init_steps.assign_add(ops.cast(in_init, self.init_steps.dtype))
+        self.feasible.assign(ops.maximum(self.feasible, ops.cast(feasible_now, self.feasible.dtype)))
         return Update(
             shared=weighted_sum(per_task, weights),
             heads={t: [weights[i] * g for g in heads[t]] for i, t in enumerate(problem.task_names)},
             task_weights=weights,
-            logs={"pareto_init_phase": tf.cast(in_init, tf.float32)},
+            logs={"pareto_init_phase": ops.cast(in_init, "float32")},
         )
 
     def get_config(self):

@@ -41,8 +41,10 @@ Logs `{task}_weight` = c_t = sum_i C_it, the coefficient of g_t in the update
 
 import random
 
-import tensorflow as tf
+from keras import ops
 
+from mtl_tf.backend import random as backend_random
+from mtl_tf.backend.solver_ops import gather
 from mtl_tf.balancers.gramian import GramianBalancer, safe_divide
 from mtl_tf.balancers.registry import register
 
@@ -91,31 +93,34 @@ class PCGrad(GramianBalancer):
 
     def task_order(self):
         """[T] int32: this step's random order of the tasks; advances the step counter."""
-        key = tf.stack([tf.constant(self.seed, tf.int32), tf.identity(self.step_counter)])
+        key = ops.stack([ops.convert_to_tensor(self.seed, "int32"), ops.copy(self.step_counter)])
         self.step_counter.assign_add(1)
         # Raw 32-bit draws: TensorFlow's float samplers give other numbers under
-        # XLA than without it, the bits do not (see `rlw.uniform_pair`).
-        bits = tf.random.stateless_uniform(
-            [self.num_tasks], seed=key, minval=None, maxval=None, dtype=tf.uint32, alg="philox"
-        )
-        return tf.argsort(tf.cast(bits, tf.int64), stable=True)
+        # XLA than without it, the bits do not (see `mtl_tf.backend.random`).
+        bits = backend_random.uniform_bits([self.num_tasks], key)
+        return backend_random.argsort_words(bits)
 
     def combination(self, gram, losses, mask):
         num_tasks = self.num_tasks
         order = self.task_order()
-        rows = tf.eye(num_tasks)
-        squared_norms = tf.linalg.diag_part(gram)
+        rows = ops.eye(num_tasks, dtype="float32")
+        squared_norms = ops.diagonal(gram)
+        task_index = ops.arange(num_tasks, dtype="int32")
+        # Row j of gram^T is column j of gram (one transpose for every k).
+        columns = ops.transpose(gram)
         for k in range(num_tasks):
             j = order[k]
-            # tf.gather, not gram[:, j]: XLA's strided slice needs a compile-time index, which would make
+            # A gather, not gram[:, j]: XLA's strided slice needs a compile-time index, which would make
             # the random order a compile-time constant and recompile the step every time it changes.
-            dots = tf.linalg.matvec(rows, tf.gather(gram, j, axis=1))
-            projection = safe_divide(tf.minimum(dots, 0.0), tf.gather(squared_norms, j))
+            dots = ops.matmul(rows, gather(columns, j))
+            projection = safe_divide(ops.minimum(dots, 0.0), gather(squared_norms, j))
             # Row j is not projected onto g_j itself.
-            projection = tf.where(tf.range(num_tasks) == j, tf.zeros_like(projection), projection)
-            rows = rows - projection[:, None] * tf.one_hot(j, num_tasks)[None, :]
-        labelled = tf.cast(mask, tf.float32)
-        coefficients = tf.linalg.matvec(rows, labelled, transpose_a=True)
+            is_j = task_index == j
+            projection = ops.where(is_j, ops.zeros_like(projection), projection)
+            rows = rows - projection[:, None] * ops.cast(is_j, "float32")[None, :]
+        labelled = ops.cast(mask, "float32")
+        # c_t = sum_i rows[i, t] labelled_i
+        coefficients = ops.matmul(labelled, rows)
         return coefficients, coefficients, {}
 
     def get_config(self):

@@ -13,15 +13,16 @@ Distributions (`distribution`):
 * `"dirichlet"`: lambda~ ~ Dir(1, ..., 1) (normalised exponential draws), then
   softmax, as LibMTL does.
 * `"bernoulli"`: lambda_t ~ Bernoulli(1/2), not normalised, redrawn while every
-  labelled task drew 0 (LibMTL's rule; on the device a `tf.while_loop`).
+  labelled task drew 0 (LibMTL's rule; on the device a `keras.ops.while_loop`).
 
 Choices and deviations:
 
 * The draws come from stateless generators on the device, keyed by (`seed`, a
   step counter kept as balancer state, a per-task key from the task's name): a
   run resumed from a checkpoint continues the same sequence, every replica
-  draws the same weights, with or without XLA (raw Philox bits, turned into
-  floats here: TensorFlow's own float samplers differ under XLA), and a
+  draws the same weights, with or without XLA (raw random bits,
+  `mtl_tf.backend.random`, Philox on TensorFlow, turned into floats:
+  TensorFlow's own float samplers differ under XLA), and a
   task's draw does not depend on where its head
   sits or on which other tasks exist. So permuting the heads permutes the
   weights exactly, and a task without labels in the batch is simply left out
@@ -41,15 +42,16 @@ import math
 import random
 import zlib
 
-import tensorflow as tf
+from keras import ops
 
+from mtl_tf.backend import random as backend_random
 from mtl_tf.balancers.base import LossWeightingBalancer, validate_choice
 from mtl_tf.balancers.registry import register
 
 DISTRIBUTIONS = ("normal", "uniform", "dirichlet", "bernoulli")
 # Named explicitly: TensorFlow's default ("auto_select") picks another
 # generator under XLA, so a jit-compiled run would not repeat an eager one.
-RNG_ALGORITHM = "philox"
+RNG_ALGORITHM = backend_random.PHILOX
 # Redraws of an all-zero Bernoulli vector: (1/2)^T' per try, so 64 tries fail
 # with probability 2^-64 for a single labelled task. After them every labelled
 # task gets weight 1 (the loop must end on the device).
@@ -108,19 +110,19 @@ class RLW(LossWeightingBalancer):
         """[T] float32: one draw per task, from its own stateless stream."""
         values = []
         for key in self._task_keys:
-            seed = tf.stack([tf.constant(self.seed ^ key, tf.int32), step * _MAX_BERNOULLI_TRIES + attempt])
+            seed = ops.stack([ops.convert_to_tensor(self.seed ^ key, "int32"), step * _MAX_BERNOULLI_TRIES + attempt])
             first, second = uniform_pair(seed)
             if kind == "normal":  # Box-Muller
-                values.append(tf.sqrt(-2.0 * tf.math.log(first)) * tf.cos(2.0 * math.pi * second))
+                values.append(ops.sqrt(-2.0 * ops.log(first)) * ops.cos(2.0 * math.pi * second))
             else:
                 values.append(first)
-        return tf.stack(values)
+        return ops.stack(values)
 
     def sample_weights(self, mask):
         """[T] weights of this step for the labelled tasks `mask`; advances the step counter."""
-        step = tf.identity(self.step_counter)
+        step = ops.copy(self.step_counter)  # read before the increment
         self.step_counter.assign_add(1)
-        labelled = tf.cast(mask, tf.float32)
+        labelled = ops.cast(mask, "float32")
         if self.distribution == "bernoulli":
             return self._bernoulli(step, labelled)
         if self.distribution == "normal":
@@ -128,47 +130,45 @@ class RLW(LossWeightingBalancer):
         elif self.distribution == "uniform":
             logits = self._draw("uniform", step)
         else:  # dirichlet(1): exponential draws over the labelled tasks, normalised
-            exponential = -tf.math.log(tf.maximum(self._draw("uniform", step), 1e-12))
-            logits = exponential / tf.maximum(tf.reduce_sum(labelled * exponential), 1e-12)
+            exponential = -ops.log(ops.maximum(self._draw("uniform", step), 1e-12))
+            logits = exponential / ops.maximum(ops.sum(labelled * exponential), 1e-12)
         return masked_softmax(logits, mask)
 
     def _bernoulli(self, step, labelled):
         def draw(attempt):
-            return labelled * tf.cast(self._draw("uniform", step, attempt) < 0.5, tf.float32)
+            return labelled * ops.cast(self._draw("uniform", step, attempt) < 0.5, "float32")
 
         def redraw(attempt, weights):
             return attempt + 1, draw(attempt + 1)
 
         def all_zero(attempt, weights):
-            return tf.logical_and(attempt < _MAX_BERNOULLI_TRIES - 1, tf.reduce_sum(weights) == 0.0)
+            return ops.logical_and(attempt < _MAX_BERNOULLI_TRIES - 1, ops.sum(weights) == 0.0)
 
-        _, weights = tf.while_loop(all_zero, redraw, (tf.constant(0), draw(0)))
-        return tf.where(tf.reduce_sum(weights) > 0.0, weights, labelled)
+        _, weights = ops.while_loop(all_zero, redraw, (ops.convert_to_tensor(0, "int32"), draw(0)))
+        return ops.where(ops.sum(weights) > 0.0, weights, labelled)
 
     def objective(self, problem, losses):
         weights = self.sample_weights(problem.task_mask)
-        return tf.reduce_sum(weights * losses), weights
+        return ops.sum(weights * losses), weights
 
     def get_config(self):
         return {**super().get_config(), "distribution": self.distribution, "seed": self.seed}
 
 
 def uniform_pair(seed):
-    """Two float32 U(0, 1) draws (never 0 or 1) from a stateless Philox stream keyed by `seed` ([2] int32).
+    """Two float32 U(0, 1) draws (never 0 or 1) from a stateless stream keyed by `seed` ([2] int32).
 
     TensorFlow's float samplers give other numbers under XLA than without it
     (even with the algorithm named); their raw 32-bit outputs agree, so the
-    floats are made here from the top 24 bits: (k + 1/2) / 2^24.
+    floats are made from the top 24 bits: (k + 1/2) / 2^24
+    (`mtl_tf.backend.random.unit_uniform`; Philox words on TensorFlow).
     """
-    bits = tf.random.stateless_uniform(
-        [2], seed=seed, minval=None, maxval=None, dtype=tf.uint32, alg=RNG_ALGORITHM
-    )
-    uniform = (tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) + 0.5) * 2.0**-24
+    uniform = backend_random.unit_uniform([2], seed)
     return uniform[0], uniform[1]
 
 
 def masked_softmax(logits, mask):
     """softmax over the entries where `mask` is True; 0 elsewhere (all 0 when none is)."""
-    shifted = logits - tf.reduce_max(tf.where(mask, logits, tf.fill(tf.shape(logits), -1e30)))
-    exp = tf.where(mask, tf.exp(tf.where(mask, shifted, tf.zeros_like(shifted))), tf.zeros_like(logits))
-    return exp / tf.maximum(tf.reduce_sum(exp), 1e-30)
+    shifted = logits - ops.max(ops.where(mask, logits, -1e30))
+    exp = ops.where(mask, ops.exp(ops.where(mask, shifted, ops.zeros_like(shifted))), ops.zeros_like(logits))
+    return exp / ops.maximum(ops.sum(exp), 1e-30)

@@ -48,11 +48,14 @@ Extra logs: `{task}_inner_loss`, the loss of task i at theta_s^i (the red curve 
 the paper's Fig. 3), single_step only; like `{task}_loss` an epoch mean.
 """
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
+from mtl_tf.backend.ops import add_n
 from mtl_tf.balancers.base import (
     Balancer,
     Update,
+    shared_task_gradients,
     stack_first_axis,
     validate_choice,
     zeros_for_none,
@@ -95,62 +98,83 @@ class _SharedThenHeads(Balancer):
         """(alpha of this step, head learning rate of this step), float32 scalars."""
         lr = problem.learning_rate
         given = self.configured_inner_rate()
-        first = tf.stack([lr if given is None else tf.constant(given, tf.float32), lr])
-        base = tf.where(self.has_base_rates > 0.0, tf.cast(self.base_rates, tf.float32), first)
+        first = ops.stack([lr if given is None else ops.convert_to_tensor(np.float32(given)), lr])
+        base = ops.where(self.has_base_rates > 0.0, ops.cast(self.base_rates, "float32"), first)
         self.base_rates.assign(base)
         self.has_base_rates.assign(1.0)
         alpha = base[0]
         if getattr(self, "inner_rate_schedule", "constant") == "optimizer":
-            alpha = alpha * lr / tf.maximum(base[1], 1e-30)
+            alpha = alpha * lr / ops.maximum(base[1], 1e-30)
         head_rate = alpha if self.head_learning_rate == "inner" else lr
         return alpha, head_rate
 
+    def inner_gradients(self, problem, alpha, shared_values, global_per_task):
+        """(outer gradient, inner losses): eq. (3)'s sum over tasks of grad L_i at theta_s^i (eq. 2).
+
+        Each term is one stateless pass at theta_s^i = theta_s - alpha g_i
+        (`encode_with`, `heads_with`), differentiated at the moved point.
+        """
+        outer, inner_losses = None, []
+        for i, task in enumerate(problem.task_names):
+            moved = [w - ops.cast(alpha, w.dtype) * ops.cast(g[i], w.dtype) for w, g in zip(shared_values, global_per_task)]
+
+            def inner_objective(point, task=task):
+                _, (inner_loss,) = problem.heads_with(problem.encode_with(point), tasks=[task])
+                return problem.scale(inner_loss), inner_loss
+
+            (_, inner_loss), grads = problem.value_and_gradients(inner_objective, moved)
+            outer = grads if outer is None else [a + b for a, b in zip(outer, grads)]
+            inner_losses.append(inner_loss)
+        return outer, inner_losses
+
     def compute_update(self, problem):
         shared_vars = problem.shared_variables
-        shared_values = [tf.identity(v.value) for v in shared_vars]
+        # The weights before this step's update (the head phase reads the new ones).
+        shared_values = [ops.copy(v.value) for v in shared_vars]
         alpha, head_rate = self.rates(problem)
-        with tf.GradientTape(persistent=True) as tape:
-            _, _, losses = problem.forward()
-            scaled = [problem.scale(loss) for loss in losses]
         logs = {}
         if self.inner_step:
-            per_task = [zeros_for_none(tape.gradient(scaled[i], shared_vars), shared_vars) for i in range(self.num_tasks)]
+            _, per_task, own_heads = shared_task_gradients(problem)
             global_per_task = problem.unscale(problem.all_reduce_sum(stack_first_axis(per_task)))
-            outer, inner_losses = None, []
-            for i, task in enumerate(problem.task_names):
-                moved = [w - tf.cast(alpha, w.dtype) * tf.cast(g[i], w.dtype) for w, g in zip(shared_values, global_per_task)]
-                with tf.GradientTape() as inner_tape:
-                    inner_tape.watch(moved)
-                    _, (inner_loss,) = problem.heads_with(problem.encode_with(moved), tasks=[task])
-                    scaled_inner = problem.scale(inner_loss)
-                grads = zeros_for_none(inner_tape.gradient(scaled_inner, moved), moved)
-                outer = grads if outer is None else [a + b for a, b in zip(outer, grads)]
-                inner_losses.append(inner_loss)
+            outer, inner_losses = self.inner_gradients(problem, alpha, shared_values, global_per_task)
             global_inner = problem.global_losses(inner_losses)
             logs = {f"{t}_inner_loss": global_inner[i] for i, t in enumerate(problem.task_names)}
         else:
-            outer = zeros_for_none(tape.gradient(scaled, shared_vars), shared_vars)  # a list target: the sum's gradient
+            # grad of sum_t S L_t: the shared step of split-only and, at the original weights, the heads'.
+            _, outer, own_heads, _, _ = problem.objective_gradients(lambda losses: (ops.sum(losses), None))
+            outer = zeros_for_none(outer, shared_vars)
 
-        head_vars = [problem.head_variables[t] for t in problem.task_names]
+        tasks = problem.task_names
+        sizes = [len(problem.head_variables[t]) for t in tasks]
 
         def head_gradients_at(shared_point):
-            with tf.GradientTape() as head_tape:
-                _, point_losses = problem.heads_with(problem.encode_with(shared_point))
-                total = problem.scale(tf.add_n(point_losses))
-            return dict(zip(problem.task_names, head_tape.gradient(total, head_vars)))
+            """{task: grad of S L_t w.r.t. head t} at `shared_point`, from one stateless pass."""
+
+            def total(head_values):
+                per_head, start = {}, 0
+                for t, k in zip(tasks, sizes):
+                    per_head[t], start = head_values[start:start + k], start + k
+                _, point_losses = problem.heads_with(problem.encode_with(shared_point), head_values=per_head)
+                return problem.scale(add_n(point_losses)), None
+
+            current = [v.value for t in tasks for v in problem.head_variables[t]]
+            _, grads = problem.value_and_gradients(total, current)
+            heads, start = {}, 0
+            for t, k in zip(tasks, sizes):
+                heads[t], start = list(grads[start:start + k]), start + k
+            return heads
 
         heads, head_phase = None, None
         if self.head_gradients_at == "original":
-            heads = dict(zip(problem.task_names, tape.gradient(scaled, head_vars)))
+            heads = own_heads
         elif self.head_gradients_at == "sgd_lookahead":
             step = problem.unscale(problem.all_reduce_sum(outer))
             lr = problem.learning_rate
-            heads = head_gradients_at([w - tf.cast(lr, w.dtype) * tf.cast(g, w.dtype) for w, g in zip(shared_values, step)])
+            heads = head_gradients_at([w - ops.cast(lr, w.dtype) * ops.cast(g, w.dtype) for w, g in zip(shared_values, step)])
         else:
             # Run by the model once the shared update is applied: reads the new weights.
-            head_phase = lambda: head_gradients_at([tf.identity(v.value) for v in shared_vars])  # noqa: E731
-        del tape
-        weights = tf.cast(problem.task_mask, tf.float32)
+            head_phase = lambda: head_gradients_at([ops.copy(v.value) for v in shared_vars])  # noqa: E731
+        weights = ops.cast(problem.task_mask, "float32")
         return Update(
             shared=outer,
             heads=heads,

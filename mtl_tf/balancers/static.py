@@ -9,7 +9,8 @@ as given (not renormalised), so both conventions can be expressed.
 
 import math
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from mtl_tf.balancers.base import LossWeightingBalancer, as_task_vector, mask_weights
 from mtl_tf.balancers.registry import register
@@ -58,8 +59,8 @@ class Static(LossWeightingBalancer):
         super().build_for_tasks(task_names, losses)
 
     def objective(self, problem, losses):
-        weights = mask_weights(tf.constant(self._weight_vector, tf.float32), problem.task_mask)
-        return tf.reduce_sum(weights * losses), weights
+        weights = mask_weights(ops.convert_to_tensor(np.asarray(self._weight_vector, np.float32)), problem.task_mask)
+        return ops.sum(weights * losses), weights
 
     def get_config(self):
         return {**super().get_config(), "weights": self.static_weights}

@@ -58,7 +58,8 @@ instead of L_t with `log_losses=False`), 1 / L_t (or 1) during it.
 import math
 import numbers
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from mtl_tf.balancers.base import LossWeightingBalancer, as_task_vector
 from mtl_tf.balancers.epochs import add_epoch_counter
@@ -144,33 +145,33 @@ class STCH(LossWeightingBalancer):
 
     def nadir_point(self):
         """[T] N_t: the nadir epoch's mean losses (1 for a task without labels then, or without warm-up)."""
-        counts = tf.cast(self.nadir_counts, tf.float32)
-        return tf.where(counts > 0.0, self.nadir_sums / tf.maximum(counts, 1.0), tf.ones_like(counts))
+        counts = ops.cast(self.nadir_counts, "float32")
+        return ops.where(counts > 0.0, self.nadir_sums / ops.maximum(counts, 1.0), ops.ones_like(counts))
 
     def objective(self, problem, losses):
         mask = problem.task_mask
-        labelled = tf.cast(mask, tf.float32)
-        global_losses = tf.where(mask, problem.all_reduce_sum(losses), tf.ones_like(losses))
-        global_losses = tf.maximum(global_losses, LOSS_FLOOR)
+        labelled = ops.cast(mask, "float32")
+        global_losses = ops.where(mask, problem.all_reduce_sum(losses), ops.ones_like(losses))
+        global_losses = ops.maximum(global_losses, LOSS_FLOOR)
         # Epoch 1 also before any signal, so a run without EpochSignal stays in epoch 1.
-        epoch = tf.maximum(tf.identity(self.epochs_begun), 1)
+        epoch = ops.maximum(ops.copy(self.epochs_begun), 1)
         if self.warmup_epochs > 0:
-            collecting = tf.equal(epoch, self.warmup_epochs)
-            self.nadir_sums.assign_add(tf.where(collecting, labelled * global_losses, tf.zeros_like(labelled)))
-            self.nadir_counts.assign_add(tf.where(collecting, labelled, tf.zeros_like(labelled)))
+            collecting = ops.equal(epoch, self.warmup_epochs)
+            self.nadir_sums.assign_add(ops.where(collecting, labelled * global_losses, ops.zeros_like(labelled)))
+            self.nadir_counts.assign_add(ops.where(collecting, labelled, ops.zeros_like(labelled)))
         warm = epoch <= self.warmup_epochs
 
         nadir = self.nadir_point()
         normalised = global_losses / nadir
-        values = tf.math.log(tf.maximum(normalised, LOSS_FLOOR)) if self.log_losses else normalised
+        values = ops.log(ops.maximum(normalised, LOSS_FLOOR)) if self.log_losses else normalised
         # d f_t / d L_t
         slopes = 1.0 / global_losses if self.log_losses else 1.0 / nadir
-        preferences = tf.constant(self._preferences, tf.float32)
+        preferences = ops.convert_to_tensor(np.asarray(self._preferences, np.float32))
         smooth_max = masked_softmax(preferences * values / self.mu, mask)
-        stch_weights = tf.reduce_sum(labelled) * smooth_max * preferences * slopes
-        warmup_weights = labelled * (1.0 / global_losses if self.log_losses else tf.ones_like(global_losses))
-        weights = tf.stop_gradient(tf.where(warm, warmup_weights, stch_weights))
-        return tf.reduce_sum(weights * losses), weights
+        stch_weights = ops.sum(labelled) * smooth_max * preferences * slopes
+        warmup_weights = labelled * (1.0 / global_losses if self.log_losses else ops.ones_like(global_losses))
+        weights = ops.stop_gradient(ops.where(warm, warmup_weights, stch_weights))
+        return ops.sum(weights * losses), weights
 
     def get_config(self):
         return {

@@ -26,8 +26,10 @@ step the model applies: some task labelled and every global gradient finite
 (`tracked_values`), so resetting the build-time variables resets the state.
 """
 
-import tensorflow as tf
+from keras import ops
 
+from mtl_tf.backend.ops import add_n
+from mtl_tf.backend.variables import create_outside_step
 from mtl_tf.balancers.base import Balancer, stack_first_axis
 
 
@@ -62,15 +64,7 @@ class TrackedGradientBalancer(Balancer):
         """The tracked state for `problem.shared_variables`, created at the first step if needed."""
         shapes = [tuple(v.shape) for v in problem.shared_variables]
         if self.tracked is None:
-            def create(*_):
-                with tf.init_scope():
-                    self._create_tracked(shapes)
-
-            context = tf.distribute.get_replica_context()
-            if context is None:
-                create()
-            else:
-                context.merge_call(create)
+            create_outside_step(lambda: self._create_tracked(shapes))
         found = [tuple(v.shape[1:]) for v in self.tracked]
         if found != shapes:
             raise ValueError(
@@ -82,7 +76,7 @@ class TrackedGradientBalancer(Balancer):
     def tracked_values(self):
         """The tracked gradients as they stand: [V] float32 [T, ...], zeros before the first applied step."""
         started = self.steps > 0.0
-        return [tf.where(started, tf.identity(y.value), tf.zeros_like(y.value)) for y in self.tracked]
+        return [ops.where(started, ops.copy(y.value), ops.zeros_like(y.value)) for y in self.tracked]
 
     def load_own_variables(self, store):
         # A file written after the first step holds the tracked state; a model
@@ -97,14 +91,14 @@ class TrackedGradientBalancer(Balancer):
 
 def global_task_gradients(problem, per_task):
     """[V] float32 tensors [T, ...]: the true (unscaled) global-batch task gradients."""
-    stacked = [tf.cast(s, tf.float32) for s in stack_first_axis(per_task)]
+    stacked = [ops.cast(s, "float32") for s in stack_first_axis(per_task)]
     return problem.unscale(problem.all_reduce_sum(stacked))
 
 
 def state_may_move(problem, global_gradients):
     """True on a step the model will apply: some task labelled and every global gradient finite."""
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in global_gradients])
-    return tf.logical_and(tf.reduce_any(problem.task_mask), finite)
+    finite = ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in global_gradients]))
+    return ops.logical_and(ops.any(problem.task_mask), finite)
 
 
 def as_replica_share(problem, direction, variables):
@@ -114,10 +108,10 @@ def as_replica_share(problem, direction, variables):
     loss scale S, so it then applies d itself.
     """
     share = problem.loss_scale / float(problem.num_replicas)
-    return [tf.cast(d * share, v.dtype) for d, v in zip(direction, variables)]
+    return [ops.cast(d * share, v.dtype) for d, v in zip(direction, variables)]
 
 
 def task_norms(tracked):
     """[T] Euclidean norms of the per-task vectors held in [V] tensors of shape [T, ...]."""
-    squares = tf.add_n([tf.reduce_sum(tf.reshape(tf.square(y), [tf.shape(y)[0], -1]), axis=1) for y in tracked])
-    return tf.sqrt(squares)
+    squares = add_n([ops.sum(ops.reshape(ops.square(y), [ops.shape(y)[0], -1]), axis=1) for y in tracked])
+    return ops.sqrt(squares)

@@ -24,7 +24,8 @@ implementations use exp(-s_t) L_t + s_t for every task; that is twice the
 `regression` form, i.e. the same method with a doubled learning rate.
 """
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from mtl_tf.balancers.base import LossWeightingBalancer, as_task_vector, mask_weights, validate_choice
 from mtl_tf.balancers.log_scales import LOG_SCALE_BOUND, LogScaleBound
@@ -136,13 +137,14 @@ class Uncertainty(LossWeightingBalancer):
         super().build_for_tasks(task_names, losses)
 
     def objective(self, problem, losses):
-        s = tf.cast(self.log_variances, tf.float32)
-        labelled = tf.cast(problem.task_mask, tf.float32)
-        weights = mask_weights(tf.constant(self._likelihood_scale, tf.float32) * tf.exp(-s), problem.task_mask)
+        s = ops.cast(self.log_variances, "float32")
+        labelled = ops.cast(problem.task_mask, "float32")
+        likelihood_scale = ops.convert_to_tensor(np.asarray(self._likelihood_scale, np.float32))
+        weights = mask_weights(likelihood_scale * ops.exp(-s), problem.task_mask)
         # The task losses are already divided by the number of replicas; the
         # regulariser must be too, since the optimizer sums replica gradients.
-        regulariser = 0.5 * tf.reduce_sum(labelled * s) / problem.num_replicas
-        return tf.reduce_sum(weights * losses) + regulariser, weights
+        regulariser = 0.5 * ops.sum(labelled * s) / problem.num_replicas
+        return ops.sum(weights * losses) + regulariser, weights
 
     def get_config(self):
         return {**super().get_config(), "task_types": self.task_types}

@@ -8,7 +8,7 @@ A task without labels in the batch is left out of the mean: the weights are
 1/T' over the T' labelled tasks, the step of a model without that task.
 """
 
-import tensorflow as tf
+from keras import ops
 
 from mtl_tf.balancers.base import LossWeightingBalancer
 from mtl_tf.balancers.registry import register
@@ -32,6 +32,6 @@ class Uniform(LossWeightingBalancer):
     simplex_weights = True
 
     def objective(self, problem, losses):
-        labelled = tf.cast(problem.task_mask, tf.float32)
-        weights = labelled / tf.maximum(tf.reduce_sum(labelled), 1.0)
-        return tf.reduce_sum(weights * losses), weights
+        labelled = ops.cast(problem.task_mask, "float32")
+        weights = labelled / ops.maximum(ops.sum(labelled), 1.0)
+        return ops.sum(weights * losses), weights

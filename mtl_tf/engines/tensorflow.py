@@ -83,9 +83,14 @@ class TensorFlowProblem(MultiTaskProblem):
         self._encoder_tape, self._z = tape, z
         return z
 
-    def encoder_backward(self, cotangent):
+    def encoder_backward(self, cotangent, variables=None):
         """d(z . cotangent)/dtheta_sh through the tape `encode` recorded (None where z does not reach)."""
-        return self._encoder_tape.gradient(self._z, self.shared_variables, output_gradients=cotangent)
+        variables = self.shared_variables if variables is None else list(variables)
+        target = self._z
+        if isinstance(cotangent, TaskRepresentationGradient) and cotangent.task is not None:
+            # dL_t/dZ is zero outside z_t: start from z_t alone (same values, None where only others reach).
+            target, cotangent = target[cotangent.task], cotangent[cotangent.task]
+        return self._encoder_tape.gradient(target, variables, output_gradients=cotangent)
 
     def encoder_backward_stacked(self, cotangents):
         """One vectorised backward pass (`tf.vectorized_map`, pfor) over the leading task axis.
@@ -154,7 +159,7 @@ class TensorFlowProblem(MultiTaskProblem):
         for i, t in enumerate(tasks):
             own = tf.nest.map_structure(lambda g, ref: tf.zeros_like(ref) if g is None else g, per_task[i][0], z[t])
             full = {s: own if s == t else tf.nest.map_structure(tf.zeros_like, z[s]) for s in z}
-            representation_grads.append(TaskRepresentationGradient(full, refusal=refusal))
+            representation_grads.append(TaskRepresentationGradient(full, refusal=refusal, task=t))
         heads = {t: list(per_task[i][1]) for i, t in enumerate(tasks)}
         return losses, representation_grads, heads
 
@@ -189,9 +194,13 @@ class TensorFlowProblem(MultiTaskProblem):
         return tf.cast(loss, tf.float32)
 
     def value_and_gradients(self, function, arguments):
-        """((value, aux), gradients): a tape watching `arguments` around `function(arguments)`; None as zeros."""
-        arguments = list(arguments)
+        """((value, aux), gradients): a tape watching `arguments` around `function(arguments)`; None as zeros.
+
+        Each argument is watched through its own identity copy, so one tensor
+        passed twice (z for two heads) gets two gradients, not their sum.
+        """
         with tf.GradientTape() as tape:
+            arguments = tf.nest.map_structure(tf.identity, list(arguments))
             tape.watch(tf.nest.flatten(arguments))
             value, aux = function(arguments)
         gradients = tape.gradient(value, arguments)
