@@ -184,7 +184,7 @@ class MoCo(TrackedGradientBalancer):
         for y, current, new in zip(tracked, self.tracked_values(), new_tracked):
             y.assign(ops.where(moves, new, current))
         self.lambdas.assign(ops.where(moves, stored, previous))
-        self.steps.assign(ops.where(moves, steps, self.steps))
+        self.steps.assign(ops.where(moves, steps, self.steps.value))
         direction = [ops.tensordot(weights, y, axes=1) for y in new_tracked]
         shared = as_replica_share(problem, direction, problem.shared_variables)
         return Update(shared=shared, heads=heads, task_weights=weights)

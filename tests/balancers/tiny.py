@@ -24,7 +24,6 @@ import itertools
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import mtl_tf
 from tests.balancers.official_reference import official_min_norm  # noqa: F401  (moved; the tests use tiny.official_min_norm)
@@ -326,6 +325,8 @@ def fit(model, setup, epochs=1):
     recorder = StepLogs()
     x = setup.x.astype(np.float32)
     y = {t: setup.y[t].astype(np.float32) for t in model.task_names}
+    import tensorflow as tf  # here only: the reference half of this module runs under every backend
+
     batches = tf.data.Dataset.from_tensors((x, y))
     model.fit(batches, epochs=epochs, shuffle=False, verbose=0, callbacks=[recorder])
     return recorder.steps

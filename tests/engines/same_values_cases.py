@@ -52,6 +52,8 @@ def _numpy(tree, prefix, out):
     elif isinstance(tree, (list, tuple)):
         for i, item in enumerate(tree):
             _numpy(item, f"{prefix}/{i}", out)
+    elif tree is None:  # a gradient a method leaves out: recorded, so both backends must agree on it
+        out[prefix] = np.asarray("None")
     else:
         out[prefix] = np.asarray(keras.ops.convert_to_numpy(tree))
 
@@ -263,29 +265,103 @@ def engine_ops_values(out):
     _numpy(ops.add_n([x, 2 * x, -0.5 * x]), "ops/add_n", out)
 
 
-def compute() -> dict[str, np.ndarray]:
-    """name -> value of every case, under the current Keras backend."""
+# Balancer cases: (label, method, options, number of tasks). Methods that draw
+# random numbers get the label prefix "random_": each backend has its own
+# generator (`mtl_tf.backend.random`), so only their shapes are compared.
+# pcgrad and gradvac shuffle the task order at random; with two tasks every
+# order gives the same result, so they are compared in full there.
+BALANCER_OPTIONS = {"static": {"weights": [1.0, 2.0, 0.5]}}
+REPRESENTATION_METHODS = ("aligned_mtl", "cagrad", "dualproj", "fairgrad", "imtl", "nash_mtl", "pcgrad", "upgrad",
+                          "gradnorm")
+TWO_TASKS = ("pcgrad", "gradvac")
+RANDOM = ("graddrop", "rlw")
+BALANCER_STEPS = 3
+
+
+def balancer_cases():
+    from mtl_tf import balancers
+
+    cases = []
+    for name in balancers.available():
+        tasks = 2 if name in TWO_TASKS else 3
+        options = dict(BALANCER_OPTIONS.get(name, {}))
+        if name == "uncertainty":
+            options["task_types"] = {t: "regression" for t in ("a", "b", "c")[:tasks]}
+        if name == "static":
+            options["weights"] = options["weights"][:tasks]
+        prefix = "random_" if name in RANDOM else ""
+        cases.append((f"{prefix}{name}", name, options, tasks, {}))
+        if name in REPRESENTATION_METHODS:
+            cases.append((f"{prefix}{name}_representation", name, {**options, "gradient_at": "representation"}, tasks, {}))
+    cases += [
+        ("mgda_paper_sequential", "mgda", {"head_update": "paper_sequential"}, 3, {}),
+        ("mgda_ub_official_loss", "mgda_ub", {"head_update": "official", "normalization": "loss+"}, 3, {}),
+        ("mgda_jacobian_masked", "mgda", {"jacobian": True}, 3, {"mask": [True, False, True]}),
+        ("mgda_ub_loss_scaled", "mgda_ub", {}, 2, {"loss_scale": 8.0}),
+        ("single_step_original_heads", "single_step", {"head_gradients_at": "original"}, 3, {}),
+    ]
+    return cases
+
+
+def balancers_values(out):
+    """Every method's `compute_update` on the tiny linear problem (`tests.balancers.array_problem`), three SGD steps.
+
+    Run under JAX with `jax_enable_x64` (`tests/engines/test_same_values.py`): the
+    solvers then work in float64 as on TensorFlow, so the two backends are
+    compared at one precision. Without it they work in float32 (the solvers'
+    float32 accuracy is `tests/test_solvers*.py`'s, under JAX too).
+    """
+    import keras
+
+    from mtl_tf import balancers
+    from tests.balancers import tiny
+    from tests.balancers.array_problem import ArrayProblem, make_variables, sgd_step
+
+    for label, name, options, num_tasks, problem_options in balancer_cases():
+        setup = tiny.make_setup(num_tasks=num_tasks, seed=SEED)
+        method = balancers.get(name, **options)
+        method.build_for_tasks(setup.tasks, losses={t: keras.losses.MeanSquaredError() for t in setup.tasks})
+        variables = make_variables(setup)
+        for step in range(BALANCER_STEPS):
+            problem = ArrayProblem(setup, method, variables=variables, **problem_options)
+            update = method.compute_update(problem)
+            key = f"balancers/{label}/{step}"
+            _numpy(update.task_weights, f"{key}/weights", out)
+            _numpy([g for g in update.shared], f"{key}/shared", out)
+            if update.heads is not None:
+                _numpy({t: list(g) for t, g in update.heads.items()}, f"{key}/heads", out)
+            _numpy(dict(update.logs), f"{key}/logs", out)
+            sgd_step(problem, update, method)
+        _numpy(variables, f"balancers/{label}/parameters", out)
+
+
+PARTS = ("engine_ops", "losses", "metrics", "nets", "balancers")
+
+
+def compute(parts=PARTS) -> dict[str, np.ndarray]:
+    """name -> value of every case of `parts`, under the current Keras backend."""
     import keras
 
     keras.utils.set_random_seed(SEED)
     out: dict[str, np.ndarray] = {}
-    for part in (engine_ops_values, losses_values, metrics_values, nets_values):
+    for name in parts:
+        part = globals()[f"{name}_values"]
         start = time.perf_counter()
         part(out)
         TIMES[part.__name__] = time.perf_counter() - start
     return out
 
 
-def main(path: str) -> None:
+def main(path: str, parts: str = ",".join(PARTS)) -> None:
     from tests.backends import block_tensorflow_if_asked
 
     block_tensorflow_if_asked()
     import keras
 
-    values = compute()
+    values = compute(tuple(parts.split(",")))
     values["backend"] = np.asarray(keras.backend.backend())
     np.savez(path, **values)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])
