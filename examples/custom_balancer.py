@@ -19,7 +19,7 @@ constructor's keyword arguments (`mtl_tf.balancers.option_names` lists them).
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 import mtl_tf
 from mtl_tf.balancers.base import LossWeightingBalancer, mask_weights
@@ -47,10 +47,10 @@ class LossShare(LossWeightingBalancer):
         # `losses` are the T unscaled task losses of this replica's batch; the
         # weights come from the global batch, so every replica applies the same
         # update, and the tasks without labels in the batch get weight 0.
-        shares = tf.stop_gradient(problem.global_losses(tf.unstack(losses))) ** self.power
+        shares = ops.stop_gradient(problem.global_losses(ops.unstack(losses))) ** self.power
         shares = mask_weights(shares, problem.task_mask)
-        weights = shares / tf.maximum(tf.reduce_sum(shares), 1e-12)
-        return tf.reduce_sum(weights * losses), weights
+        weights = shares / ops.maximum(ops.sum(shares), 1e-12)
+        return ops.sum(weights * losses), weights
 
     def get_config(self):  # what a `.keras` file stores to rebuild the balancer
         return {**super().get_config(), "power": self.power}

@@ -12,7 +12,9 @@ a graph without XLA. So:
 * under any other backend the same result is written in `keras.ops`.
 
 Functions: `plain_python` (AutoGraph's `do_not_convert` on TensorFlow, identity
-elsewhere), `gather` (vector[index] for a scalar integer tensor, as a gather:
+elsewhere), `compiled_on_jax` (`jax.jit` with the given static arguments on JAX,
+identity elsewhere: an eager JAX call of a solver would otherwise trace and
+compile its loops on every call), `gather` (vector[index] for a scalar integer tensor, as a gather:
 XLA needs no compile-time index) and `argmin` (the first index of the smallest
 entry along an axis, int32).
 """
@@ -40,6 +42,31 @@ def plain_python(func):
     import tensorflow as tf
 
     return tf.autograph.experimental.do_not_convert(func)
+
+
+def compiled_on_jax(static_argnames):
+    """A decorator: `jax.jit(func, static_argnames=...)` on JAX, `func` itself on every other backend.
+
+    A solver is a pure function of its tensors once its options (method,
+    caps, tolerances, dtype) are fixed; those are `static_argnames`. Under
+    JAX's eager mode every `while_loop` of an uncompiled solver is traced and
+    compiled at each call; compiled once per option set and input shape, a
+    solve costs microseconds. Inside an outer `jit` (a JAX training step) it
+    is inlined. On TensorFlow the training step is already a graph, so
+    nothing changes there. The backend is read when the decorated module is
+    imported.
+    """
+
+    def decorate(func):
+        if keras.backend.backend() != "jax":
+            return func
+        import functools
+
+        import jax
+
+        return functools.wraps(func)(jax.jit(func, static_argnames=tuple(static_argnames)))
+
+    return decorate
 
 
 def gather(vector, index):

@@ -7,7 +7,7 @@ With G the [T, n] matrix of task gradients, G = P Sigma Q^T (thin SVD), the
 aligned gradients are G_hat = sigma P Q^T (the closest matrix to G with
 orthogonal rows of equal norm, the Procrustes solution, scaled by sigma), and
 the shared update is their sum, d = G_hat^T 1. From the Gramian
-K = G G^T = P Sigma^2 P^T (eigendecomposition, `tf.linalg.eigh` on T x T):
+K = G G^T = P Sigma^2 P^T (eigendecomposition, `keras.ops.eigh` on T x T):
 d = sum_t c_t g_t with c = B 1, B = sigma P Sigma^{-1} P^T, so the update is in
 the Gramian form (`mtl_tf.balancers.gramian`).
 
@@ -34,10 +34,11 @@ on the gradients of the shared representation).
 Logs `{task}_weight` = c_t, the coefficient of g_t in d.
 """
 
-import tensorflow as tf
+from keras import ops
 
+from mtl_tf.backend import solver_ops
 from mtl_tf.balancers.base import validate_choice
-from mtl_tf.balancers.gramian import GramianBalancer
+from mtl_tf.balancers.gramian import GramianBalancer, working_dtype
 from mtl_tf.balancers.registry import register
 
 SCALE_MODES = ("min", "median", "rmse")
@@ -45,29 +46,33 @@ FLOAT32_EPS = 1.1920928955078125e-07
 
 
 def aligned_weights(gram, scale_mode="min"):
-    """c = B 1 of Aligned-MTL from the Gramian ([T, T]) -> [T] float64 (0 for a zero or non-finite Gramian)."""
-    gram = tf.cast(gram, tf.float64)
+    """c = B 1 of Aligned-MTL from the Gramian ([T, T]) -> [T] (0 for a zero or non-finite Gramian).
+
+    Computed in float64 where the backend computes it (TensorFlow; JAX with
+    `jax_enable_x64`), else float32 (`working_dtype`); returned in that dtype.
+    """
+    gram = ops.cast(gram, working_dtype())
     num = gram.shape[0]
-    gram = 0.5 * (gram + tf.transpose(gram))
-    finite = tf.reduce_all(tf.math.is_finite(gram))
-    gram = tf.where(finite, gram, tf.zeros_like(gram))
-    eigenvalues, vectors = tf.linalg.eigh(gram)
-    tolerance = tf.reduce_max(eigenvalues) * num * FLOAT32_EPS
-    kept = tf.logical_and(eigenvalues > tolerance, eigenvalues > 0)
-    inf = tf.constant(float("inf"), tf.float64)
+    gram = 0.5 * (gram + ops.transpose(gram))
+    finite = ops.all(ops.isfinite(gram))
+    gram = ops.where(finite, gram, ops.zeros_like(gram))
+    eigenvalues, vectors = ops.eigh(gram)
+    tolerance = ops.max(eigenvalues) * num * FLOAT32_EPS
+    kept = ops.logical_and(eigenvalues > tolerance, eigenvalues > 0)
+    inf = float("inf")
     if scale_mode == "min":
-        scale = tf.reduce_min(tf.where(kept, eigenvalues, inf))
+        scale = ops.min(ops.where(kept, eigenvalues, inf))
     elif scale_mode == "median":
-        ranked = tf.sort(tf.where(kept, eigenvalues, inf))  # kept ones first, ascending
-        count = tf.reduce_sum(tf.cast(kept, tf.int32))
-        scale = tf.gather(ranked, tf.maximum(count - 1, 0) // 2)
+        ranked = ops.sort(ops.where(kept, eigenvalues, inf))  # kept ones first, ascending
+        count = ops.sum(ops.cast(kept, "int32"))
+        scale = solver_ops.gather(ranked, ops.maximum(count - 1, 0) // 2)
     else:
-        count = tf.maximum(tf.reduce_sum(tf.cast(kept, tf.float64)), 1.0)
-        scale = tf.reduce_sum(tf.where(kept, eigenvalues, tf.zeros_like(eigenvalues))) / count
-    safe = tf.where(kept, eigenvalues, tf.ones_like(eigenvalues))
-    factors = tf.where(kept, tf.sqrt(tf.where(tf.math.is_finite(scale), scale, 0.0) / safe), tf.zeros_like(eigenvalues))
-    balance = tf.matmul(vectors * factors[None, :], vectors, transpose_b=True)
-    return tf.reduce_sum(balance, axis=1)
+        count = ops.maximum(ops.sum(ops.cast(kept, eigenvalues.dtype)), 1.0)
+        scale = ops.sum(ops.where(kept, eigenvalues, ops.zeros_like(eigenvalues))) / count
+    safe = ops.where(kept, eigenvalues, ops.ones_like(eigenvalues))
+    factors = ops.where(kept, ops.sqrt(ops.where(ops.isfinite(scale), scale, 0.0) / safe), ops.zeros_like(eigenvalues))
+    balance = ops.matmul(vectors * factors[None, :], ops.transpose(vectors))
+    return ops.sum(balance, axis=1)
 
 
 @register("aligned_mtl")
@@ -97,9 +102,9 @@ class AlignedMTL(GramianBalancer):
         self.scale_mode = validate_choice("aligned_mtl scale_mode", scale_mode, SCALE_MODES)
 
     def combination(self, gram, losses, mask):
-        both = tf.logical_and(mask[:, None], mask[None, :])
-        gram = tf.where(both, gram, tf.zeros_like(gram))
-        coefficients = tf.cast(aligned_weights(gram, self.scale_mode), tf.float32)
+        both = ops.logical_and(mask[:, None], mask[None, :])
+        gram = ops.where(both, gram, ops.zeros_like(gram))
+        coefficients = ops.cast(aligned_weights(gram, self.scale_mode), "float32")
         return coefficients, coefficients, {}
 
     def get_config(self):

@@ -56,14 +56,28 @@ before rescaling when no task conflicts enough to move w*'s term).
 
 import math
 
-import tensorflow as tf
+from keras import ops
 
-from mtl_tf.balancers.gramian import GramianBalancer
+from mtl_tf.balancers.gramian import GramianBalancer, working_dtype
 from mtl_tf.balancers.registry import register
 from mtl_tf.solvers.qp import lower_bounded_qp
 
 OUTER_ITERATIONS = 100
 RESCALES = (0, 1, 2)
+# The floor of mu = ||g_w|| and the stopping step of the alternation, per working dtype
+# (1e-150 and 1e-11 are below float32's range and round-off).
+_NORM_FLOOR = {"float64": 1e-150, "float32": 1e-30}
+_STOP_STEP = {"float64": 1e-11, "float32": 1e-6}
+
+
+def _matvec(gram, v):
+    """K v for a 1-D v, as a [T, T] x [T, 1] matmul (on TensorFlow the ops of `tf.linalg.matvec`)."""
+    return ops.matmul(gram, v[:, None])[:, 0]
+
+
+def _quadratic(gram, w, v):
+    """w^T K v for 1-D w and v (a matrix-vector product, then a dot product)."""
+    return ops.tensordot(w, _matvec(gram, v), 1)
 
 
 def cagrad_simplex_weights(gram, mask, c):
@@ -75,38 +89,42 @@ def cagrad_simplex_weights(gram, mask, c):
       c: the radius factor (Python float >= 0).
 
     Returns:
-      [T] float64 w*, zero outside `mask`, summing to 1 (uniform over `mask`
-      when the Gramian is zero or not finite).
+      [T] w*, zero outside `mask`, summing to 1 (uniform over `mask` when the
+      Gramian is zero or not finite); float64 where the backend computes it
+      (TensorFlow; JAX with `jax_enable_x64`), else float32 (`working_dtype`).
     """
-    gram = tf.cast(gram, tf.float64)
-    gram = 0.5 * (gram + tf.transpose(gram))
-    both = tf.logical_and(mask[:, None], mask[None, :])
-    gram = tf.where(both, gram, tf.zeros_like(gram))
-    usable = tf.reduce_all(tf.math.is_finite(gram))
-    gram = tf.where(usable, gram, tf.zeros_like(gram))
-    scale = tf.reduce_max(tf.linalg.diag_part(gram))
-    gram = gram / tf.where(scale > 0, scale, tf.ones_like(scale))
-    labelled = tf.cast(mask, tf.float64)
-    mean_weights = labelled / tf.maximum(tf.reduce_sum(labelled), 1.0)
-    b = tf.linalg.matvec(gram, mean_weights)
-    radius = c * tf.sqrt(tf.maximum(tf.tensordot(mean_weights, b, 1), 0.0))
-    fixed = tf.logical_not(mask)[None]
-    zeros = tf.zeros_like(b)[None]
-    floor = tf.constant(1e-150, tf.float64)
+    work = working_dtype()
+    gram = ops.cast(gram, work)
+    gram = 0.5 * (gram + ops.transpose(gram))
+    both = ops.logical_and(mask[:, None], mask[None, :])
+    gram = ops.where(both, gram, ops.zeros_like(gram))
+    usable = ops.all(ops.isfinite(gram))
+    gram = ops.where(usable, gram, ops.zeros_like(gram))
+    scale = ops.max(ops.diagonal(gram))
+    gram = gram / ops.where(scale > 0, scale, ops.ones_like(scale))
+    labelled = ops.cast(mask, work)
+    mean_weights = labelled / ops.maximum(ops.sum(labelled), 1.0)
+    b = _matvec(gram, mean_weights)
+    radius = c * ops.sqrt(ops.maximum(ops.tensordot(mean_weights, b, 1), 0.0))
+    fixed = ops.logical_not(mask)[None]
+    zeros = ops.zeros_like(b)[None]
+    floor = ops.convert_to_tensor(_NORM_FLOOR[work], work)
+    stop = _STOP_STEP[work]
 
     def norm_of(w):
-        return tf.sqrt(tf.maximum(tf.tensordot(w, tf.linalg.matvec(gram, w), 1), 0.0))
+        return ops.sqrt(ops.maximum(_quadratic(gram, w, w), 0.0))
 
     def body(k, w, done):
-        mu = tf.maximum(norm_of(w), floor)
+        mu = ops.maximum(norm_of(w), floor)
         new, _ = lower_bounded_qp((radius / mu) * gram, b[None], zeros, simplex=True, start=w[None], fixed=fixed)
         new = new[0]
-        moved = tf.reduce_max(tf.abs(new - w))
-        return k + 1, tf.where(done, w, new), tf.logical_or(done, moved <= 1e-11)
+        moved = ops.max(ops.abs(new - w))
+        return k + 1, ops.where(done, w, new), ops.logical_or(done, moved <= stop)
 
-    _, w, _ = tf.while_loop(
-        lambda k, w, done: tf.logical_not(done), body,
-        (tf.constant(0), mean_weights, tf.constant(False)), maximum_iterations=OUTER_ITERATIONS,
+    _, w, _ = ops.while_loop(
+        lambda k, w, done: ops.logical_not(done), body,
+        (ops.convert_to_tensor(0, "int32"), mean_weights, ops.convert_to_tensor(False)),
+        maximum_iterations=OUTER_ITERATIONS,
     )
     return w
 
@@ -147,18 +165,18 @@ class CAGrad(GramianBalancer):
 
     def combination(self, gram, losses, mask):
         w = cagrad_simplex_weights(gram, mask, self.c)
-        gram64 = tf.cast(gram, tf.float64)
-        labelled = tf.cast(mask, tf.float64)
-        mean_weights = labelled / tf.maximum(tf.reduce_sum(labelled), 1.0)
-        g0_norm = tf.sqrt(tf.maximum(tf.tensordot(mean_weights, tf.linalg.matvec(gram64, mean_weights), 1), 0.0))
-        gw_norm = tf.sqrt(tf.maximum(tf.tensordot(w, tf.linalg.matvec(gram64, w), 1), 0.0))
+        gram64 = ops.cast(gram, w.dtype)
+        labelled = ops.cast(mask, w.dtype)
+        mean_weights = labelled / ops.maximum(ops.sum(labelled), 1.0)
+        g0_norm = ops.sqrt(ops.maximum(_quadratic(gram64, mean_weights, mean_weights), 0.0))
+        gw_norm = ops.sqrt(ops.maximum(_quadratic(gram64, w, w), 0.0))
         positive = gw_norm > 0
-        step = tf.where(positive, self.c * g0_norm / tf.where(positive, gw_norm, tf.ones_like(gw_norm)),
-                        tf.zeros_like(gw_norm))
+        step = ops.where(positive, self.c * g0_norm / ops.where(positive, gw_norm, ops.ones_like(gw_norm)),
+                         ops.zeros_like(gw_norm))
         coefficients = mean_weights + step * w
         divisor = {0: 1.0, 1: 1.0 + self.c**2, 2: 1.0 + self.c}[self.rescale]
-        coefficients = tf.cast(coefficients / divisor, tf.float32)
-        coefficients = tf.where(tf.math.is_finite(coefficients), coefficients, tf.zeros_like(coefficients))
+        coefficients = ops.cast(coefficients / divisor, "float32")
+        coefficients = ops.where(ops.isfinite(coefficients), coefficients, ops.zeros_like(coefficients))
         return coefficients, coefficients, {}
 
     def get_config(self):

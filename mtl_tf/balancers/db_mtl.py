@@ -42,7 +42,7 @@ in the update (1 for the task with the largest EMA; 0 for an unlabelled task).
 import math
 import numbers
 
-import tensorflow as tf
+from keras import ops
 
 from mtl_tf.balancers.base import Update, shared_task_gradients
 from mtl_tf.balancers.registry import register
@@ -96,30 +96,30 @@ class DBMTL(TrackedGradientBalancer):
         losses, per_task, heads = shared_task_gradients(problem)
         mask = problem.task_mask
         global_losses = problem.global_losses(losses)
-        inverse = tf.where(mask, 1.0 / (global_losses + self.epsilon), tf.zeros_like(global_losses))
+        inverse = ops.where(mask, 1.0 / (global_losses + self.epsilon), ops.zeros_like(global_losses))
         # grad log(L_t + eps) = grad L_t / (L_t + eps), with the global loss.
-        gradients = [g * tf.reshape(inverse, [-1] + [1] * (len(g.shape) - 1))
+        gradients = [g * ops.reshape(inverse, [-1] + [1] * (len(g.shape) - 1))
                      for g in global_task_gradients(problem, per_task)]
         steps = self.steps + 1.0
-        beta = self.beta / tf.pow(steps, self.beta_sigma)
+        beta = self.beta / ops.power(steps, self.beta_sigma)
         moves = state_may_move(problem, gradients)
-        labelled = tf.reshape(mask, [-1])
+        labelled = ops.reshape(mask, [-1])
         new_tracked = []
         for y, current, g in zip(tracked, self.tracked_values(), gradients):
-            keep = tf.reshape(labelled, [-1] + [1] * (len(g.shape) - 1))
+            keep = ops.reshape(labelled, [-1] + [1] * (len(g.shape) - 1))
             moved = beta * current + (1.0 - beta) * g
-            new = tf.where(keep, moved, current)
-            y.assign(tf.where(moves, new, current))
+            new = ops.where(keep, moved, current)
+            y.assign(ops.where(moves, new, current))
             new_tracked.append(new)
-        self.steps.assign(tf.where(moves, steps, self.steps))
-        norms = tf.where(mask, task_norms(new_tracked), tf.zeros([self.num_tasks]))
-        largest = tf.reduce_max(norms)
-        factors = tf.where(norms > 0.0, largest / tf.where(norms > 0.0, norms, 1.0), tf.zeros_like(norms))
-        direction = [tf.tensordot(factors, y, axes=1) for y in new_tracked]
+        self.steps.assign(ops.where(moves, steps, self.steps.value))
+        norms = ops.where(mask, task_norms(new_tracked), ops.zeros([self.num_tasks]))
+        largest = ops.max(norms)
+        factors = ops.where(norms > 0.0, largest / ops.where(norms > 0.0, norms, 1.0), ops.zeros_like(norms))
+        direction = [ops.tensordot(factors, y, axes=1) for y in new_tracked]
         shared = as_replica_share(problem, direction, problem.shared_variables)
         # Heads descend their own log loss (local share; the gradients are of S L_t).
         heads = {
-            t: [None if g is None else g * tf.cast(inverse[i], g.dtype) for g in heads[t]]
+            t: [None if g is None else g * ops.cast(inverse[i], g.dtype) for g in heads[t]]
             for i, t in enumerate(problem.task_names)
         }
         return Update(shared=shared, heads=heads, task_weights=factors)

@@ -21,9 +21,9 @@ left out (the mean is over the labelled tasks), the representation option.
 Logs `{task}_weight` = v_t, the coefficient of g_t in d.
 """
 
-import tensorflow as tf
+from keras import ops
 
-from mtl_tf.balancers.gramian import GramianBalancer
+from mtl_tf.balancers.gramian import GramianBalancer, working_dtype
 from mtl_tf.balancers.registry import register
 from mtl_tf.balancers.upgrad import check_eps
 from mtl_tf.solvers.qp import dual_cone_weights
@@ -57,10 +57,10 @@ class DualProj(GramianBalancer):
         self.reg_eps = check_eps("dualproj", "reg_eps", reg_eps)
 
     def combination(self, gram, losses, mask):
-        labelled = tf.cast(mask, tf.float64)
-        u = (labelled / tf.maximum(tf.reduce_sum(labelled), 1.0))[None]
+        labelled = ops.cast(mask, working_dtype())
+        u = (labelled / ops.maximum(ops.sum(labelled), 1.0))[None]
         v = dual_cone_weights(gram, u, mask, self.norm_eps, self.reg_eps)[0]
-        coefficients = tf.cast(v, tf.float32)
+        coefficients = ops.cast(v, "float32")
         return coefficients, coefficients, {}
 
     def get_config(self):

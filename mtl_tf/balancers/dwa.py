@@ -43,7 +43,7 @@ Logs `{task}_weight` = w_k (they sum to K, not 1).
 import math
 import numbers
 
-import tensorflow as tf
+from keras import ops
 
 from mtl_tf.balancers.base import LossWeightingBalancer, validate_choice
 from mtl_tf.balancers.epochs import add_epoch_counter
@@ -108,34 +108,35 @@ class DWA(LossWeightingBalancer):
 
     def _roll_over(self):
         """Moves the finished period's means into the history when a new period has begun."""
-        step = tf.identity(self.step_counter)
+        # A copy: the step count as it was before the increment below.
+        step = ops.copy(self.step_counter)
         self.step_counter.assign_add(1)
-        period = step if self.period == "step" else tf.identity(self.epochs_begun)
-        roll = tf.not_equal(period, self.current_period)
-        counts = tf.cast(self.period_counts, tf.float32)
-        means = tf.cast(self.period_sums, tf.float32) / tf.maximum(counts, 1.0)
+        period = step if self.period == "step" else ops.copy(self.epochs_begun)
+        roll = ops.not_equal(period, self.current_period)
+        counts = ops.cast(self.period_counts, "float32")
+        means = ops.cast(self.period_sums, "float32") / ops.maximum(counts, 1.0)
         # Only tasks with labels in the finished period get a new entry.
-        shift = tf.logical_and(roll, counts > 0.0)
-        history = tf.cast(self.loss_history, tf.float32)
-        newest = tf.where(shift, means, history[0])
-        older = tf.where(shift, history[0], history[1])
-        length = tf.where(shift, tf.minimum(self.history_length + 1.0, 2.0), self.history_length)
-        self.loss_history.assign(tf.stack([newest, older]))
+        shift = ops.logical_and(roll, counts > 0.0)
+        history = ops.cast(self.loss_history, "float32")
+        newest = ops.where(shift, means, history[0])
+        older = ops.where(shift, history[0], history[1])
+        length = ops.where(shift, ops.minimum(self.history_length + 1.0, 2.0), self.history_length.value)
+        self.loss_history.assign(ops.stack([newest, older]))
         self.history_length.assign(length)
         self.current_period.assign(period)
-        zeros = tf.zeros_like(counts)
-        return newest, older, length, tf.where(roll, zeros, self.period_sums), tf.where(roll, zeros, counts)
+        zeros = ops.zeros_like(counts)
+        return newest, older, length, ops.where(roll, zeros, self.period_sums.value), ops.where(roll, zeros, counts)
 
     def objective(self, problem, losses):
         mask = problem.task_mask
         global_losses = problem.all_reduce_sum(losses)
         newest, older, length, sums, counts = self._roll_over()
-        ratios = tf.where(length >= 2.0, newest / tf.maximum(older, 1e-12), tf.ones_like(newest))
-        labelled = tf.cast(mask, tf.float32)
-        weights = tf.reduce_sum(labelled) * masked_softmax(ratios / self.temperature, mask)
-        self.period_sums.assign(sums + tf.where(mask, global_losses, tf.zeros_like(global_losses)))
+        ratios = ops.where(length >= 2.0, newest / ops.maximum(older, 1e-12), ops.ones_like(newest))
+        labelled = ops.cast(mask, "float32")
+        weights = ops.sum(labelled) * masked_softmax(ratios / self.temperature, mask)
+        self.period_sums.assign(sums + ops.where(mask, global_losses, ops.zeros_like(global_losses)))
         self.period_counts.assign(counts + labelled)
-        return tf.reduce_sum(weights * losses), weights
+        return ops.sum(weights * losses), weights
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature, "period": self.period}

@@ -36,7 +36,7 @@ Logs `{task}_weight` = w_t (before clipping) and `clip_factor`.
 
 import math
 
-import tensorflow as tf
+from keras import ops
 
 from mtl_tf.balancers.gramian import GramianBalancer
 from mtl_tf.balancers.nash_mtl import check_max_norm, clip_coefficients
@@ -77,7 +77,7 @@ class FairGrad(GramianBalancer):
 
     def combination(self, gram, losses, mask):
         weights, _ = fair_weights(gram, self.alpha, mask)
-        weights = tf.cast(weights, tf.float32)
+        weights = ops.cast(weights, "float32")
         coefficients, factor = clip_coefficients(weights, gram, self.max_norm)
         return coefficients, weights, {"clip_factor": factor}
 

@@ -58,7 +58,8 @@ update (on the simplex).
 import math
 import numbers
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from mtl_tf.balancers.base import LossWeightingBalancer, as_task_vector, validate_choice
 from mtl_tf.balancers.options import check_task_values
@@ -145,33 +146,33 @@ class FAMO(LossWeightingBalancer):
         return list(self._min_losses)
 
     def _shifted_log(self, losses):
-        gaps = losses - tf.constant(self._min_losses, tf.float32) + self.epsilon
-        return tf.math.log(tf.maximum(gaps, 1e-30))
+        gaps = losses - ops.convert_to_tensor(np.asarray(self._min_losses, np.float32)) + self.epsilon
+        return ops.log(ops.maximum(gaps, 1e-30))
 
     def update_logits(self, losses, mask):
         """Algorithm 1's logit step for the last step's decrease; returns the new logits."""
-        logits = tf.cast(self.logits, tf.float32)
-        valid = tf.logical_and(mask, self.previous_labelled > 0.0)
-        decrease = self._shifted_log(tf.cast(self.previous_losses, tf.float32)) - self._shifted_log(losses)
-        decrease = tf.where(valid, decrease, tf.zeros_like(decrease))
+        logits = ops.cast(self.logits, "float32")
+        valid = ops.logical_and(mask, self.previous_labelled > 0.0)
+        decrease = self._shifted_log(ops.cast(self.previous_losses, "float32")) - self._shifted_log(losses)
+        decrease = ops.where(valid, decrease, ops.zeros_like(decrease))
         z = masked_softmax(logits, valid)
         # J^T delta with J = diag(z) - z z^T (the softmax Jacobian, symmetric).
-        direction = z * (decrease - tf.reduce_sum(z * decrease))
+        direction = z * (decrease - ops.sum(z * decrease))
         gradient = direction + self.logit_decay * logits
         if self.logit_optimizer == "sgd":
             new_logits = logits - self.logit_learning_rate * gradient
         else:
             steps = self.logit_steps + 1.0
             moment_1 = ADAM_BETA_1 * self.logit_moment_1 + (1.0 - ADAM_BETA_1) * gradient
-            moment_2 = ADAM_BETA_2 * self.logit_moment_2 + (1.0 - ADAM_BETA_2) * tf.square(gradient)
-            corrected_1 = moment_1 / (1.0 - tf.pow(ADAM_BETA_1, steps))
-            corrected_2 = moment_2 / (1.0 - tf.pow(ADAM_BETA_2, steps))
-            new_logits = logits - self.logit_learning_rate * corrected_1 / (tf.sqrt(corrected_2) + ADAM_EPSILON)
+            moment_2 = ADAM_BETA_2 * self.logit_moment_2 + (1.0 - ADAM_BETA_2) * ops.square(gradient)
+            corrected_1 = moment_1 / (1.0 - ops.power(ADAM_BETA_1, steps))
+            corrected_2 = moment_2 / (1.0 - ops.power(ADAM_BETA_2, steps))
+            new_logits = logits - self.logit_learning_rate * corrected_1 / (ops.sqrt(corrected_2) + ADAM_EPSILON)
             # A task outside `valid` takes no part: its logit and its moments stay.
-            self.logit_moment_1.assign(tf.where(valid, moment_1, self.logit_moment_1))
-            self.logit_moment_2.assign(tf.where(valid, moment_2, self.logit_moment_2))
-            self.logit_steps.assign(tf.where(valid, steps, self.logit_steps))
-        new_logits = tf.where(valid, new_logits, logits)
+            self.logit_moment_1.assign(ops.where(valid, moment_1, self.logit_moment_1.value))
+            self.logit_moment_2.assign(ops.where(valid, moment_2, self.logit_moment_2.value))
+            self.logit_steps.assign(ops.where(valid, steps, self.logit_steps.value))
+        new_logits = ops.where(valid, new_logits, logits)
         self.logits.assign(new_logits)
         return new_logits
 
@@ -180,13 +181,13 @@ class FAMO(LossWeightingBalancer):
         global_losses = problem.all_reduce_sum(losses)
         logits = self.update_logits(global_losses, mask)
         z = masked_softmax(logits, mask)
-        inverse_gaps = tf.exp(-self._shifted_log(global_losses))
-        inverse_gaps = tf.where(mask, inverse_gaps, tf.zeros_like(inverse_gaps))
+        inverse_gaps = ops.exp(-self._shifted_log(global_losses))
+        inverse_gaps = ops.where(mask, inverse_gaps, ops.zeros_like(inverse_gaps))
         weighted = z * inverse_gaps
-        weights = tf.stop_gradient(weighted / tf.maximum(tf.reduce_sum(weighted), 1e-30))
+        weights = ops.stop_gradient(weighted / ops.maximum(ops.sum(weighted), 1e-30))
         self.previous_losses.assign(global_losses)
-        self.previous_labelled.assign(tf.cast(mask, tf.float32))
-        return tf.reduce_sum(weights * losses), weights
+        self.previous_labelled.assign(ops.cast(mask, "float32"))
+        return ops.sum(weights * losses), weights
 
     def get_config(self):
         return {

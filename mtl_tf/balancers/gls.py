@@ -29,7 +29,7 @@ Choices and deviations:
 No options.
 """
 
-import tensorflow as tf
+from keras import ops
 
 from mtl_tf.balancers.base import LossWeightingBalancer
 from mtl_tf.balancers.registry import register
@@ -58,12 +58,12 @@ class GLS(LossWeightingBalancer):
 
     def objective(self, problem, losses):
         mask = problem.task_mask
-        labelled = tf.cast(mask, tf.float32)
-        count = tf.maximum(tf.reduce_sum(labelled), 1.0)
-        log_losses = tf.math.log(tf.maximum(problem.all_reduce_sum(losses), LOSS_FLOOR))
-        log_losses = tf.where(mask, log_losses, tf.zeros_like(log_losses))
-        log_gls = tf.reduce_sum(log_losses) / count
+        labelled = ops.cast(mask, "float32")
+        count = ops.maximum(ops.sum(labelled), 1.0)
+        log_losses = ops.log(ops.maximum(problem.all_reduce_sum(losses), LOSS_FLOOR))
+        log_losses = ops.where(mask, log_losses, ops.zeros_like(log_losses))
+        log_gls = ops.sum(log_losses) / count
         # dGLS/dL_t = GLS / (T L_t), formed in log space so no product under- or overflows.
-        weights = labelled * tf.exp(log_gls - log_losses) / count
-        weights = tf.stop_gradient(weights)
-        return tf.reduce_sum(weights * losses), weights
+        weights = labelled * ops.exp(log_gls - log_losses) / count
+        weights = ops.stop_gradient(weights)
+        return ops.sum(weights * losses), weights

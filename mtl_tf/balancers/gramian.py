@@ -34,8 +34,10 @@ manipulate only the shared parameters' gradients; LibMTL and the authors' code
 do the same).
 """
 
-import tensorflow as tf
+import keras
+from keras import ops
 
+from mtl_tf.backend.precision import float64_available
 from mtl_tf.balancers.base import (
     Balancer,
     Update,
@@ -88,15 +90,15 @@ class GramianBalancer(Balancer):
         else:
             losses, per_task, heads = shared_task_gradients(problem)
             gram = global_parameter_gram(problem, stack_first_axis(per_task))
-        gram = gram / tf.square(problem.loss_scale)
+        gram = gram / ops.square(problem.loss_scale)
         mask = problem.task_mask
         coefficients, weights, logs = self.combination(gram, problem.global_losses(losses), mask)
-        zero = tf.zeros_like(coefficients)
-        coefficients = tf.stop_gradient(tf.where(mask, coefficients, zero))
-        weights = tf.where(mask, weights, zero)
+        zero = ops.zeros_like(coefficients)
+        coefficients = ops.stop_gradient(ops.where(mask, coefficients, zero))
+        weights = ops.where(mask, weights, zero)
         if self.gradient_at == "representation":
-            flat = [tf.nest.flatten(g) for g in per_task]
-            combined = tf.nest.pack_sequence_as(z, weighted_sum(flat, coefficients))
+            flat = [keras.tree.flatten(g) for g in per_task]
+            combined = keras.tree.pack_sequence_as(z, weighted_sum(flat, coefficients))
             shared = problem.encoder_backward(combined)
         else:
             shared = weighted_sum(per_task, coefficients)
@@ -109,5 +111,14 @@ class GramianBalancer(Balancer):
 def safe_divide(numerator, denominator):
     """numerator / denominator where denominator > 0, else 0 (a zero gradient projects onto nothing)."""
     positive = denominator > 0.0
-    return tf.where(positive, numerator / tf.where(positive, denominator, tf.ones_like(denominator)),
-                    tf.zeros_like(numerator))
+    return ops.where(positive, numerator / ops.where(positive, denominator, ops.ones_like(denominator)),
+                     ops.zeros_like(numerator))
+
+
+def working_dtype():
+    """The dtype the methods' small T x T computations run in: float64 where the backend computes it.
+
+    TensorFlow (and JAX with `jax_enable_x64`): "float64", as the methods always did. Elsewhere
+    (JAX without `jax_enable_x64`) "float32", as the solvers' default (`mtl_tf.backend.precision`).
+    """
+    return "float64" if float64_available() else "float32"

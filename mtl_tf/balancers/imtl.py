@@ -53,10 +53,11 @@ update (alpha_t e^{s_t} for the hybrid, alpha_t for IMTL-G, e^{s_t} for
 IMTL-L), and `{task}_loss_scale` = e^{s_t} for the variants with scales.
 """
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from mtl_tf.balancers.base import LossWeightingBalancer, Update, mask_weights, validate_choice
-from mtl_tf.balancers.gramian import GramianBalancer
+from mtl_tf.balancers.gramian import GramianBalancer, working_dtype
 from mtl_tf.balancers.log_scales import LOG_SCALE_BOUND, LogScaleBound
 from mtl_tf.balancers.registry import register
 
@@ -71,40 +72,49 @@ def imtl_g_weights(gram, mask):
       mask: [T] bool, the tasks taking part (others get alpha = 0).
 
     Returns:
-      [T] float64 alpha (uniform over `mask` when the system is singular or
-      the Gramian is not finite).
+      [T] alpha (uniform over `mask` when the system is singular or the
+      Gramian is not finite), computed and returned in float64 where the
+      backend computes it (TensorFlow; JAX with `jax_enable_x64`), else in
+      float32 (`working_dtype`).
     """
-    gram = tf.cast(gram, tf.float64)
+    work = working_dtype()
+    tiny = 1e-300 if work == "float64" else 1e-30  # a floor of the largest pivot, within the dtype's range
+    gram = ops.cast(gram, work)
     num = gram.shape[0]
-    both = tf.logical_and(mask[:, None], mask[None, :])
-    gram = tf.where(both, gram, tf.zeros_like(gram))
-    labelled = tf.cast(mask, tf.float64)
-    finite = tf.reduce_all(tf.math.is_finite(gram))
-    gram = tf.where(finite, gram, tf.zeros_like(gram))
-    norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
-    scale = tf.reduce_max(norms)
+    both = ops.logical_and(mask[:, None], mask[None, :])
+    gram = ops.where(both, gram, ops.zeros_like(gram))
+    labelled = ops.cast(mask, work)
+    finite = ops.all(ops.isfinite(gram))
+    gram = ops.where(finite, gram, ops.zeros_like(gram))
+    norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
+    scale = ops.max(norms)
     # Scale-free: P_it = <g_i, u_t> / max_j ||g_j||.
-    safe_norms = tf.where(norms > 0, norms, tf.ones_like(norms))
-    projections = gram / safe_norms[None, :] / tf.where(scale > 0, scale, tf.ones_like(scale))
+    safe_norms = ops.where(norms > 0, norms, ops.ones_like(norms))
+    projections = gram / safe_norms[None, :] / ops.where(scale > 0, scale, ops.ones_like(scale))
     # Row t (labelled): sum_i alpha_i P_it - lambda = 0; row t (unlabelled): alpha_t = 0;
     # last row: sum_i alpha_i = 1.
-    rows = tf.where(mask[:, None], tf.transpose(projections), tf.eye(num, dtype=tf.float64))
-    top = tf.concat([rows, -labelled[:, None]], axis=1)
-    bottom = tf.concat([labelled[None, :], tf.zeros([1, 1], tf.float64)], axis=1)
-    system = tf.concat([top, bottom], axis=0)
-    rhs = tf.concat([tf.zeros([num], tf.float64), tf.ones([1], tf.float64)], axis=0)
+    identity = ops.convert_to_tensor(np.eye(num), work)
+    rows = ops.where(mask[:, None], ops.transpose(projections), identity)
+    top = ops.concatenate([rows, -labelled[:, None]], axis=1)
+    bottom = ops.concatenate([labelled[None, :], ops.zeros([1, 1], work)], axis=1)
+    system = ops.concatenate([top, bottom], axis=0)
+    rhs = ops.convert_to_tensor(np.eye(num + 1)[num], work)  # (0, ..., 0, 1)
     # QR, not LU: TensorFlow's LU and solve raise on an exactly singular matrix; the diagonal of R tells it.
-    q, r = tf.linalg.qr(system)
-    pivots = tf.abs(tf.linalg.diag_part(r))
-    regular = tf.reduce_min(pivots) > 1e-10 * tf.maximum(tf.reduce_max(pivots), 1e-300)
-    regular = tf.logical_and(regular, tf.reduce_all(tf.logical_or(norms > 0, tf.logical_not(mask))))
-    regular = tf.logical_and(regular, tf.logical_and(finite, scale > 0))
-    safe_r = tf.linalg.set_diag(r, tf.where(pivots > 0, tf.linalg.diag_part(r), tf.ones_like(pivots)))
-    solution = tf.linalg.triangular_solve(safe_r, tf.linalg.matvec(q, rhs, transpose_a=True)[:, None], lower=False)
-    solution = solution[:num, 0]
-    uniform = labelled / tf.maximum(tf.reduce_sum(labelled), 1.0)
-    alpha = tf.where(regular, solution, uniform)
-    alpha = tf.where(tf.reduce_all(tf.math.is_finite(alpha)), alpha, uniform)
+    q, r = ops.qr(system)
+    diagonal = ops.diagonal(r)
+    pivots = ops.abs(diagonal)
+    regular = ops.min(pivots) > 1e-10 * ops.maximum(ops.max(pivots), tiny)
+    regular = ops.logical_and(regular, ops.all(ops.logical_or(norms > 0, ops.logical_not(mask))))
+    regular = ops.logical_and(regular, ops.logical_and(finite, scale > 0))
+    # R with its zero pivots set to 1 (the solve stays finite; `regular` discards its answer then).
+    on_diagonal = ops.convert_to_tensor(np.eye(num + 1, dtype=bool))
+    safe_r = ops.where(on_diagonal, ops.where(pivots > 0, diagonal, ops.ones_like(pivots))[None, :], r)
+    # Q^T rhs, as rhs^T Q (a vector-matrix product).
+    solution = ops.solve_triangular(safe_r, ops.matmul(rhs, q), lower=False)
+    solution = solution[:num]
+    uniform = labelled / ops.maximum(ops.sum(labelled), 1.0)
+    alpha = ops.where(regular, solution, uniform)
+    alpha = ops.where(ops.all(ops.isfinite(alpha)), alpha, uniform)
     return alpha * labelled
 
 
@@ -154,7 +164,7 @@ class IMTL(GramianBalancer):
         super().build_for_tasks(task_names, losses)
 
     def _scales(self):
-        return tf.exp(tf.cast(self.log_scales, tf.float32))
+        return ops.exp(ops.cast(self.log_scales, "float32"))
 
     def _scale_logs(self, scales, mask):
         scales = mask_weights(scales, mask)
@@ -162,20 +172,20 @@ class IMTL(GramianBalancer):
 
     # IMTL-L alone: the loss-weighting path (one backward pass).
     def objective(self, problem, losses):
-        s = tf.cast(self.log_scales, tf.float32)
-        labelled = tf.cast(problem.task_mask, tf.float32)
-        weights = mask_weights(tf.exp(s), problem.task_mask)
+        s = ops.cast(self.log_scales, "float32")
+        labelled = ops.cast(problem.task_mask, "float32")
+        weights = mask_weights(ops.exp(s), problem.task_mask)
         # Losses are replica-scaled; the -s_t term is shared out over the replicas too.
-        return tf.reduce_sum(weights * losses) - tf.reduce_sum(labelled * s) / problem.num_replicas, weights
+        return ops.sum(weights * losses) - ops.sum(labelled * s) / problem.num_replicas, weights
 
     def combination(self, gram, losses, mask):
         if self.variant == "hybrid":
             scales = self._scales()
             scaled_gram = gram * scales[:, None] * scales[None, :]
-            alpha = tf.cast(imtl_g_weights(scaled_gram, mask), tf.float32)
+            alpha = ops.cast(imtl_g_weights(scaled_gram, mask), "float32")
             coefficients = alpha * scales
             return coefficients, coefficients, self._scale_logs(scales, mask)
-        alpha = tf.cast(imtl_g_weights(gram, mask), tf.float32)
+        alpha = ops.cast(imtl_g_weights(gram, mask), "float32")
         return alpha, alpha, {}
 
     def compute_update(self, problem):
@@ -189,7 +199,7 @@ class IMTL(GramianBalancer):
         mask = problem.task_mask
         scales = mask_weights(self._scales(), mask)
         heads = {
-            t: [None if g is None else g * tf.cast(scales[i], g.dtype) for g in update.heads[t]]
+            t: [None if g is None else g * ops.cast(scales[i], g.dtype) for g in update.heads[t]]
             for i, t in enumerate(self.task_names)
         }
         # d/ds_t of e^{s_t} L_t - s_t on this replica's share (the optimizer sums the replicas), loss-scaled.

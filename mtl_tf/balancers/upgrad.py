@@ -37,9 +37,9 @@ conflict).
 
 import math
 
-import tensorflow as tf
+from keras import ops
 
-from mtl_tf.balancers.gramian import GramianBalancer
+from mtl_tf.balancers.gramian import GramianBalancer, working_dtype
 from mtl_tf.balancers.registry import register
 from mtl_tf.solvers.qp import dual_cone_weights
 
@@ -80,11 +80,11 @@ class UPGrad(GramianBalancer):
         self.reg_eps = check_eps("upgrad", "reg_eps", reg_eps)
 
     def combination(self, gram, losses, mask):
-        labelled = tf.cast(mask, tf.float64)
-        count = tf.maximum(tf.reduce_sum(labelled), 1.0)
-        u = tf.linalg.diag(labelled / count)  # row i: e_i / T (zero rows for unlabelled tasks)
+        labelled = ops.cast(mask, working_dtype())
+        count = ops.maximum(ops.sum(labelled), 1.0)
+        u = ops.diag(labelled / count)  # row i: e_i / T (zero rows for unlabelled tasks)
         v = dual_cone_weights(gram, u, mask, self.norm_eps, self.reg_eps)
-        coefficients = tf.cast(tf.reduce_sum(v, axis=0), tf.float32)
+        coefficients = ops.cast(ops.sum(v, axis=0), "float32")
         return coefficients, coefficients, {}
 
     def get_config(self):

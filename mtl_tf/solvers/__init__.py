@@ -139,6 +139,7 @@ from typing import Any
 
 from keras import ops
 
+from mtl_tf.backend import solver_ops
 from mtl_tf.solvers._common import _finish, _num_tasks, _plain_python, _prepare, _standard_dtype
 from mtl_tf.solvers.normalization import NORMALIZATIONS, normalize_gram
 from mtl_tf.solvers.official import (
@@ -166,6 +167,7 @@ METHODS = ("wolfe", "frank_wolfe", "official")
 
 
 @_plain_python
+@solver_ops.compiled_on_jax(("method", "max_iterations", "tolerance", "dtype"))
 def min_norm_weights_with_info(gram, method=DEFAULT_METHOD, max_iterations=None, tolerance=None, mask=None, dtype=None):
     """Like `min_norm_weights`, but returns (alpha, iterations).
 

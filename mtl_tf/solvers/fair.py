@@ -42,6 +42,7 @@ weights stay finite there, and elsewhere they move by about 1e-12 relative.
 
 from keras import ops
 
+from mtl_tf.backend import solver_ops
 from mtl_tf.solvers._common import _gather, _matvec, _plain_python, _rank, _working_dtype
 
 MAX_ITERATIONS = 100
@@ -53,6 +54,7 @@ _BACKTRACKS = 40
 
 
 @_plain_python
+@solver_ops.compiled_on_jax(("alpha", "dtype"))
 def fair_weights(gram, alpha=1.0, mask=None, dtype=None):
     """The positive w with K w = w^(-1/alpha) on the tasks of `mask` (0 elsewhere).
 

@@ -72,6 +72,7 @@ def default_max_iterations(num_variables):
 
 
 @_plain_python
+@solver_ops.compiled_on_jax(("simplex", "max_iterations", "dtype"))
 def lower_bounded_qp(q, p, lower, simplex=False, start=None, fixed=None, max_iterations=None, dtype=None):
     """Solves min 1/2 x^T Q x + p_b^T x s.t. x >= l_b (and sum x = 1 if `simplex`) for each row b.
 
@@ -207,6 +208,7 @@ def lower_bounded_qp(q, p, lower, simplex=False, start=None, fixed=None, max_ite
 
 
 @_plain_python
+@solver_ops.compiled_on_jax(("norm_eps", "reg_eps", "dtype"))
 def dual_cone_weights(gram, u, mask=None, norm_eps=1e-4, reg_eps=1e-4, dtype=None):
     """Weights of the projections of sum_t u_bt g_t onto the dual cone of the gradients, from their Gramian.
 
