@@ -27,6 +27,26 @@ if backends.keras_backend() == "tensorflow":
     tf.config.set_logical_device_configuration(
         _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
     )
+elif backends.keras_backend() == "jax":
+    import jax
+
+    # The JAX process spends most of its time compiling: every eager op at every new shape, every
+    # jax.jit / lax.while_loop of the solvers (a few ms to run, seconds to compile). XLA's optimisation
+    # passes are what cost; without them the process takes about 40% less CPU time. The tests compare
+    # values with tolerances derived from the arithmetic (or bit for bit between two codings compiled
+    # alike), so they hold for unoptimised code as they do for optimised code.
+    jax.config.update("jax_disable_most_optimizations", True)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The JAX process (tests/test_backends.py, minutes long) first, so it overlaps the TensorFlow tests.
+
+    xdist (`-n auto`, load scheduling) hands out tests in collection order, so the test that starts
+    the JAX process goes to the first worker at once instead of extending the run at its end.
+    """
+    first = [item for item in items if item.nodeid.startswith("tests/test_backends.py::")]
+    if first:
+        items[:] = first + [item for item in items if item not in first]
 
 
 @pytest.fixture

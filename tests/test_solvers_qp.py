@@ -40,6 +40,20 @@ def xla(fn):
 EPS64 = np.finfo(np.float64).eps
 
 
+def solver(**options):
+    """`lower_bounded_qp(q, p, lower, **options)`: eager under TensorFlow, one `jax.jit` under JAX.
+
+    JAX traces and compiles an eager `lax.while_loop` again at every call (about a CPU second each);
+    jitted, the solver compiles once per shape. These tests check the solutions against the
+    enumerated optimum with bounds from the arithmetic, which hold for either coding.
+    """
+    if keras.backend.backend() != "jax":
+        return lambda q, p, lower, **more: lower_bounded_qp(q, p, lower, **options, **more)
+    import jax
+
+    return jax.jit(lambda q, p, lower: lower_bounded_qp(q, p, lower, **options))
+
+
 def brute_force(q, p, lower, simplex):
     # Feasibility of a candidate (an lstsq solution of a system of at most 5 unknowns, O(1) entries):
     # violations above 1e-12 (4500 eps) are real, those below are the candidate's own rounding; the sum
@@ -74,6 +88,7 @@ def brute_force(q, p, lower, simplex):
 @pytest.mark.parametrize("num", [2, 3, 4])
 def test_equals_the_enumerated_optimum(num, simplex):
     rng = np.random.default_rng(num + 10 * simplex)
+    solve = solver(simplex=simplex)
     for trial in range(6):
         g = rng.normal(size=(num, int(rng.integers(1, 2 * num))))  # singular Q in some trials
         q = g @ g.T
@@ -83,7 +98,7 @@ def test_equals_the_enumerated_optimum(num, simplex):
         else:
             p = np.zeros((num, num))
             lower = np.eye(num) / num  # the dual-cone projections of UPGrad
-        x, _ = lower_bounded_qp(tensor(q), tensor(p), tensor(lower), simplex=simplex)
+        x, _ = solve(tensor(q), tensor(p), tensor(lower))
         for b in range(len(p)):
             _, value = brute_force(q, p[b], lower[b], simplex)
             got = numpy(x)[b]
@@ -146,6 +161,7 @@ def test_float32_path_equals_the_enumerated_optimum(simplex):
     # test_equals_the_enumerated_optimum with float32's eps in place of float64's (the same roundings, now
     # of float32 numbers; the 1e-6 relative ridge moves a stationary objective only to second order).
     eps32 = float(np.finfo(np.float32).eps)
+    solve = solver(simplex=simplex, dtype="float32")
     for num in [2, 3, 4]:
         rng = np.random.default_rng(num + 10 * simplex)
         for trial in range(6):
@@ -153,7 +169,7 @@ def test_float32_path_equals_the_enumerated_optimum(simplex):
             q = g @ g.T
             p = rng.normal(size=(2, num)) if simplex else np.zeros((num, num))
             lower = np.zeros((2, num)) if simplex else np.eye(num) / num
-            x, _ = lower_bounded_qp(tensor(q), tensor(p), tensor(lower), simplex=simplex, dtype="float32")
+            x, _ = solve(tensor(q), tensor(p), tensor(lower))
             assert keras.backend.standardize_dtype(x.dtype) == "float32"
             for b in range(len(p)):
                 _, value = brute_force(q, p[b], lower[b], simplex)
