@@ -61,10 +61,25 @@ def compiled_on_jax(static_argnames):
         if keras.backend.backend() != "jax":
             return func
         import functools
+        import inspect
 
         import jax
 
-        return functools.wraps(func)(jax.jit(func, static_argnames=tuple(static_argnames)))
+        names = tuple(static_argnames)
+        jitted = jax.jit(func, static_argnames=names)
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def call(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs).arguments
+            for name in names:
+                try:
+                    hash(bound.get(name))
+                except TypeError:  # an option given as an array or a tracer: run as written, inside the caller's trace
+                    return func(*args, **kwargs)
+            return jitted(*args, **kwargs)
+
+        return call
 
     return decorate
 
